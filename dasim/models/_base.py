@@ -1,0 +1,370 @@
+"""Dynamical models: the forecast step of every filter.
+
+A model propagates a whole ensemble, shape ``(n_members, n_state)``, over one assimilation
+cycle at once (vectorised over members; the only Python loop is over integration steps)
+and adds Gaussian model noise ``process_noise`` once per cycle.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from sklearn.base import BaseEstimator
+from sklearn.utils import check_random_state
+
+from .._validation import check_array_finite, check_noise, check_positive
+
+_CLIMATOLOGY_CACHE = {}
+
+__all__ = ["DynamicalModel", "ODEModel", "Persistence", "FunctionModel", "rk4_step"]
+
+
+def rk4_step(tendency, x, dt):
+    """One classical fourth-order Runge-Kutta step of ``dx/dt = tendency(x)``.
+
+    Parameters
+    ----------
+    tendency : callable
+        Vectorised right-hand side, ``(..., n_state) -> (..., n_state)``.
+    x : ndarray of shape (..., n_state)
+        Current states.
+    dt : float
+        Step size.
+
+    Returns
+    -------
+    ndarray of shape (..., n_state)
+        States after one step.
+    """
+    k1 = tendency(x)
+    k2 = tendency(x + 0.5 * dt * k1)
+    k3 = tendency(x + 0.5 * dt * k2)
+    k4 = tendency(x + dt * k3)
+    return x + (dt / 6.0) * (k1 + 2.0 * k2 + 2.0 * k3 + k4)
+
+
+class DynamicalModel(BaseEstimator):
+    """Base class of dynamical models.
+
+    Subclasses implement :meth:`_propagate` (one noise-free cycle for a whole ensemble)
+    and, where a climatology exists, :meth:`_initial_guess`. Parameters are stored
+    unchanged by ``__init__`` (scikit-learn convention), so models are nested parameters
+    of the filters: ``GridSearchCV`` can tune ``model__process_noise``.
+
+    Attributes
+    ----------
+    n_state : int or None
+        State dimension, or ``None`` when any dimension is accepted.
+    """
+
+    n_state = None
+
+    # -- to implement ----------------------------------------------------------------
+    def _propagate(self, ensemble):
+        raise NotImplementedError
+
+    def _initial_guess(self, n, rng):
+        raise NotImplementedError(
+            f"{type(self).__name__} has no climatology; pass an initial state or ensemble."
+        )
+
+    # -- public API --------------------------------------------------------------------
+    def _check_ensemble(self, ensemble, name="ensemble"):
+        arr = check_array_finite(ensemble, name, ndim=(1, 2))
+        n_state = self.n_state
+        if n_state is not None and arr.shape[-1] != n_state:
+            raise ValueError(
+                f"{name} has {arr.shape[-1]} state components but {type(self).__name__} "
+                f"has n_state={n_state}."
+            )
+        return arr
+
+    def _noise(self, n_state):
+        """Resolve ``process_noise`` to ``None`` (no noise) or a (kind, factor) pair."""
+        q = getattr(self, "process_noise", 0.0)
+        if q is None:
+            return None
+        arr = np.asarray(q, dtype=np.float64)
+        if arr.ndim == 0:
+            check_positive(float(arr), "process_noise", allow_zero=True)
+            return None if arr == 0 else ("std", np.full(n_state, float(arr)))
+        if arr.ndim == 1 and np.all(arr == 0):
+            return None
+        if arr.ndim == 1:
+            check_positive(arr, "process_noise", allow_zero=True, allow_array=True)
+            if arr.shape != (n_state,):
+                raise ValueError(
+                    f"process_noise has {arr.shape[0]} entries but the state has {n_state}."
+                )
+            return ("std", arr)
+        _, cov = check_noise(arr, n_state, "process_noise")
+        return ("chol", np.linalg.cholesky(cov))
+
+    def add_noise(self, ensemble, random_state=None):
+        """Add one cycle of Gaussian model noise ``N(0, Q)`` to an ensemble.
+
+        Parameters
+        ----------
+        ensemble : ndarray of shape (n_members, n_state)
+            States.
+        random_state : int, numpy.random.Generator, RandomState or None
+            Seed or generator.
+
+        Returns
+        -------
+        ndarray of shape (n_members, n_state)
+            The perturbed states (a new array).
+        """
+        ensemble = np.asarray(ensemble, dtype=np.float64)
+        noise = self._noise(ensemble.shape[-1])
+        if noise is None:
+            return ensemble.copy()
+        rng = _as_generator(random_state)
+        z = rng.standard_normal(ensemble.shape)
+        kind, factor = noise
+        return ensemble + (z * factor if kind == "std" else z @ factor.T)
+
+    def forecast(self, ensemble, random_state=None):
+        """Propagate an ensemble over one assimilation cycle, with model noise.
+
+        Parameters
+        ----------
+        ensemble : array-like of shape (n_members, n_state) or (n_state,)
+            States at the start of the cycle.
+        random_state : int, numpy.random.Generator, RandomState or None
+            Seed or generator for the model noise.
+
+        Returns
+        -------
+        ndarray of the same shape
+            States at the end of the cycle. A ``ValueError`` is raised if the model
+            produced non-finite states.
+        """
+        x = self._check_ensemble(ensemble)
+        with np.errstate(over="ignore", invalid="ignore"):
+            out = self._propagate(np.atleast_2d(x))
+        out = np.asarray(out, dtype=np.float64).reshape(np.atleast_2d(x).shape)
+        if not np.all(np.isfinite(out)):
+            raise ValueError(f"{type(self).__name__} returned non-finite states.")
+        out = self.add_noise(out, random_state)
+        return out.reshape(x.shape)
+
+    def simulate(self, n_times, random_state=None, initial_state=None, process_noise=True):
+        """Simulate a true trajectory.
+
+        The initial state stands one cycle before the first row (the convention of
+        :meth:`dasim.filters.EnKF.assimilate`).
+
+        Parameters
+        ----------
+        n_times : int
+            Number of cycles (rows).
+        random_state : int, numpy.random.Generator, RandomState or None
+            Seed or generator (initial state and model noise).
+        initial_state : array-like of shape (n_state,), optional
+            Start; a draw from :meth:`climatology` by default.
+        process_noise : bool, default=True
+            Whether the truth receives the model noise (twin experiments of the
+            closed-form diffusion filter paper run the truth without it).
+
+        Returns
+        -------
+        ndarray of shape (n_times, n_state)
+            The trajectory.
+        """
+        if isinstance(n_times, bool) or not isinstance(n_times, int | np.integer):
+            raise TypeError(f"n_times must be an integer, got {n_times!r}.")
+        if n_times < 1:
+            raise ValueError(f"n_times must be at least 1, got {n_times}.")
+        rng = _as_generator(random_state)
+        if initial_state is None:
+            x = self.climatology(1, rng)[0]
+        else:
+            x = self._check_ensemble(initial_state, "initial_state")
+            if x.ndim != 1:
+                raise ValueError(f"initial_state must be 1-D, got shape {x.shape}.")
+        out = np.empty((n_times, x.shape[-1]))
+        for k in range(n_times):
+            with np.errstate(over="ignore", invalid="ignore"):
+                x = self._propagate(x[None, :])[0]
+            if not np.all(np.isfinite(x)):
+                raise ValueError(
+                    f"{type(self).__name__} returned non-finite states at cycle {k}."
+                )
+            if process_noise:
+                x = self.add_noise(x[None, :], rng)[0]
+            out[k] = x
+        return out
+
+    def climatology(self, n, random_state=None):
+        """Draw ``n`` states from the model's climatology.
+
+        The climatology is a pool of states from long spun-up runs of the noise-free model
+        (computed once per parameter set and cached); draws pick pool states at random.
+
+        Parameters
+        ----------
+        n : int
+            Number of states.
+        random_state : int, numpy.random.Generator, RandomState or None
+            Seed or generator.
+
+        Returns
+        -------
+        ndarray of shape (n, n_state)
+            Independent draws from the climatology.
+        """
+        if isinstance(n, bool) or not isinstance(n, int | np.integer) or n < 1:
+            raise ValueError(f"n must be a positive integer, got {n!r}.")
+        rng = _as_generator(random_state)
+        pool = self._climatology_pool(int(n))
+        idx = rng.choice(pool.shape[0], size=n, replace=n > pool.shape[0])
+        return pool[idx].copy()
+
+    def _climatology_pool(self, min_size):
+        # The pool depends on the noise-free dynamics only; it is shared by all instances
+        # (clones included) with the same parameters.
+        params = {k: v for k, v in self.get_params().items() if k != "process_noise"}
+        key = (type(self).__qualname__, repr(sorted(params.items())))
+        size = max(min_size, 16384)
+        cached = _CLIMATOLOGY_CACHE.get(key)
+        if cached is not None and cached.shape[0] >= size:
+            return cached
+        n_chains = 256 if size <= 16384 else size
+        n_record = -(-size // n_chains)
+        rng = np.random.default_rng(20240531)
+        x = self._initial_guess(n_chains, rng)
+        cycle_time = self._cycle_time()
+        n_burn = int(np.ceil(self.climatology_spinup / cycle_time))
+        # Recorded states of a chain are half a model time unit apart.
+        thin = max(1, int(round(0.5 / cycle_time)))
+        with np.errstate(over="ignore", invalid="ignore"):
+            for _ in range(n_burn):
+                x = self._propagate(x)
+            rec = []
+            for _ in range(n_record):
+                for _ in range(thin):
+                    x = self._propagate(x)
+                rec.append(x.copy())
+        pool = np.concatenate(rec, axis=0)
+        if not np.all(np.isfinite(pool)):
+            raise ValueError(f"{type(self).__name__} diverged while computing its climatology.")
+        _CLIMATOLOGY_CACHE[key] = pool
+        return pool
+
+    climatology_spinup = 20.0
+
+    def _cycle_time(self):
+        return 1.0
+
+
+
+class ODEModel(DynamicalModel):
+    """An ordinary differential equation integrated by RK4 (base of the Lorenz models).
+
+    Subclasses implement :meth:`tendency`. Parameters ``dt`` and ``steps_per_cycle`` set
+    the integration; ``process_noise`` the additive model noise per cycle.
+    """
+
+    def tendency(self, x):
+        """Right-hand side ``dx/dt`` for states of shape ``(..., n_state)``."""
+        raise NotImplementedError
+
+    def _cycle_time(self):
+        return self.dt * self.steps_per_cycle
+
+    def _check_integration(self):
+        check_positive(self.dt, "dt")
+        s = self.steps_per_cycle
+        if isinstance(s, bool) or not isinstance(s, int | np.integer) or s < 1:
+            raise ValueError(f"steps_per_cycle must be a positive integer, got {s!r}.")
+
+    def _propagate(self, ensemble):
+        self._check_integration()
+        x = ensemble
+        for _ in range(int(self.steps_per_cycle)):
+            x = rk4_step(self.tendency, x, self.dt)
+        return x
+
+
+class Persistence(DynamicalModel):
+    """Persistence (random-walk) model: ``x_{k+1} = x_k + N(0, Q)``.
+
+    The default model of the filters when none is given; its noise is learned from the
+    increments of the training states.
+
+    Parameters
+    ----------
+    process_noise : float, array of shape (n_state,) or (n_state, n_state), default=0.0
+        Standard deviation(s) or covariance of the random-walk increments.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from dasim.models import Persistence
+    >>> Persistence(process_noise=0.0).forecast(np.ones((2, 3))).tolist()
+    [[1.0, 1.0, 1.0], [1.0, 1.0, 1.0]]
+    """
+
+    def __init__(self, process_noise=0.0):
+        self.process_noise = process_noise
+
+    def _propagate(self, ensemble):
+        return ensemble.copy()
+
+
+class FunctionModel(DynamicalModel):
+    """Wrap a black-box callable ``f(ensemble) -> ensemble`` as a dynamical model.
+
+    Parameters
+    ----------
+    func : callable
+        Maps an ensemble of shape ``(n_members, n_state)`` to the ensemble one cycle later
+        (same shape). It is called once per cycle with the whole ensemble.
+    process_noise : float, array of shape (n_state,) or (n_state, n_state), default=0.0
+        Additive Gaussian model noise per cycle.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from dasim.models import FunctionModel
+    >>> FunctionModel(lambda x: 0.5 * x).forecast(np.ones((1, 2))).tolist()
+    [[0.5, 0.5]]
+    """
+
+    def __init__(self, func=None, process_noise=0.0):
+        self.func = func
+        self.process_noise = process_noise
+
+    def _propagate(self, ensemble):
+        if not callable(self.func):
+            raise TypeError(f"func must be callable, got {self.func!r}.")
+        out = np.asarray(self.func(ensemble), dtype=np.float64)
+        if out.shape != ensemble.shape:
+            raise ValueError(
+                f"func returned shape {out.shape} for an ensemble of shape {ensemble.shape}."
+            )
+        return out
+
+
+def as_model(model):
+    """Return ``model`` as a :class:`DynamicalModel` (callables are wrapped)."""
+    if isinstance(model, DynamicalModel):
+        return model
+    if callable(model):
+        return FunctionModel(model)
+    raise TypeError(
+        f"model must be a dasim DynamicalModel, a callable f(ensemble) -> ensemble or None, "
+        f"got {model!r}."
+    )
+
+
+def _as_generator(random_state):
+    """Turn a seed, ``RandomState`` or ``Generator`` into a ``numpy.random.Generator``."""
+    if isinstance(random_state, np.random.Generator):
+        return random_state
+    if isinstance(random_state, np.random.RandomState):
+        return np.random.default_rng(random_state.randint(0, 2**31 - 1))
+    if random_state is None:
+        return np.random.default_rng()
+    rs = check_random_state(random_state)
+    return np.random.default_rng(rs.randint(0, 2**31 - 1))
