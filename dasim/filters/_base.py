@@ -354,10 +354,7 @@ class SequentialFilter(BaseEstimator):
             if not np.all(np.isnan(yk)):
                 predicted = self.observation_.apply(ensemble)
                 loglik = self.observation_.log_likelihood_from_predicted(yk, predicted)
-                logw = loglik if weights is None else loglik + np.log(weights)
-                log_evidence[k] = logsumexp(logw) - (
-                    np.log(n_members) if weights is None else 0.0
-                )
+                log_evidence[k] = self._log_evidence(yk, predicted, loglik, weights)
                 if not np.isfinite(log_evidence[k]):
                     raise ValueError(
                         f"Every member has zero likelihood at cycle {k}: the observation is "
@@ -379,6 +376,16 @@ class SequentialFilter(BaseEstimator):
         if all_weights is not None:
             out["weights"] = all_weights
         return out
+
+    def _log_evidence(self, y, predicted, loglik, weights):
+        """Estimate ``log p(y_k | y_{1:k-1})`` from the forecast ensemble.
+
+        The default is the Monte Carlo estimate ``log sum_i w_i p(y | x_i)`` (uniform
+        weights when the filter carries none), unbiased in the evidence itself.
+        """
+        if weights is None:
+            return logsumexp(loglik) - np.log(loglik.size)
+        return logsumexp(loglik + np.log(weights))
 
     def _start_run(self, n_members, n_state):
         """Hook called before the first cycle (e.g. to precompute localisation)."""

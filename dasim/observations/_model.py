@@ -262,6 +262,11 @@ default="identity"
             return np.zeros(predicted.shape[0])
         std, cov = check_noise(self.noise_std, y.shape[-1], "noise_std")
         resid = y[mask] - predicted[:, mask]
+        with np.errstate(over="ignore"):
+            return self._gaussian_log_density(resid, std, cov, mask, n)
+
+    @staticmethod
+    def _gaussian_log_density(resid, std, cov, mask, n):
         if std is not None:
             s = std[mask]
             white = resid / s
