@@ -31,29 +31,44 @@ def _fitted(est, n_state=2):
     return est.fit(rng.normal(size=(50, n_state)))
 
 
-@pytest.mark.parametrize("n_members", [4, 7, 30])
-@pytest.mark.parametrize("observed", [[0, 1, 2], [0, 2]])
+@pytest.mark.parametrize("n_members", [3, 5, 7, 30])
+@pytest.mark.parametrize("observed", [[0, 1, 2, 3, 4, 5], [0, 2, 3]])
 def test_etkf_single_analysis_is_the_kalman_update(n_members, observed):
     # With the persistence model and no noise the forecast is the initial ensemble; the
     # ETKF mean and covariance must equal the Kalman update with the ensemble covariance.
+    # N < n_obs exercises the ensemble-space form, N >= n_obs the observation-space one.
     rng = np.random.default_rng(n_members)
-    ens = rng.normal(size=(n_members, 3)) * [1.0, 2.0, 0.5] + [1.0, -1.0, 0.0]
-    cov_r = np.diag([0.5, 1.5, 0.8])
+    ens = rng.normal(size=(n_members, 6)) * [1.0, 2.0, 0.5, 1.0, 1.5, 0.7] + 1.0
+    cov_r = np.diag([0.5, 1.5, 0.8, 1.0, 0.3, 2.0])
     obs = ObservationModel("identity", noise_std=cov_r)
-    y = np.array([[0.3, np.nan, -0.4]])
-    y[0, [i for i in range(3) if i not in observed]] = np.nan
-    enkf = _fitted(EnKF(Persistence(0.0), obs, n_members=n_members, random_state=0), 3)
+    y = rng.normal(size=(1, 6))
+    y[0, [i for i in range(6) if i not in observed]] = np.nan
+    enkf = _fitted(EnKF(Persistence(0.0), obs, n_members=n_members, random_state=0), 6)
     ds = enkf.assimilate(y, initial_ensemble=ens)
     a = ds["analysis"].values[0]
 
     mask = ~np.isnan(y[0])
-    h = np.eye(3)[mask]
+    h = np.eye(6)[mask]
     pf = np.cov(ens.T)
-    k = pf @ h.T @ np.linalg.inv(h @ pf @ h.T + cov_r[np.ix_(mask, mask)])
+    k = pf @ h.T @ np.linalg.pinv(h @ pf @ h.T + cov_r[np.ix_(mask, mask)])
     mean = ens.mean(0) + k @ (y[0, mask] - h @ ens.mean(0))
     pa = pf - k @ h @ pf
-    assert np.allclose(a.mean(0), mean, atol=1e-12)
-    assert np.allclose(np.cov(a.T), pa, atol=1e-12)
+    assert np.allclose(a.mean(0), mean, atol=1e-10)
+    assert np.allclose(np.cov(a.T), pa, atol=1e-10)
+
+
+@pytest.mark.parametrize("n_members", [3, 8])
+def test_stochastic_gain_forms_agree(n_members):
+    # The perturbed-observation increments computed in observation space and in ensemble
+    # space are the same linear map: compare with the explicit Kalman gain.
+    from dasim.filters.enkf import _gain_increments
+
+    rng = np.random.default_rng(0)
+    yw = rng.normal(size=(n_members, 5))
+    anom = rng.normal(size=(n_members, 4))
+    innov = rng.normal(size=(n_members, 5))
+    gain = anom.T @ yw @ np.linalg.inv(np.eye(5) + yw.T @ yw)
+    assert np.allclose(_gain_increments(yw, innov, anom), innov @ gain.T, atol=1e-12)
 
 
 def test_etkf_rotation_keeps_mean_and_covariance():
@@ -70,17 +85,16 @@ def test_etkf_rotation_keeps_mean_and_covariance():
     assert np.allclose(np.cov(a.T), np.cov(b.T), atol=1e-12)
 
 
-def test_letkf_with_huge_radius_is_the_etkf():
+@pytest.mark.parametrize("n_members", [2, 10])
+def test_letkf_with_huge_radius_is_the_etkf(n_members):
     rng = np.random.default_rng(4)
-    ens = rng.normal(size=(10, 6))
+    ens = rng.normal(size=(n_members, 6))
     obs = ObservationModel(noise_std=0.7, indices=[0, 2, 4])
     y = np.array([[0.3, -0.2, 0.5]])
-    glob = _fitted(EnKF(Persistence(0.0), obs, n_members=10, random_state=0), 6)
-    loc = _fitted(
-        EnKF(Persistence(0.0), obs, n_members=10, localization_radius=1e6, random_state=0), 6
-    )
+    glob = _fitted(EnKF(Persistence(0.0), obs, n_members=n_members, random_state=0), 6)
+    loc = _fitted(EnKF(Persistence(0.0), obs, n_members=n_members, localization_radius=1e6), 6)
     a = glob.assimilate(y, initial_ensemble=ens)["analysis"].values
-    b = loc.assimilate(y, initial_ensemble=ens)["analysis"].values
+    b = loc.set_params(random_state=0).assimilate(y, initial_ensemble=ens)["analysis"].values
     assert np.allclose(a, b, atol=1e-10)
 
 

@@ -13,11 +13,11 @@ import numbers
 
 import numpy as np
 import xarray as xr
-from scipy.special import logsumexp
 from sklearn.base import BaseEstimator, clone
 from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted, validate_data
 
+from .._math import logsumexp
 from .._validation import check_array_finite, check_n_members
 from ..models import DynamicalModel, Persistence, as_model
 from ..models._base import _as_generator
@@ -43,7 +43,7 @@ class SequentialFilter(BaseEstimator):
     def _check_params(self):
         """Validate the method's own parameters (called by ``fit``)."""
 
-    def _analysis(self, forecast, y, predicted, loglik, weights, rng):
+    def _analysis(self, forecast, y, predicted, loglik, log_weights, rng):
         """One analysis.
 
         Parameters
@@ -56,15 +56,15 @@ class SequentialFilter(BaseEstimator):
             Noise-free predicted observations ``h(forecast_i)``.
         loglik : ndarray (n_members,)
             ``log p(y | forecast_i)`` under the observation model.
-        weights : ndarray (n_members,) or None
-            Normalised weights carried from the previous cycle (weighted filters).
+        log_weights : ndarray (n_members,) or None
+            Normalised log-weights carried from the previous cycle (weighted filters).
         rng : numpy.random.Generator
             Random numbers.
 
         Returns
         -------
         analysis : ndarray (n_members, n_state)
-        weights : ndarray (n_members,) or None
+        log_weights : ndarray (n_members,) or None
         diagnostics : dict of float
         """
         raise NotImplementedError
@@ -335,10 +335,10 @@ class SequentialFilter(BaseEstimator):
         n_members, n_state = ensemble.shape
         analysis = np.empty((n_times, n_members, n_state))
         forecast = np.empty_like(analysis) if keep_forecast else None
-        weights = None
+        log_weights = None
         all_weights = None
         if self._weighted:
-            weights = np.full(n_members, 1.0 / n_members)
+            log_weights = np.full(n_members, -np.log(n_members))
             all_weights = np.empty((n_times, n_members))
         log_evidence = np.zeros(n_times)
         diags = {name: np.full(n_times, np.nan) for name in self._diagnostics}
@@ -354,14 +354,14 @@ class SequentialFilter(BaseEstimator):
             if not np.all(np.isnan(yk)):
                 predicted = self.observation_.apply(ensemble)
                 loglik = self.observation_.log_likelihood_from_predicted(yk, predicted)
-                log_evidence[k] = self._log_evidence(yk, predicted, loglik, weights)
+                log_evidence[k] = self._log_evidence(yk, predicted, loglik, log_weights)
                 if not np.isfinite(log_evidence[k]):
                     raise ValueError(
                         f"Every member has zero likelihood at cycle {k}: the observation is "
                         "incompatible with the whole forecast ensemble."
                     )
-                ensemble, weights, diag = self._analysis(
-                    ensemble, yk, predicted, loglik, weights, rng
+                ensemble, log_weights, diag = self._analysis(
+                    ensemble, yk, predicted, loglik, log_weights, rng
                 )
                 if not np.all(np.isfinite(ensemble)):
                     raise ValueError(f"The analysis produced non-finite states at cycle {k}.")
@@ -369,7 +369,7 @@ class SequentialFilter(BaseEstimator):
                     diags[name][k] = value
             analysis[k] = ensemble
             if all_weights is not None:
-                all_weights[k] = weights
+                all_weights[k] = np.exp(log_weights)
         out = {"analysis": analysis, "log_evidence": log_evidence, **diags}
         if keep_forecast:
             out["forecast"] = forecast
@@ -377,15 +377,15 @@ class SequentialFilter(BaseEstimator):
             out["weights"] = all_weights
         return out
 
-    def _log_evidence(self, y, predicted, loglik, weights):
+    def _log_evidence(self, y, predicted, loglik, log_weights):
         """Estimate ``log p(y_k | y_{1:k-1})`` from the forecast ensemble.
 
         The default is the Monte Carlo estimate ``log sum_i w_i p(y | x_i)`` (uniform
         weights when the filter carries none), unbiased in the evidence itself.
         """
-        if weights is None:
+        if log_weights is None:
             return logsumexp(loglik) - np.log(loglik.size)
-        return logsumexp(loglik + np.log(weights))
+        return logsumexp(loglik + log_weights)
 
     def _start_run(self, n_members, n_state):
         """Hook called before the first cycle (e.g. to precompute localisation)."""

@@ -5,7 +5,9 @@ from __future__ import annotations
 import numbers
 
 import numpy as np
+from scipy.linalg import solve_triangular
 
+from .._validation import check_noise
 from ._base import SequentialFilter
 from ._localization import gaspari_cohn, grid_distances
 
@@ -18,7 +20,7 @@ class EnKF(SequentialFilter):
     The analysis works in the joint state-observation (ensemble-space) form, so nonlinear
     observation operators need no Jacobian: with forecast anomalies
     ``A = (E - mean) / sqrt(N-1)`` and whitened observation anomalies
-    ``Y = R^{-1/2} (h(E) - mean h) / sqrt(N-1)`` (thin SVD ``Y = U S V^T``),
+    ``Y = R^{-1/2} (h(E) - mean h) / sqrt(N-1)`` (with ``Y = U S V^T``),
 
     - ``variant="sqrt"`` (ETKF, Hunt et al. 2007): the mean moves by ``w^T A`` with
       ``w = U S (I + S^2)^{-1} V^T R^{-1/2} (y - mean h)`` and the anomalies by the
@@ -148,9 +150,11 @@ class EnKF(SequentialFilter):
         self._taper_xy = gaspari_cohn(
             grid_distances(np.arange(n_state), obs_pos, n_state, self.periodic), rad
         )
-        self._taper_yy = gaspari_cohn(grid_distances(obs_pos, obs_pos, n_state, self.periodic), rad)
+        self._taper_yy = gaspari_cohn(
+            grid_distances(obs_pos, obs_pos, n_state, self.periodic), rad
+        )
 
-    def _log_evidence(self, y, predicted, loglik, weights):
+    def _log_evidence(self, y, predicted, loglik, log_weights):
         """Gaussian predictive ``log N(y; mean h(E), Cov h(E) + R)``: the EnKF's evidence."""
         mask = ~np.isnan(y)
         hx = predicted[:, mask]
@@ -163,20 +167,27 @@ class EnKF(SequentialFilter):
         chol = np.linalg.cholesky(cov)
         white = np.linalg.solve(chol, y[mask] - hx.mean(axis=0))
         return float(
-            -0.5 * (white @ white + mask.sum() * np.log(2 * np.pi))
-            - np.sum(np.log(np.diag(chol)))
+            -0.5 * (white @ white + mask.sum() * np.log(2 * np.pi)) - np.sum(np.log(np.diag(chol)))
         )
 
-    def _analysis(self, forecast, y, predicted, loglik, weights, rng):
+    def _analysis(self, forecast, y, predicted, loglik, log_weights, rng):
         n = forecast.shape[0]
         mask = ~np.isnan(y)
         yo = y[mask]
         hx = predicted[:, mask]
-        cov = self.observation_.noise_cov(y.shape[0])[np.ix_(mask, mask)]
-        chol = np.linalg.cholesky(cov)
+        std, cov = check_noise(self.observation_.noise_std, y.shape[0], "noise_std")
+        if std is not None:
+            std = std[mask]
 
-        def whiten(v):  # R^{-1/2} v for rows of v
-            return np.linalg.solve(chol, v.T).T if v.ndim == 2 else np.linalg.solve(chol, v)
+            def whiten(v):  # R^{-1/2} v, rows of v
+                return v / std
+
+        else:
+            cov = cov[np.ix_(mask, mask)]
+            chol = np.linalg.cholesky(cov)
+
+            def whiten(v):
+                return solve_triangular(chol, v.T, lower=True).T
 
         xbar = forecast.mean(axis=0)
         anom = (forecast - xbar) / np.sqrt(n - 1)
@@ -185,22 +196,21 @@ class EnKF(SequentialFilter):
         if self.variant == "sqrt":
             dw = whiten(yo - ybar)
             if self._taper_xy is None:
-                mean, anom_a = _etkf(anom, yw, dw)
-                mean = xbar + mean
+                incr, anom_a = _etkf(yw, dw, anom)
             else:
-                mean, anom_a = _letkf(anom, yw, dw, self._taper_xy[:, mask])
-                mean = xbar + mean
+                incr, anom_a = _letkf(yw, dw, anom, np.sqrt(self._taper_xy[:, mask]))
             if self.rotate:
                 anom_a = _random_rotation(n, rng) @ anom_a
-            analysis = mean + np.sqrt(n - 1) * anom_a
+            analysis = (xbar + incr) + np.sqrt(n - 1) * anom_a
         else:
             pert = rng.standard_normal((n, yo.size))
             pert -= pert.mean(axis=0)
             if self._taper_xy is None:
-                innov = whiten(yo - hx) + pert
-                u, s, vt = np.linalg.svd(yw, full_matrices=False)
-                analysis = forecast + ((innov @ vt.T) * (s / (1.0 + s**2))) @ (u.T @ anom)
+                analysis = forecast + _gain_increments(yw, whiten(yo - hx) + pert, anom)
             else:
+                if std is not None:
+                    cov = np.diag(std**2)
+                    chol = np.diag(std)
                 yr = (hx - ybar) / np.sqrt(n - 1)
                 cxy = (anom.T @ yr) * self._taper_xy[:, mask]
                 cyy = (yr.T @ yr) * self._taper_yy[np.ix_(mask, mask)] + cov
@@ -212,28 +222,70 @@ class EnKF(SequentialFilter):
         return analysis, None, {}
 
 
-def _etkf(anom, yw, dw):
-    """Global ETKF: mean increment and analysis anomalies."""
-    u, s, vt = np.linalg.svd(yw, full_matrices=False)
-    w = u @ ((s / (1.0 + s**2)) * (vt @ dw))
-    mean_incr = w @ anom
-    anom_a = anom + u @ ((1.0 / np.sqrt(1.0 + s**2) - 1.0)[:, None] * (u.T @ anom))
-    return mean_incr, anom_a
+def _eig_psd(a):
+    """Eigen-decomposition of a symmetric positive semi-definite matrix (stack)."""
+    ev, vec = np.linalg.eigh(a)
+    return np.clip(ev, 0.0, None), vec
 
 
-def _letkf(anom, yw, dw, taper):
-    """LETKF: one tapered ETKF per state component, batched."""
-    sq = np.sqrt(taper)  # (n_state, m)
-    ylocal = yw[None, :, :] * sq[:, None, :]  # (n_state, N, m)
-    dlocal = dw[None, :] * sq  # (n_state, m)
-    u, s, vt = np.linalg.svd(ylocal, full_matrices=False)  # u (d,N,r) s (d,r) vt (d,r,m)
-    coef = (s / (1.0 + s**2)) * np.einsum("drm,dm->dr", vt, dlocal)
-    w = np.einsum("dnr,dr->dn", u, coef)  # (d, N)
-    mean_incr = np.einsum("dn,nd->d", w, anom)
-    proj = np.einsum("dnr,nd->dr", u, anom)  # U^T a_j
-    fac = 1.0 / np.sqrt(1.0 + s**2) - 1.0
-    anom_a = anom + np.einsum("dnr,dr->nd", u, fac * proj)
-    return mean_incr, anom_a
+def _sqrt_factor(ev):
+    """``((1 + ev)^{-1/2} - 1) / ev``, written to be exact at ``ev = 0``."""
+    r = np.sqrt(1.0 + ev)
+    return -1.0 / (r * (1.0 + r))
+
+
+def _etkf(yw, dw, anom):
+    """Global ETKF: mean increment (n_state,) and analysis anomalies (N, n_state).
+
+    Uses the eigen-decomposition of ``Y^T Y`` (n_obs x n_obs) when ``n_obs <= N`` and of
+    ``Y Y^T`` (N x N) otherwise, so the cost is ``O(N n_obs min(N, n_obs))``.
+    """
+    n, m = yw.shape
+    if m <= n:
+        ev, v = _eig_psd(yw.T @ yw)
+        vya = v.T @ (yw.T @ anom)  # (m, d)
+        incr = ((dw @ v) / (1.0 + ev)) @ vya
+        anom_a = anom + yw @ (v @ (_sqrt_factor(ev)[:, None] * vya))
+    else:
+        ev, u = _eig_psd(yw @ yw.T)
+        ua = u.T @ anom
+        w = u @ ((u.T @ (yw @ dw)) / (1.0 + ev))
+        incr = w @ anom
+        anom_a = anom + u @ ((1.0 / np.sqrt(1.0 + ev) - 1.0)[:, None] * ua)
+    return incr, anom_a
+
+
+def _letkf(yw, dw, anom, sq):
+    """LETKF: one tapered ETKF per state component (``sq`` = sqrt taper, (d, m)), batched."""
+    n, m = yw.shape
+    ya = sq * (yw.T @ anom).T  # (d, m): Y_j^T a_j
+    if m <= n:
+        gram = (yw.T @ yw)[None] * sq[:, :, None] * sq[:, None, :]
+        ev, v = _eig_psd(gram)  # (d, m), (d, m, m)
+        vya = np.einsum("dmr,dm->dr", v, ya)
+        vdw = np.einsum("dmr,dm->dr", v, sq * dw)
+        incr = np.sum(vdw * vya / (1.0 + ev), axis=1)
+        inner = np.einsum("dmr,dr->dm", v, _sqrt_factor(ev) * vya)
+        anom_a = anom + yw @ (sq * inner).T
+    else:
+        rho = sq**2
+        gram = np.einsum("nm,dm,km->dnk", yw, rho, yw)
+        ev, u = _eig_psd(gram)  # (d, N), (d, N, N)
+        ua = np.einsum("dnr,nd->dr", u, anom)
+        uyd = np.einsum("dnr,nd->dr", u, yw @ (rho * dw).T)
+        incr = np.sum(uyd / (1.0 + ev) * ua, axis=1)
+        anom_a = anom + np.einsum("dnr,dr->nd", u, (1.0 / np.sqrt(1.0 + ev) - 1.0) * ua)
+    return incr, anom_a
+
+
+def _gain_increments(yw, innov, anom):
+    """Perturbed-observation increments ``innov (I + Y^T Y)^{-1} Y^T A`` (rows = members)."""
+    n, m = yw.shape
+    if m <= n:
+        ev, v = _eig_psd(yw.T @ yw)
+        return ((innov @ v) / (1.0 + ev)) @ (v.T @ (yw.T @ anom))
+    ev, u = _eig_psd(yw @ yw.T)
+    return (((innov @ yw.T) @ u) / (1.0 + ev)) @ (u.T @ anom)
 
 
 def _random_rotation(n, rng):

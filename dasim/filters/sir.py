@@ -5,8 +5,8 @@ from __future__ import annotations
 import numbers
 
 import numpy as np
-from scipy.special import logsumexp
 
+from .._math import logsumexp
 from ._base import SequentialFilter
 from ._resampling import RESAMPLING_METHODS, resample
 
@@ -22,7 +22,8 @@ class SIRFilter(SequentialFilter):
     ``ess_threshold * N`` the particles are resampled, and with ``jitter > 0`` perturbed
     by Gaussian regularisation noise ``N(0, (jitter * h)^2 C)`` where
     ``h = N^{-1/(d+4)}`` and ``C`` is the weighted covariance before resampling (DAPPER's
-    ``reg``).
+    ``reg``). Weights are carried as log-weights throughout, so underflow cannot zero
+    them; the returned ``weights`` are their exponentials.
 
     Parameters
     ----------
@@ -41,6 +42,10 @@ default="systematic"
         the weights are not uniform, 0 never).
     jitter : float, default=0.0
         Regularisation noise, relative to the Gaussian-kernel bandwidth (non-negative).
+    jitter_duplicates_only : bool, default=True
+        Jitter only particles that resampling selected more than once (all their copies),
+        leaving particles drawn exactly once where they are (DAPPER's default
+        "no uniqueness jitter"); ``False`` jitters every particle.
     random_state : int, RandomState or None, default=None
         Seed.
 
@@ -88,6 +93,7 @@ default="systematic"
         resampling="systematic",
         ess_threshold=0.5,
         jitter=0.0,
+        jitter_duplicates_only=True,
         random_state=None,
     ):
         self.model = model
@@ -96,6 +102,7 @@ default="systematic"
         self.resampling = resampling
         self.ess_threshold = ess_threshold
         self.jitter = jitter
+        self.jitter_duplicates_only = jitter_duplicates_only
         self.random_state = random_state
 
     def _check_params(self):
@@ -111,24 +118,37 @@ default="systematic"
             raise ValueError(f"jitter must be a non-negative number, got {jit!r}.")
         if not np.isfinite(jit):
             raise ValueError(f"jitter must be finite, got {jit!r}.")
+        if not isinstance(self.jitter_duplicates_only, bool | np.bool_):
+            raise TypeError(
+                f"jitter_duplicates_only must be a bool, got {self.jitter_duplicates_only!r}."
+            )
 
-    def _analysis(self, forecast, y, predicted, loglik, weights, rng):
+    def _analysis(self, forecast, y, predicted, loglik, log_weights, rng):
         n, d = forecast.shape
-        logw = np.log(weights) + loglik
-        logw -= logsumexp(logw)
+        logw = log_weights + loglik
+        logw = logw - logsumexp(logw)
         w = np.exp(logw)
         w /= w.sum()
         ess = 1.0 / np.sum(w**2)
         if ess >= self.ess_threshold * n:
-            return forecast, w, {"ess": ess, "resampled": 0.0}
+            return forecast, logw, {"ess": ess, "resampled": 0.0}
         idx = resample(w, n, self.resampling, rng)
         analysis = forecast[idx]
         if self.jitter > 0:
-            mean = w @ forecast
-            anom = forecast - mean
-            cov = (anom.T * w) @ anom / max(1.0 - np.sum(w**2), 1e-300)
+            # Weighted covariance with the N_eff / (N_eff - 1) correction; degenerate
+            # weights (one particle holds all the mass) fall back to equal weights.
+            wc = np.full(n, 1.0 / n) if 1.0 - w.max() < 1e-10 else w
+            anom = forecast - wc @ forecast
+            cov = (anom.T * wc) @ anom / (1.0 - np.sum(wc**2))
             evals, evecs = np.linalg.eigh(cov)
             root = evecs * np.sqrt(np.clip(evals, 0.0, None))
             scale = self.jitter * n ** (-1.0 / (d + 4))
-            analysis = analysis + scale * rng.standard_normal((n, d)) @ root.T
-        return analysis, np.full(n, 1.0 / n), {"ess": ess, "resampled": 1.0}
+            if self.jitter_duplicates_only:
+                # idx is sorted: every copy of a particle drawn more than once is jittered.
+                same = idx[1:] == idx[:-1]
+                dup = np.concatenate([[False], same]) | np.concatenate([same, [False]])
+            else:
+                dup = np.ones(n, dtype=bool)
+            noise = scale * rng.standard_normal((int(dup.sum()), d)) @ root.T
+            analysis[dup] += noise
+        return analysis, np.full(n, -np.log(n)), {"ess": ess, "resampled": 1.0}

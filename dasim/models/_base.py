@@ -187,9 +187,7 @@ class DynamicalModel(BaseEstimator):
             with np.errstate(over="ignore", invalid="ignore"):
                 x = self._propagate(x[None, :])[0]
             if not np.all(np.isfinite(x)):
-                raise ValueError(
-                    f"{type(self).__name__} returned non-finite states at cycle {k}."
-                )
+                raise ValueError(f"{type(self).__name__} returned non-finite states at cycle {k}.")
             if process_noise:
                 x = self.add_noise(x[None, :], rng)[0]
             out[k] = x
@@ -255,7 +253,6 @@ class DynamicalModel(BaseEstimator):
 
     def _cycle_time(self):
         return 1.0
-
 
 
 class ODEModel(DynamicalModel):

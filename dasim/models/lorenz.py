@@ -52,9 +52,11 @@ class Lorenz63(ODEModel):
     def tendency(self, x):
         """Right-hand side of the Lorenz-63 equations for states ``(..., 3)``."""
         a, b, c = x[..., 0], x[..., 1], x[..., 2]
-        return np.stack(
-            [self.sigma * (b - a), a * (self.rho - c) - b, a * b - self.beta * c], axis=-1
-        )
+        out = np.empty_like(x)
+        out[..., 0] = self.sigma * (b - a)
+        out[..., 1] = a * (self.rho - c) - b
+        out[..., 2] = a * b - self.beta * c
+        return out
 
     def _initial_guess(self, n, rng):
         return np.array([0.0, 0.0, 25.0]) + rng.standard_normal((n, 3)) * np.array([8, 9, 8.6])

@@ -112,9 +112,7 @@ default="identity"
             return lambda x, xp: op(x)
         if isinstance(op, str) and op in OPERATORS:
             return OPERATORS[op]
-        raise ValueError(
-            f"operator must be one of {sorted(OPERATORS)} or a callable, got {op!r}."
-        )
+        raise ValueError(f"operator must be one of {sorted(OPERATORS)} or a callable, got {op!r}.")
 
     def _check_scale(self):
         s = self.scale

@@ -1,0 +1,113 @@
+"""B1: classical parity with DAPPER's standard twin experiments.
+
+Settings and the figures DAPPER reports for them (analysis RMSE, time mean), kept beside
+the code as DAPPER keeps its settings files. ``dasim bench l63-full`` runs one.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..filters import EnKF, SIRFilter
+from ..models import Lorenz63, Lorenz96
+from ..observations import ObservationModel
+from ._runner import Case, Method
+
+__all__ = ["B1_CASES", "b1_case", "b1_methods"]
+
+
+def _l96(n):
+    return Case(
+        name=f"l96-{n}",
+        model=Lorenz96(n=n, forcing=8.0, dt=0.05, steps_per_cycle=1),
+        observation=ObservationModel("identity", noise_std=1.0),
+        n_cycles=1000,
+        description=f"Lorenz-96 n={n}, F=8, RK4 dt=0.05, 1 step a cycle, observe all, R=I",
+    )
+
+
+B1_CASES = {
+    "l63-full": Case(
+        name="l63-full",
+        model=Lorenz63(dt=0.01, steps_per_cycle=25),
+        observation=ObservationModel("identity", noise_std=np.sqrt(2.0)),
+        n_cycles=1000,
+        description="Lorenz-63, RK4 dt=0.01, 25 steps a cycle, observe all, R=2I, no model noise",
+    ),
+    "l96-40": _l96(40),
+    "l96-10": _l96(10),
+    "l96-20": _l96(20),
+}
+
+
+def b1_case(name):
+    """The B1 case called ``name`` (``l63-full``, ``l96-40``, ``l96-10``, ``l96-20``)."""
+    try:
+        return B1_CASES[name]
+    except KeyError:
+        raise ValueError(f"unknown B1 case {name!r}; choose from {sorted(B1_CASES)}.") from None
+
+
+def b1_methods(name, members=None):
+    """The filters of a B1 case with DAPPER's reference figures.
+
+    Parameters
+    ----------
+    name : str
+        Case name.
+    members : sequence of int, optional
+        Restrict to configurations with these ensemble sizes.
+
+    Returns
+    -------
+    list of Method
+        Configured methods; ``reference`` is DAPPER's analysis RMSE (None where DAPPER
+        reports only a collapse).
+    """
+    if name == "l63-full":
+        methods = [
+            Method("EnKF sqrt N=10 infl=1.02", EnKF(n_members=10, inflation=1.02), 0.557),
+            Method(
+                "EnKF pert-obs N=100 infl=1.02",
+                EnKF(n_members=100, variant="stochastic", inflation=1.02),
+                0.552,
+            ),
+            Method(
+                "SIR N=100 jitter=2.4 ess<0.3",
+                SIRFilter(n_members=100, jitter=2.4, ess_threshold=0.3),
+                0.364,
+            ),
+            Method(
+                "SIR N=1000 jitter=0.9 ess<0.2",
+                SIRFilter(n_members=1000, jitter=0.9, ess_threshold=0.2),
+                0.260,
+            ),
+            Method("SIR N=1000 no jitter", SIRFilter(n_members=1000), 10.6),
+        ]
+    elif name == "l96-40":
+        methods = [
+            Method("EnKF sqrt N=40 infl=1.02", EnKF(n_members=40, inflation=1.02), 0.18),
+            Method(
+                "LETKF N=20 radius=4 infl=1.04",
+                EnKF(n_members=20, inflation=1.04, localization_radius=4.0),
+                0.20,
+            ),
+            Method("SIR N=1000 no jitter", SIRFilter(n_members=1000), 4.9),
+        ]
+    elif name in ("l96-10", "l96-20"):
+        ref_enkf, ref_pf = (0.159, 0.143) if name == "l96-10" else (0.177, 0.229)
+        jitter = 1.0 if name == "l96-10" else 1.0
+        methods = [
+            Method("EnKF sqrt N=100 infl=1.02", EnKF(n_members=100, inflation=1.02), ref_enkf),
+            Method(
+                f"SIR N=1000 jitter={jitter} ess<0.5",
+                SIRFilter(n_members=1000, jitter=jitter, ess_threshold=0.5),
+                ref_pf,
+            ),
+        ]
+    else:
+        b1_case(name)  # raises for unknown names
+    if members is not None:
+        members = {int(m) for m in members}
+        methods = [m for m in methods if m.estimator.n_members in members]
+    return methods
