@@ -1,0 +1,534 @@
+r"""Likelihood guidance for diffusion posteriors: SDA and SOAD (torch).
+
+A guidance object wraps a prior epsilon-model :math:`\varepsilon(x_t, t)` and is itself an
+epsilon-model for the posterior :math:`p(x \mid y)`: since
+:math:`\varepsilon = -\sigma_t \nabla \log p_t`,
+
+.. math::
+
+    \varepsilon_\text{post}(x_t, t) = \varepsilon(x_t, t)
+    - \sigma_t \nabla_{x_t} \log \tilde{p}(y \mid x_t),
+
+with an approximation :math:`\tilde{p}(y \mid x_t)` of the intractable likelihood of the
+noisy state. Any guidance works with any sampler
+(:class:`~dasim.diffusion.sampling.PredictorCorrector`).
+
+* :class:`GaussianGuidance` (SDA): :math:`\tilde{p}(y \mid x_t) = \mathcal{N}\big(y \mid
+  A(\hat{x}), \Sigma_y + \gamma (\sigma_t/\mu_t)^2 I\big)` for any differentiable ``A``.
+* :class:`AugmentedGuidance` (SOAD): linear subsampling observations of the augmented state
+  :math:`z = [x, h(x)]`, with the scalar-prior posterior variance
+  :math:`v_t = \sigma_x^2 r_t^2 / (\sigma_x^2 + r_t^2)` and a sup-norm clip.
+* :class:`ForwardDiffusionCorrector` (SOAD): a sampler ``post_step`` hook that replaces the
+  observed components by a draw from the law of the forward-diffused observations.
+
+Observations for the SOAD pieces are a list of triples ``(y_j, S_j, std_j)``:
+
+* ``S_j`` selects entries of the augmented trajectory :math:`z \in \mathbb{R}^{L \times
+  D_z}` (the event shape, without the batch): a boolean mask of shape ``(L, D_z)``, or a
+  tuple of integer index tensors, one per event dimension (``(time_idx, feature_idx)``);
+* ``y_j`` holds the observed values at the selected entries: shape ``(n_j,)`` (the same for
+  every sample) or ``(B, n_j)`` (one observation per sample), ordered as
+  ``z[b][S_j]`` (row-major order of a boolean mask, or the order of the index tensors);
+* ``std_j`` is the observation noise standard deviation, a positive scalar or an
+  ``(n_j,)`` tensor.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+
+import numpy as np
+import torch
+
+from dasim.diffusion.vpsde import broadcast_time
+
+__all__ = [
+    "AugmentedGuidance",
+    "ForwardDiffusionCorrector",
+    "GaussianGuidance",
+    "augmented_log_likelihood",
+]
+
+
+def _as_float_tensor(value) -> torch.Tensor:
+    """Tensor view of ``value``; non-tensors keep float64 precision until used."""
+    if isinstance(value, torch.Tensor):
+        return value if value.is_floating_point() else value.to(torch.get_default_dtype())
+    return torch.as_tensor(np.asarray(value, dtype=np.float64))
+
+
+def _check_std(std, name: str) -> torch.Tensor:
+    std = _as_float_tensor(std)
+    if std.numel() == 0 or not torch.isfinite(std).all() or (std <= 0).any():
+        raise ValueError(f"{name} must be positive and finite")
+    return std
+
+
+class _LinearObservations:
+    """Parsed list of ``(y_j, S_j, std_j)`` subsampling observations (see module doc)."""
+
+    def __init__(self, observations, name: str = "observations"):
+        if isinstance(observations, _LinearObservations):
+            self.items = observations.items
+            self.name = observations.name
+            self._cache = {}
+            return
+        if (
+            isinstance(observations, tuple)
+            and len(observations) == 3
+            and not isinstance(observations[0], tuple | list)
+        ):
+            observations = [observations]
+        if not isinstance(observations, Sequence) or len(observations) == 0:
+            raise ValueError(f"{name} must be a non-empty list of (y, S, std) triples")
+        items = []
+        for j, item in enumerate(observations):
+            if not isinstance(item, tuple | list) or len(item) != 3:
+                raise ValueError(f"{name}[{j}] must be a (y, S, std) triple")
+            y, selector, std = item
+            y = _as_float_tensor(y)
+            if y.ndim not in (1, 2):
+                raise ValueError(
+                    f"{name}[{j}]: y must have shape (n_obs,) or (B, n_obs), got {tuple(y.shape)}"
+                )
+            if not torch.isfinite(y).all():
+                raise ValueError(f"{name}[{j}]: y must be finite")
+            if isinstance(selector, tuple | list):
+                index = tuple(torch.as_tensor(i) for i in selector)
+                if any(
+                    i.ndim != 1 or i.is_floating_point() or i.dtype == torch.bool for i in index
+                ):
+                    raise ValueError(
+                        f"{name}[{j}]: S must be a boolean mask or a tuple of 1-d integer "
+                        "index tensors"
+                    )
+                if len({i.shape[0] for i in index}) != 1:
+                    raise ValueError(f"{name}[{j}]: the index tensors of S differ in length")
+                mask = None
+                n_obs = index[0].shape[0]
+            else:
+                mask = torch.as_tensor(selector)
+                if mask.dtype != torch.bool:
+                    raise ValueError(
+                        f"{name}[{j}]: S must be a boolean mask or a tuple of index tensors, "
+                        f"got dtype {mask.dtype}"
+                    )
+                index = None
+                n_obs = int(mask.sum())
+            if y.shape[-1] != n_obs:
+                raise ValueError(
+                    f"{name}[{j}]: y has {y.shape[-1]} values but S selects {n_obs} entries"
+                )
+            std = _check_std(std, f"{name}[{j}]: std")
+            if std.ndim > 1 or (std.ndim == 1 and std.shape[0] not in (1, n_obs)):
+                raise ValueError(f"{name}[{j}]: std must be a scalar or have shape ({n_obs},)")
+            items.append((y, mask, index, std))
+        self.items = items
+        self.name = name
+        self._cache = {}
+
+    def dense(self, z: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+        """Dense ``(Y, M, STD)`` per observation, on the event shape of ``z``.
+
+        ``Y`` has shape ``event`` or ``(B, *event)`` (zero where unobserved), ``M`` is the
+        boolean mask of shape ``event`` and ``STD`` the standard deviations (one where
+        unobserved).
+        """
+        event = tuple(z.shape[1:])
+        key = (event, z.shape[0], z.device, z.dtype)
+        if key in self._cache:
+            return self._cache[key]
+        out = []
+        for j, (y, mask, index, std) in enumerate(self.items):
+            if mask is not None:
+                if tuple(mask.shape) != event:
+                    raise ValueError(
+                        f"{self.name}[{j}]: the mask S has shape {tuple(mask.shape)}, but the "
+                        f"state has event shape {event}"
+                    )
+                mask = mask.to(z.device)
+                idx = mask.nonzero(as_tuple=True)
+            else:
+                if len(index) != len(event):
+                    raise ValueError(
+                        f"{self.name}[{j}]: S has {len(index)} index tensors for an event of "
+                        f"{len(event)} dimensions {event}"
+                    )
+                idx = tuple(i.to(z.device) for i in index)
+                for d, (i, n) in enumerate(zip(idx, event, strict=True)):
+                    if i.numel() and (i.min() < -n or i.max() >= n):
+                        raise ValueError(f"{self.name}[{j}]: S index {d} is out of range")
+                mask = torch.zeros(event, dtype=torch.bool, device=z.device)
+                mask[idx] = True
+                if int(mask.sum()) != idx[0].shape[0]:
+                    raise ValueError(f"{self.name}[{j}]: S selects an entry twice")
+            yv = y.to(device=z.device, dtype=z.dtype)
+            if yv.ndim == 2:
+                if yv.shape[0] != z.shape[0]:
+                    raise ValueError(
+                        f"{self.name}[{j}]: y has {yv.shape[0]} rows for a batch of "
+                        f"{z.shape[0]} samples"
+                    )
+                dense_y = torch.zeros((z.shape[0],) + event, dtype=z.dtype, device=z.device)
+                dense_y[(slice(None),) + idx] = yv
+            else:
+                dense_y = torch.zeros(event, dtype=z.dtype, device=z.device)
+                dense_y[idx] = yv
+            dense_std = torch.ones(event, dtype=z.dtype, device=z.device)
+            dense_std[idx] = std.to(device=z.device, dtype=z.dtype)
+            out.append((dense_y, mask, dense_std))
+        self._cache = {key: out}
+        return out
+
+
+def _snr_terms(schedule, t, z: torch.Tensor, sigma_x: float):
+    """``mu, sigma, r^2, v_t`` broadcast against ``z``."""
+    mu, sigma = schedule(broadcast_time(t, z))
+    r2 = (sigma / mu) ** 2
+    v = sigma_x**2 * r2 / (sigma_x**2 + r2)
+    return mu, sigma, r2, v
+
+
+def _check_sigma_x(sigma_x) -> float:
+    sigma_x = float(sigma_x)
+    if not (sigma_x > 0 and math.isfinite(sigma_x)):
+        raise ValueError(f"sigma_x must be positive and finite, got {sigma_x!r}")
+    return sigma_x
+
+
+class GaussianGuidance:
+    r"""SDA posterior epsilon-model with the Gaussian likelihood-score approximation.
+
+    With :math:`\mu = \mu(t)`, :math:`\sigma = \sigma(t)` and the Tweedie denoiser
+    :math:`\hat{x}(x_t) = (x_t - \sigma \varepsilon(x_t, t)) / \mu`,
+
+    .. math::
+
+        \log \tilde{p}(y \mid x_t) = -\frac{1}{2} \sum_{j \text{ observed}}
+        \frac{\big(y_j - A(\hat{x})_j\big)^2}{\mathrm{std}_j^2 + \gamma\, \sigma^2/\mu^2},
+        \qquad
+        \varepsilon_\text{post} = \varepsilon - \sigma\, \nabla_{x_t} \log \tilde{p}(y \mid x_t).
+
+    The gradient is one backward pass through ``A`` and the denoiser,
+    :math:`\partial \hat{x} / \partial x_t = (I - \sigma\, \partial\varepsilon/\partial x_t)
+    / \mu`, identity term included. With ``detach=True`` the network is evaluated outside
+    the graph so that :math:`\partial \hat{x} / \partial x_t = I/\mu` (cheaper, cruder).
+    The inflation :math:`\gamma (\sigma/\mu)^2` stands in for :math:`A \operatorname{Cov}[x
+    \mid x_t] A^\top`; the approximation becomes exact as :math:`t \to 0`.
+
+    Parameters
+    ----------
+    eps_model : callable
+        Prior epsilon-model ``eps_model(x, t)`` on ``(B, L, D)`` tensors.
+    y : array_like
+        Observations, shaped like (or broadcastable to) ``A(x)``; ``NaN`` marks unobserved
+        entries, which are left out of the likelihood.
+    A : callable
+        Differentiable observation operator on ``(B, L, D)`` tensors (e.g.
+        ``lambda x: x[:, ::4, :1]``).
+    std : float or array_like
+        Observation noise standard deviation, positive, broadcastable to ``y``.
+    schedule : callable
+        ``schedule(t) -> (mu, sigma)``.
+    gamma : float, default=1e-2
+        Variance inflation factor :math:`\gamma \ge 0`.
+    detach : bool, default=False
+        Do not differentiate through the network.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from dasim.diffusion.vpsde import CosineSchedule
+    >>> prior = lambda x, t: 0.1 * x
+    >>> y = torch.tensor([[0.5], [float("nan")]])
+    >>> post = GaussianGuidance(prior, y, lambda x: x[:, ::2], 0.1, CosineSchedule())
+    >>> post(torch.zeros(3, 4, 1), torch.tensor(0.5)).shape
+    torch.Size([3, 4, 1])
+    """
+
+    def __init__(
+        self,
+        eps_model: Callable,
+        y,
+        A: Callable,
+        std,
+        schedule,
+        gamma: float = 1e-2,
+        detach: bool = False,
+    ):
+        if not callable(eps_model):
+            raise ValueError("eps_model must be callable")
+        if not callable(A):
+            raise ValueError("A must be a callable observation operator")
+        y = _as_float_tensor(y)
+        if torch.isinf(y).any():
+            raise ValueError("y must not contain inf (use NaN for unobserved entries)")
+        if torch.isnan(y).all():
+            raise ValueError("y has no observed (non-NaN) entry")
+        self.std = _check_std(std, "std")
+        try:
+            torch.broadcast_shapes(self.std.shape, y.shape)
+        except RuntimeError as err:
+            raise ValueError(
+                f"std of shape {tuple(self.std.shape)} does not broadcast to y of shape "
+                f"{tuple(y.shape)}"
+            ) from err
+        gamma = float(gamma)
+        if not (gamma >= 0 and math.isfinite(gamma)):
+            raise ValueError(f"gamma must be a non-negative finite float, got {gamma!r}")
+        self.eps_model = eps_model
+        self.y = y
+        self.A = A
+        self.schedule = schedule
+        self.gamma = gamma
+        self.detach = bool(detach)
+
+    def _log_likelihood(self, x, t, eps):
+        mu, sigma = self.schedule(broadcast_time(t, x))
+        x_hat = (x - sigma * eps) / mu
+        pred = self.A(x_hat)
+        y = self.y.to(device=pred.device, dtype=pred.dtype)
+        try:
+            shape = torch.broadcast_shapes(y.shape, pred.shape)
+        except RuntimeError:
+            shape = None
+        if shape != pred.shape:
+            raise ValueError(
+                f"y of shape {tuple(y.shape)} does not match A(x) of shape {tuple(pred.shape)}"
+            )
+        observed = ~torch.isnan(y)
+        mu_p, sigma_p = self.schedule(broadcast_time(t, pred))
+        var = self.std.to(device=pred.device, dtype=pred.dtype) ** 2
+        var = var + self.gamma * (sigma_p / mu_p) ** 2
+        res = torch.where(observed, torch.nan_to_num(y) - pred, torch.zeros_like(pred))
+        sq = torch.broadcast_to(res**2 / var, pred.shape).reshape(pred.shape[0], -1)
+        return -0.5 * sq.sum(dim=-1)
+
+    def log_likelihood(self, x: torch.Tensor, t) -> torch.Tensor:
+        r"""Per-sample :math:`\log \tilde{p}(y \mid x_t)` up to a constant, shape ``(B,)``.
+
+        Differentiable with respect to ``x`` (through the network unless ``detach``).
+        """
+        if self.detach:
+            with torch.no_grad():
+                eps = self.eps_model(x, t)
+        else:
+            eps = self.eps_model(x, t)
+        return self._log_likelihood(x, t, eps)
+
+    def __call__(self, x: torch.Tensor, t) -> torch.Tensor:
+        r"""Posterior noise prediction :math:`\varepsilon_\text{post}(x, t)` (detached)."""
+        _, sigma = self.schedule(broadcast_time(t, x))
+        with torch.enable_grad():
+            x = x.detach().requires_grad_(True)
+            if self.detach:
+                with torch.no_grad():
+                    eps = self.eps_model(x, t)
+            else:
+                eps = self.eps_model(x, t)
+            log_p = self._log_likelihood(x, t, eps).sum()
+            (grad,) = torch.autograd.grad(log_p, x)
+        return (eps - sigma * grad).detach()
+
+    def __repr__(self) -> str:
+        return f"GaussianGuidance(gamma={self.gamma}, detach={self.detach})"
+
+
+def augmented_log_likelihood(
+    z_t: torch.Tensor, t, eps_model: Callable, observations, schedule, sigma_x: float = 1.0
+) -> torch.Tensor:
+    r"""SOAD's Gaussian approximation of :math:`\log p(y \mid z_t)` for linear subsampling.
+
+    With :math:`r_t = \sigma_t / \mu_t`, the Tweedie denoiser
+    :math:`\hat{z}_0 = (z_t - \sigma_t \varepsilon(z_t, t)) / \mu_t` and the posterior variance
+    of a scalar :math:`\mathcal{N}(\cdot, \sigma_x^2)` prior observed through
+    :math:`z_t / \mu_t = z_0 + r_t n`, :math:`v_t = \sigma_x^2 r_t^2 / (\sigma_x^2 + r_t^2)`,
+
+    .. math::
+
+        \log p(y \mid z_t) \approx \sum_j \sum_{i \in S_j}
+        \Big[-\frac{(y_{j,i} - \hat{z}_{0,i})^2}{2 (\mathrm{std}_{j,i}^2 + v_t)}
+        - \frac{1}{2}\log\big(2\pi (\mathrm{std}_{j,i}^2 + v_t)\big)\Big].
+
+    Its gradient is what :class:`AugmentedGuidance` applies:
+    :math:`\Delta = -\sigma_t^2 \nabla_{z_t} \log p(y \mid z_t)` (unclipped).
+
+    Parameters
+    ----------
+    z_t : torch.Tensor
+        Noisy augmented trajectories, shape ``(B, L, D_z)``.
+    t : float or torch.Tensor
+        Diffusion time, scalar or ``(B,)``.
+    eps_model : callable
+        Prior epsilon-model on ``z``.
+    observations : list of (y, S, std)
+        Linear subsampling observations (module docstring).
+    schedule : callable
+        ``schedule(t) -> (mu, sigma)``.
+    sigma_x : float, default=1.0
+        Prior scale :math:`\sigma_x` of the normalised state.
+
+    Returns
+    -------
+    torch.Tensor
+        Shape ``(B,)``, differentiable with respect to ``z_t``.
+    """
+    sigma_x = _check_sigma_x(sigma_x)
+    dense = _LinearObservations(observations).dense(z_t)
+    mu, sigma = schedule(broadcast_time(t, z_t))
+    v = 1 / (1 / sigma_x**2 + (mu / sigma) ** 2)  # posterior variance of z_0 given z_t/mu
+    z_hat = (z_t - sigma * eps_model(z_t, t)) / mu
+    total = torch.zeros(z_t.shape[0], dtype=z_t.dtype, device=z_t.device)
+    for y, mask, std in dense:
+        var = std**2 + v
+        term = -0.5 * (y - z_hat) ** 2 / var - 0.5 * torch.log(2 * math.pi * var)
+        term = torch.where(mask, term, torch.zeros_like(term))
+        total = total + term.reshape(z_t.shape[0], -1).sum(dim=1)
+    return total
+
+
+class AugmentedGuidance:
+    r"""SOAD posterior epsilon-model for linear subsampling observations of :math:`z`.
+
+    With :math:`r_t = \sigma_t/\mu_t`, :math:`v_t = \sigma_x^2 r_t^2/(\sigma_x^2 + r_t^2)` and
+    :math:`c_{t,j} = (r_t^2/2) / (\mathrm{std}_j^2 + v_t)` (elementwise), the increment to
+    :math:`\sigma_t \varepsilon` is
+
+    .. math::
+
+        \Delta = \nabla_{z_t} \sum_j \sum_{i \in S_j} c_{t,j,i}
+        \big(\mu_t y_{j,i} - z_{t,i} + \sigma_t \varepsilon(z_t, t)_i\big)^2
+        = -\sigma_t^2 \nabla_{z_t} \log p(y \mid z_t),
+
+    (see :func:`augmented_log_likelihood`), the gradient flowing through :math:`z_t`
+    directly and through the network. The clip keeps :math:`\|\Delta\|_\infty \le 1`,
+    :math:`\Delta \leftarrow \Delta \min(1, 1/\max|\Delta|)`, which for a single noise
+    level is SOAD's :math:`c_t \leftarrow \min(c_t, 1/\max|g|)`. Then
+
+    .. math::
+
+        \varepsilon_\text{post}(z_t, t) = \varepsilon(z_t, t) + \Delta / \sigma_t.
+
+    Parameters
+    ----------
+    eps_model : callable
+        Prior epsilon-model on augmented trajectories ``(B, L, D_z)``.
+    observations : list of (y, S, std)
+        Linear subsampling observations (see the module docstring).
+    schedule : callable
+        ``schedule(t) -> (mu, sigma)``.
+    sigma_x : float, default=1.0
+        Prior scale of the (normalised) state.
+    clip : {"batch", "sample", None}, default="batch"
+        ``"batch"``: one max over the whole batch, as in the SOAD code (couples samples);
+        ``"sample"``: one max per sample (samples stay independent); ``None``: no clip.
+    """
+
+    def __init__(
+        self,
+        eps_model: Callable,
+        observations,
+        schedule,
+        sigma_x: float = 1.0,
+        clip: str | None = "batch",
+    ):
+        if not callable(eps_model):
+            raise ValueError("eps_model must be callable")
+        if clip not in ("batch", "sample", None):
+            raise ValueError(f"clip must be 'batch', 'sample' or None, got {clip!r}")
+        self.eps_model = eps_model
+        self.observations = _LinearObservations(observations)
+        self.schedule = schedule
+        self.sigma_x = _check_sigma_x(sigma_x)
+        self.clip = clip
+
+    def increment(self, z: torch.Tensor, t) -> tuple[torch.Tensor, torch.Tensor]:
+        r"""Return the (clipped) increment :math:`\Delta` and :math:`\varepsilon(z, t)`.
+
+        Both are detached tensors shaped like ``z``.
+        """
+        dense = self.observations.dense(z)  # validates before any network evaluation
+        mu, sigma, r2, v = _snr_terms(self.schedule, t, z, self.sigma_x)
+        with torch.enable_grad():
+            z = z.detach().requires_grad_(True)
+            eps = self.eps_model(z, t)
+            total = z.new_zeros(())
+            for y, mask, std in dense:
+                c = 0.5 * r2 / (std**2 + v)
+                res = mu * y - z + sigma * eps
+                res = torch.where(mask, res, torch.zeros_like(res))
+                total = total + (c * res**2).sum()
+            (delta,) = torch.autograd.grad(total, z)
+        if self.clip == "batch":
+            delta = delta * torch.clamp(1 / delta.abs().max(), max=1.0)
+        elif self.clip == "sample":
+            peak = delta.abs().reshape(delta.shape[0], -1).amax(dim=1)
+            delta = delta * broadcast_time(torch.clamp(1 / peak, max=1.0), delta)
+        return delta.detach(), eps.detach()
+
+    def __call__(self, z: torch.Tensor, t) -> torch.Tensor:
+        r"""Posterior noise prediction :math:`\varepsilon + \Delta/\sigma_t` (detached)."""
+        _, sigma = self.schedule(broadcast_time(t, z))
+        delta, eps = self.increment(z, t)
+        return eps + delta / sigma
+
+    def __repr__(self) -> str:
+        return f"AugmentedGuidance(sigma_x={self.sigma_x}, clip={self.clip!r})"
+
+
+class ForwardDiffusionCorrector:
+    r"""SOAD's forward-diffusion corrector, a sampler ``post_step`` hook.
+
+    At time :math:`s` with :math:`r = \sigma_s/\mu_s`, every observed entry whose noise level
+    satisfies :math:`r > \mathrm{std}` is replaced (out of place) by
+
+    .. math::
+
+        (S_j z)_i \leftarrow \mu_s \big(y_{j,i} + \sqrt{r^2 - \mathrm{std}_{j,i}^2}\,
+        \xi_i\big), \qquad \xi \sim \mathcal{N}(0, I) \text{ fresh at each call}.
+
+    Since :math:`y = S z_0 + \mathrm{std}\, n`, the result is
+    :math:`\mu_s S z_0 + \sigma_s n'`: exactly the law of the forward-diffused observed
+    components :math:`S z_s \mid z_0`. Once :math:`r \le \mathrm{std}` the entry is left
+    to the likelihood guidance. A background :math:`(x_b, S_b, \sigma_b)` is handled the
+    same way (it is used here only, not in the likelihood).
+
+    Parameters
+    ----------
+    observations : list of (y, S, std)
+        Linear subsampling observations (see the module docstring).
+    schedule : callable
+        ``schedule(t) -> (mu, sigma)``.
+    background : tuple (x_b, S_b, sigma_b), optional
+        Background values, the entries they cover (mask or index tensors) and their
+        standard deviation, in the same format as one observation.
+    """
+
+    def __init__(self, observations, schedule, background=None):
+        self.observations = _LinearObservations(observations)
+        self.background = None
+        if background is not None:
+            self.background = _LinearObservations([background], name="background")
+        self.schedule = schedule
+
+    def __call__(
+        self, z: torch.Tensor, s, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
+        """Return a copy of ``z`` with the observed (and background) entries re-drawn."""
+        mu, sigma = self.schedule(broadcast_time(s, z))
+        r = sigma / mu
+        sets = list(self.observations.dense(z))
+        if self.background is not None:
+            sets += self.background.dense(z)
+        for y, mask, std in sets:
+            active = mask & (r > std)
+            if not bool(active.any()):
+                continue
+            xi = torch.randn(z.shape, generator=generator, dtype=z.dtype, device=z.device)
+            scale = torch.sqrt(torch.clamp(r**2 - std**2, min=0.0))
+            z = torch.where(active, mu * (y + scale * xi), z)
+        return z
+
+    def __repr__(self) -> str:
+        return f"ForwardDiffusionCorrector(background={self.background is not None})"
