@@ -203,14 +203,33 @@ default="identity"
         ndarray of shape (..., n_obs)
             Observations.
         """
+        X = check_array_finite(X, "X")
+        return self.add_noise(self.apply(X), random_state)
+
+    def add_noise(self, predicted, random_state=None):
+        """Add observation noise ``e ~ N(0, R)`` to noise-free observations.
+
+        Parameters
+        ----------
+        predicted : ndarray of shape (..., n_obs)
+            Noise-free observations ``h(x)``.
+        random_state : int, numpy.random.Generator, RandomState or None
+            Seed or generator.
+
+        Returns
+        -------
+        ndarray of shape (..., n_obs)
+            ``predicted + e``.
+        """
         from ..models._base import _as_generator
 
-        X = check_array_finite(X, "X")
-        hx = self.apply(X)
-        _, cov = check_noise(self.noise_std, hx.shape[-1], "noise_std")
+        predicted = np.asarray(predicted, dtype=np.float64)
+        std, cov = check_noise(self.noise_std, predicted.shape[-1], "noise_std")
         rng = _as_generator(random_state)
-        z = rng.standard_normal(hx.shape)
-        return hx + z @ np.linalg.cholesky(cov).T
+        z = rng.standard_normal(predicted.shape)
+        if std is not None:
+            return predicted + z * std
+        return predicted + z @ np.linalg.cholesky(cov).T
 
     def log_likelihood(self, y, ensemble):
         """Gaussian log-likelihood ``log p(y | x_i)`` for every member ``x_i``.
