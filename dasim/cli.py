@@ -113,7 +113,14 @@ def _bench(args):
     if args.smoke:
         seeds = seeds[:1]
     with threadpool_limits(1):
-        ds = run_case(case, methods, seeds=seeds, n_cycles=n_cycles, n_jobs=args.n_jobs)
+        ds = run_case(
+            case,
+            methods,
+            seeds=seeds,
+            n_cycles=n_cycles,
+            n_jobs=args.n_jobs,
+            progress=not args.smoke,
+        )
     ds.attrs.update(
         command=" ".join(["dasim", *sys.argv[1:]]),
         date=str(date.today()),

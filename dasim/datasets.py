@@ -12,7 +12,13 @@ __all__ = ["make_twin_experiment"]
 
 
 def make_twin_experiment(
-    model, observation, n_times, random_state=None, *, initial_state=None, process_noise=True,
+    model,
+    observation,
+    n_times,
+    random_state=None,
+    *,
+    initial_state=None,
+    process_noise=True,
     missing_every=None,
 ):
     """Simulate a true trajectory and noisy observations of it.

@@ -15,6 +15,7 @@ import numpy as np
 import xarray as xr
 from joblib import Parallel, delayed
 from sklearn.base import clone
+from tqdm.auto import tqdm
 
 from .. import metrics
 from ..datasets import make_twin_experiment
@@ -111,7 +112,7 @@ def _one_run(case, method, seed, n_cycles):
     }
 
 
-def run_case(case, methods, seeds=(0, 1, 2), n_cycles=None, n_jobs=None, verbose=0):
+def run_case(case, methods, seeds=(0, 1, 2), n_cycles=None, n_jobs=None, progress=False):
     """Run every method on every seed of a case.
 
     Parameters
@@ -126,8 +127,8 @@ def run_case(case, methods, seeds=(0, 1, 2), n_cycles=None, n_jobs=None, verbose
         Override the case's number of cycles (smoke runs).
     n_jobs : int, optional
         Parallel jobs for joblib (``None``: the active ``parallel_config``).
-    verbose : int, default=0
-        joblib verbosity.
+    progress : bool, default=False
+        Show a tqdm progress bar over the runs (completed in submission order).
 
     Returns
     -------
@@ -141,9 +142,10 @@ def run_case(case, methods, seeds=(0, 1, 2), n_cycles=None, n_jobs=None, verbose
         raise ValueError(f"n_cycles must exceed the burn-in ({case.burn_in}), got {n_cycles}.")
     seeds = [int(s) for s in seeds]
     jobs = [(m, s) for m in methods for s in seeds]
-    results = Parallel(n_jobs=n_jobs, verbose=verbose)(
+    runs = Parallel(n_jobs=n_jobs, return_as="generator")(
         delayed(_one_run)(case, m, s, n_cycles) for m, s in jobs
     )
+    results = list(tqdm(runs, total=len(jobs), desc=case.name, disable=not progress))
     names = list(results[0])
     data = {
         name: (

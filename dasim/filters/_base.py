@@ -9,13 +9,15 @@ as an :class:`xarray.Dataset`.
 
 from __future__ import annotations
 
+import copy
 import numbers
 
 import numpy as np
 import xarray as xr
-from sklearn.base import BaseEstimator, clone
+from sklearn.base import BaseEstimator
 from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted, validate_data
+from tqdm.auto import tqdm
 
 from .._math import logsumexp
 from .._validation import check_array_finite, check_n_members
@@ -79,8 +81,7 @@ class SequentialFilter(BaseEstimator):
         return tags
 
     def _validate_common(self):
-        if self.n_members is not None:
-            check_n_members(self.n_members)
+        check_n_members(self.n_members)
         rs = self.random_state
         if not (rs is None or isinstance(rs, numbers.Integral | np.random.RandomState)) or (
             isinstance(rs, bool)
@@ -115,19 +116,9 @@ class SequentialFilter(BaseEstimator):
         """
         self._validate_common()
         self._check_params()
-        if y is None:
-            X = validate_data(self, X, dtype=np.float64, ensure_min_samples=2)
-        else:
-            X, y = validate_data(
-                self,
-                X,
-                y,
-                validate_separately=(
-                    {"dtype": np.float64, "ensure_min_samples": 2},
-                    {"dtype": np.float64, "ensure_2d": False, "ensure_all_finite": "allow-nan"},
-                ),
-            )
-            y = self._as_2d_obs(y, "y")
+        X = _named_validation("X", validate_data, self, X, dtype=np.float64, ensure_min_samples=2)
+        if y is not None:
+            y = self._as_2d_obs(check_array_finite(y, "y", ndim=(1, 2), allow_nan=True), "y")
             if y.shape[0] != X.shape[0]:
                 raise ValueError(
                     f"X and y must have the same number of rows, got {X.shape[0]} and "
@@ -141,7 +132,7 @@ class SequentialFilter(BaseEstimator):
             q = np.sqrt(np.mean(incr**2, axis=0))
             self.model_ = Persistence(process_noise=q)
         else:
-            self.model_ = clone(as_model(self.model), safe=False)
+            self.model_ = copy.deepcopy(as_model(self.model))
             if self.model_.n_state is not None and self.model_.n_state != n_state:
                 raise ValueError(
                     f"X has {n_state} state components but the model has "
@@ -170,7 +161,7 @@ class SequentialFilter(BaseEstimator):
                 "identity", noise_std=noise, indices=np.arange(n_obs)
             )
         else:
-            self.observation_ = clone(self.observation, safe=False)
+            self.observation_ = copy.deepcopy(self.observation)
         self.n_obs_ = self.observation_.n_obs(n_state)
         self.observation_.noise_cov(self.n_obs_)  # validates noise_std against n_obs
         if y is not None and y.shape[1] != self.n_obs_:
@@ -219,7 +210,9 @@ class SequentialFilter(BaseEstimator):
         z = rng.standard_normal(base.shape)
         return base + z @ self.climatology_kernel_.T
 
-    def assimilate(self, y, *, initial_ensemble=None, random_state=None, keep_forecast=True):
+    def assimilate(
+        self, y, *, initial_ensemble=None, random_state=None, keep_forecast=True, progress=False
+    ):
         """Run the filter over an observation sequence.
 
         The initial ensemble stands one cycle before the first row of ``y``: every cycle
@@ -236,6 +229,8 @@ class SequentialFilter(BaseEstimator):
             Seed; ``None`` uses the estimator's ``random_state``.
         keep_forecast : bool, default=True
             Whether to return the forecast ensembles (set False to halve memory).
+        progress : bool, default=False
+            Show a tqdm progress bar over the cycles.
 
         Returns
         -------
@@ -250,7 +245,7 @@ class SequentialFilter(BaseEstimator):
         y = self._check_obs(y)
         rng = self._rng(random_state)
         init = self._initial(initial_ensemble, rng)
-        out = self._run(y, init, rng, keep_forecast=keep_forecast)
+        out = self._run(y, init, rng, keep_forecast=keep_forecast, progress=progress)
         return self._to_dataset(out, time)
 
     def score(self, X, y):
@@ -275,7 +270,7 @@ class SequentialFilter(BaseEstimator):
         from ..metrics import crps_ensemble
 
         check_is_fitted(self)
-        X = validate_data(self, X, reset=False, dtype=np.float64)
+        X = _named_validation("X", validate_data, self, X, reset=False, dtype=np.float64)
         if y is None:
             raise ValueError("score needs the observations y.")
         y = self._check_obs(y)
@@ -330,7 +325,7 @@ class SequentialFilter(BaseEstimator):
             )
         return y
 
-    def _run(self, y, ensemble, rng, *, keep_forecast=True):
+    def _run(self, y, ensemble, rng, *, keep_forecast=True, progress=False):
         n_times = y.shape[0]
         n_members, n_state = ensemble.shape
         analysis = np.empty((n_times, n_members, n_state))
@@ -343,7 +338,8 @@ class SequentialFilter(BaseEstimator):
         log_evidence = np.zeros(n_times)
         diags = {name: np.full(n_times, np.nan) for name in self._diagnostics}
         self._start_run(n_members, n_state)
-        for k in range(n_times):
+        cycles = tqdm(range(n_times), desc=type(self).__name__, disable=not progress)
+        for k in cycles:
             try:
                 ensemble = self.model_.forecast(ensemble, rng)
             except ValueError as exc:
@@ -410,6 +406,17 @@ class SequentialFilter(BaseEstimator):
         for key, value in self.get_params(deep=False).items():
             attrs[key] = _attr_value(value)
         return xr.Dataset(data, coords=coords, attrs=attrs)
+
+
+def _named_validation(name, func, *args, **kwargs):
+    """Call a scikit-learn validator, making sure its error names the argument."""
+    try:
+        return func(*args, **kwargs)
+    except (ValueError, TypeError) as exc:
+        msg = str(exc)
+        if name in msg.split():
+            raise
+        raise type(exc)(f"{name}: {msg}") from exc
 
 
 def _attr_value(value):

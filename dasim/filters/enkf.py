@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import numbers
-
 import numpy as np
 from scipy.linalg import solve_triangular
 
-from .._validation import check_noise
+from .._validation import check_noise, check_positive
 from ._base import SequentialFilter
 from ._localization import gaspari_cohn, grid_distances
 
@@ -124,14 +122,9 @@ class EnKF(SequentialFilter):
     def _check_params(self):
         if self.variant not in ("sqrt", "stochastic"):
             raise ValueError(f"variant must be 'sqrt' or 'stochastic', got {self.variant!r}.")
-        infl = self.inflation
-        if isinstance(infl, bool) or not isinstance(infl, numbers.Real) or not infl > 0:
-            raise ValueError(f"inflation must be a positive number, got {infl!r}.")
-        rad = self.localization_radius
-        if rad is not None and (
-            isinstance(rad, bool) or not isinstance(rad, numbers.Real) or not rad > 0
-        ):
-            raise ValueError(f"localization_radius must be positive or None, got {rad!r}.")
+        check_positive(self.inflation, "inflation")
+        if self.localization_radius is not None:
+            check_positive(self.localization_radius, "localization_radius")
         for name in ("rotate", "periodic"):
             if not isinstance(getattr(self, name), bool | np.bool_):
                 raise TypeError(f"{name} must be a bool, got {getattr(self, name)!r}.")

@@ -7,6 +7,7 @@ import numbers
 import numpy as np
 
 from .._math import logsumexp
+from .._validation import check_positive
 from ._base import SequentialFilter
 from ._resampling import RESAMPLING_METHODS, resample
 
@@ -113,11 +114,7 @@ default="systematic"
         thr = self.ess_threshold
         if isinstance(thr, bool) or not isinstance(thr, numbers.Real) or not 0 <= thr <= 1:
             raise ValueError(f"ess_threshold must be in [0, 1], got {thr!r}.")
-        jit = self.jitter
-        if isinstance(jit, bool) or not isinstance(jit, numbers.Real) or not jit >= 0:
-            raise ValueError(f"jitter must be a non-negative number, got {jit!r}.")
-        if not np.isfinite(jit):
-            raise ValueError(f"jitter must be finite, got {jit!r}.")
+        check_positive(self.jitter, "jitter", allow_zero=True)
         if not isinstance(self.jitter_duplicates_only, bool | np.bool_):
             raise TypeError(
                 f"jitter_duplicates_only must be a bool, got {self.jitter_duplicates_only!r}."
