@@ -158,7 +158,7 @@ def _bench(args):
 
 
 def main(argv=None):
-    """Entry point of the ``dasim`` command.
+    """Run the ``dasim`` command (its entry point).
 
     Parameters
     ----------
@@ -169,6 +169,23 @@ def main(argv=None):
     -------
     int
         Exit status.
+
+    Examples
+    --------
+    ``main(["demo"])`` runs a Lorenz-63 twin experiment and ``main(["bench", "l63-full"])``
+    a benchmark case; ``--help`` lists the commands:
+
+    >>> import contextlib
+    >>> import io
+    >>> from dasim.cli import main
+    >>> buf = io.StringIO()
+    >>> with contextlib.redirect_stdout(buf):
+    ...     try:
+    ...         main(["--help"])
+    ...     except SystemExit as exc:
+    ...         code = exc.code
+    >>> code, buf.getvalue().startswith("usage: dasim")
+    (0, True)
     """
     parser = argparse.ArgumentParser(prog="dasim", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)

@@ -138,8 +138,7 @@ class TransformedStateFilter(BaseEstimator):
             raise TypeError(
                 f"transformer must have fit, transform and inverse_transform, got {trans!r}."
             )
-        X = _named_validation("X", validate_data, self, X, dtype=np.float64,
-                              ensure_min_samples=2)
+        X = _named_validation("X", validate_data, self, X, dtype=np.float64, ensure_min_samples=2)
         self.transformer_ = clone(trans).fit(X)
         Z = self.transformer_.transform(X)
         filt = clone(filt)

@@ -309,7 +309,7 @@ def _sorted_pair_term(ensemble, weights):
 
 
 def crps_ensemble(truth, ensemble, weights=None):
-    """Continuous ranked probability score of an ensemble, averaged over components.
+    """Compute the continuous ranked probability score of an ensemble, averaged over components.
 
     Per state component the energy form ``E|X - y| - 0.5 E|X - X'|`` of the (weighted)
     empirical distribution of the members (not the "fair" variant), computed in

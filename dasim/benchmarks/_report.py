@@ -8,19 +8,32 @@ __all__ = ["markdown_table", "plot_metric"]
 
 
 def markdown_table(ds, metrics=("rmse", "crps", "spread_skill", "seconds_per_cycle")):
-    """A markdown table of seed means (and standard deviations) per method.
+    """Format a markdown table of seed means (and standard deviations) per method.
 
     Parameters
     ----------
     ds : xarray.Dataset
         Output of :func:`dasim.benchmarks.run_case` (dims ``method`` and ``seed``).
-    metrics : sequence of str
+    metrics : sequence of str, default=("rmse", "crps", "spread_skill", "seconds_per_cycle")
         Variables to tabulate.
 
     Returns
     -------
     str
         The table.
+
+    Examples
+    --------
+    >>> import xarray as xr
+    >>> from dasim.benchmarks import markdown_table
+    >>> ds = xr.Dataset(
+    ...     {"rmse": (("method", "seed"), [[0.5, 0.7]]), "reference": (("method",), [0.55])},
+    ...     coords={"method": ["EnKF"], "seed": [0, 1]},
+    ... )
+    >>> print(markdown_table(ds, metrics=("rmse",)))
+    | method | rmse | reference |
+    |---|---|---|
+    | EnKF | 0.600 ± 0.100 | 0.550 |
     """
     names = [m for m in metrics if m in ds]
     head = ["method", *names]
@@ -44,7 +57,7 @@ def markdown_table(ds, metrics=("rmse", "crps", "spread_skill", "seconds_per_cyc
 
 
 def plot_metric(ds, metric="rmse", ax=None, title=None):
-    """Bar chart of a metric per method (seed mean, error bar = seed std).
+    """Plot a bar chart of a metric per method (seed mean, error bar = seed std).
 
     Parameters
     ----------
@@ -61,6 +74,19 @@ def plot_metric(ds, metric="rmse", ax=None, title=None):
     -------
     matplotlib.axes.Axes
         The axes.
+
+    Examples
+    --------
+    >>> import matplotlib
+    >>> matplotlib.use("Agg")
+    >>> import xarray as xr
+    >>> from dasim.benchmarks import plot_metric
+    >>> ds = xr.Dataset(
+    ...     {"rmse": (("method", "seed"), [[0.5, 0.7], [0.2, 0.3]])},
+    ...     coords={"method": ["EnKF", "SIR"], "seed": [0, 1]},
+    ... )
+    >>> plot_metric(ds, title="demo").get_title()
+    'demo'
     """
     import matplotlib.pyplot as plt
 

@@ -45,6 +45,15 @@ class Case:
         Additive model noise in the filters' forecast model (std per cycle).
     description : str
         One-line description.
+
+    Examples
+    --------
+    >>> from dasim.benchmarks import Case
+    >>> from dasim.models import Lorenz63
+    >>> from dasim.observations import ObservationModel
+    >>> case = Case("tiny", Lorenz63(), ObservationModel("identity"), n_cycles=30, burn_in=10)
+    >>> case.n_cycles, case.truth_noise
+    (30, False)
     """
 
     name: str
@@ -71,6 +80,13 @@ class Method:
         Published analysis RMSE to compare with (DAPPER's, for B1).
     params : dict
         Extra metadata to store.
+
+    Examples
+    --------
+    >>> from dasim.benchmarks import Method
+    >>> from dasim.filters import EnKF
+    >>> Method("EnKF N=10", EnKF(n_members=10), reference=0.557)
+    Method(label='EnKF N=10', estimator=EnKF(n_members=10), reference=0.557, params={})
     """
 
     label: str
@@ -136,6 +152,17 @@ def run_case(case, methods, seeds=(0, 1, 2), n_cycles=None, n_jobs=None, progres
         Variables ``rmse``, ``crps``, ``spread``, ``spread_skill``,
         ``seconds_per_cycle`` and ``climatology_rmse`` with dims ``(method, seed)``, and
         ``reference`` with dim ``method``; the setting in ``attrs``.
+
+    Examples
+    --------
+    >>> from dasim.benchmarks import Case, Method, run_case
+    >>> from dasim.filters import EnKF
+    >>> from dasim.models import Lorenz63
+    >>> from dasim.observations import ObservationModel
+    >>> case = Case("tiny", Lorenz63(), ObservationModel("identity"), n_cycles=30, burn_in=10)
+    >>> ds = run_case(case, [Method("EnKF N=10", EnKF(n_members=10))], seeds=(0,), n_jobs=1)
+    >>> ds["rmse"].dims, ds["rmse"].shape
+    (('method', 'seed'), (1, 1))
     """
     n_cycles = case.n_cycles if n_cycles is None else int(n_cycles)
     if n_cycles <= case.burn_in:

@@ -306,9 +306,21 @@ class GaussianGuidance:
         return -0.5 * sq.sum(dim=-1)
 
     def log_likelihood(self, x: torch.Tensor, t) -> torch.Tensor:
-        r"""Per-sample :math:`\log \tilde{p}(y \mid x_t)` up to a constant, shape ``(B,)``.
+        r"""Compute the per-sample :math:`\log \tilde{p}(y \mid x_t)` up to a constant.
 
         Differentiable with respect to ``x`` (through the network unless ``detach``).
+
+        Parameters
+        ----------
+        x : torch.Tensor
+            Noisy states :math:`x_t`, shape ``(B, L, D)``.
+        t : float or torch.Tensor
+            Diffusion time, a scalar or a ``(B,)`` tensor.
+
+        Returns
+        -------
+        torch.Tensor
+            The log-likelihoods, shape ``(B,)``.
         """
         if self.detach:
             with torch.no_grad():
@@ -338,7 +350,9 @@ class GaussianGuidance:
 def augmented_log_likelihood(
     z_t: torch.Tensor, t, eps_model: Callable, observations, schedule, sigma_x: float = 1.0
 ) -> torch.Tensor:
-    r"""SOAD's Gaussian approximation of :math:`\log p(y \mid z_t)` for linear subsampling.
+    r"""Compute SOAD's Gaussian approximation of :math:`\log p(y \mid z_t)`.
+
+    The observations are linear subsampling ones.
 
     With :math:`r_t = \sigma_t / \mu_t`, the Tweedie denoiser
     :math:`\hat{z}_0 = (z_t - \sigma_t \varepsilon(z_t, t)) / \mu_t` and the posterior variance
@@ -373,6 +387,18 @@ def augmented_log_likelihood(
     -------
     torch.Tensor
         Shape ``(B,)``, differentiable with respect to ``z_t``.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from dasim.diffusion.guidance import augmented_log_likelihood
+    >>> from dasim.diffusion.vpsde import CosineSchedule
+    >>> selector = (torch.tensor([0, 2]), torch.tensor([0, 0]))  # (time, feature) indices
+    >>> observations = [(torch.tensor([0.5, -0.5]), selector, 0.1)]
+    >>> prior = lambda z, t: 0.1 * z
+    >>> z_t = torch.zeros(3, 4, 2)
+    >>> augmented_log_likelihood(z_t, 0.5, prior, observations, CosineSchedule()).shape
+    torch.Size([3])
     """
     sigma_x = _check_sigma_x(sigma_x)
     dense = _LinearObservations(observations).dense(z_t)
@@ -423,6 +449,17 @@ class AugmentedGuidance:
     clip : {"batch", "sample", None}, default="batch"
         ``"batch"``: one max over the whole batch, as in the SOAD code (couples samples);
         ``"sample"``: one max per sample (samples stay independent); ``None``: no clip.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from dasim.diffusion.guidance import AugmentedGuidance
+    >>> from dasim.diffusion.vpsde import CosineSchedule
+    >>> selector = (torch.tensor([0, 2]), torch.tensor([0, 0]))  # (time, feature) indices
+    >>> observations = [(torch.tensor([0.5, -0.5]), selector, 0.1)]
+    >>> post = AugmentedGuidance(lambda z, t: 0.1 * z, observations, CosineSchedule())
+    >>> post(torch.zeros(3, 4, 2), torch.tensor(0.5)).shape
+    torch.Size([3, 4, 2])
     """
 
     def __init__(
@@ -446,7 +483,21 @@ class AugmentedGuidance:
     def increment(self, z: torch.Tensor, t) -> tuple[torch.Tensor, torch.Tensor]:
         r"""Return the (clipped) increment :math:`\Delta` and :math:`\varepsilon(z, t)`.
 
-        Both are detached tensors shaped like ``z``.
+        Parameters
+        ----------
+        z : torch.Tensor
+            Noisy augmented trajectories :math:`z_t`, shape ``(B, L, D_z)``.
+        t : float or torch.Tensor
+            Diffusion time, a scalar or a ``(B,)`` tensor.
+
+        Returns
+        -------
+        delta : torch.Tensor
+            The increment :math:`\Delta` (clipped as set by ``clip``), detached, shaped
+            like ``z``.
+        eps : torch.Tensor
+            The prior noise prediction :math:`\varepsilon(z, t)`, detached, shaped like
+            ``z``.
         """
         dense = self.observations.dense(z)  # validates before any network evaluation
         mu, sigma, r2, v = _snr_terms(self.schedule, t, z, self.sigma_x)
@@ -503,6 +554,19 @@ class ForwardDiffusionCorrector:
     background : tuple (x_b, S_b, sigma_b), optional
         Background values, the entries they cover (mask or index tensors) and their
         standard deviation, in the same format as one observation.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from dasim.diffusion.guidance import ForwardDiffusionCorrector
+    >>> from dasim.diffusion.vpsde import CosineSchedule
+    >>> mask = torch.zeros(4, 2, dtype=torch.bool)
+    >>> mask[::2, 0] = True
+    >>> observations = [(torch.tensor([0.5, -0.5]), mask, 0.1)]
+    >>> corrector = ForwardDiffusionCorrector(observations, CosineSchedule())
+    >>> z = corrector(torch.zeros(3, 4, 2), torch.tensor(0.5), torch.Generator().manual_seed(0))
+    >>> bool((z[:, mask] != 0).all()), bool((z[:, ~mask] == 0).all())
+    (True, True)
     """
 
     def __init__(self, observations, schedule, background=None):

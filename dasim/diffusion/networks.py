@@ -71,6 +71,13 @@ class ParameterFreeLayerNorm(nn.Module):
     ----------
     eps : float, default=1e-5
         Added to the variance.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from dasim.diffusion.networks import ParameterFreeLayerNorm
+    >>> ParameterFreeLayerNorm()(torch.tensor([[1.0, 2.0, 3.0]])).round(decimals=3)
+    tensor([[-1.,  0.,  1.]])
     """
 
     def __init__(self, eps: float = 1e-5):
@@ -78,7 +85,18 @@ class ParameterFreeLayerNorm(nn.Module):
         self.eps = float(eps)
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
-        """Normalise ``h`` over its last dimension."""
+        """Normalise ``h`` over its last dimension.
+
+        Parameters
+        ----------
+        h : torch.Tensor
+            Input of shape ``(..., n)``.
+
+        Returns
+        -------
+        torch.Tensor
+            The normalised input, same shape.
+        """
         var, mean = torch.var_mean(h, dim=-1, unbiased=True, keepdim=True)
         return (h - mean) / torch.sqrt(var + self.eps)
 
@@ -90,6 +108,13 @@ class ResidualBlock(nn.Module):
     ----------
     *layers : torch.nn.Module
         The modules of :math:`f`, applied in order.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from dasim.diffusion.networks import ResidualBlock
+    >>> ResidualBlock(torch.nn.Identity())(torch.tensor([1.0, 2.0]))
+    tensor([2., 4.])
     """
 
     def __init__(self, *layers: nn.Module):
@@ -97,7 +122,18 @@ class ResidualBlock(nn.Module):
         self.body = nn.Sequential(*layers)
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
-        """Return ``h + body(h)``."""
+        """Return ``h + body(h)``.
+
+        Parameters
+        ----------
+        h : torch.Tensor
+            Input, of the shape the wrapped modules expect.
+
+        Returns
+        -------
+        torch.Tensor
+            ``h + body(h)``, same shape.
+        """
         return h + self.body(h)
 
 
@@ -122,6 +158,13 @@ class ResMLP(nn.Module):
         Hidden widths.
     activation : type of torch.nn.Module, default=torch.nn.SiLU
         Activation class.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from dasim.diffusion.networks import ResMLP
+    >>> ResMLP(3, 2, hidden=(8,))(torch.zeros(5, 3)).shape
+    torch.Size([5, 2])
     """
 
     def __init__(
@@ -149,7 +192,18 @@ class ResMLP(nn.Module):
         self.out_features = out_features
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
-        """Apply the network to the last dimension of ``h``."""
+        """Apply the network to the last dimension of ``h``.
+
+        Parameters
+        ----------
+        h : torch.Tensor
+            Input of shape ``(..., in_features)``.
+
+        Returns
+        -------
+        torch.Tensor
+            Output of shape ``(..., out_features)``.
+        """
         return self.layers(h)
 
 
@@ -169,6 +223,13 @@ class FourierTimeEmbedding(nn.Module):
         Embedding size.
     hidden : int, default=256
         Width of the hidden layer.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from dasim.diffusion.networks import FourierTimeEmbedding
+    >>> FourierTimeEmbedding(n_freq=4, out=8, hidden=16)(torch.rand(5)).shape
+    torch.Size([5, 8])
     """
 
     def __init__(self, n_freq: int = 16, out: int = 32, hidden: int = 256):
@@ -181,7 +242,18 @@ class FourierTimeEmbedding(nn.Module):
         self.out_features = out
 
     def forward(self, t: torch.Tensor) -> torch.Tensor:
-        """Embed ``t`` of shape ``(...)`` into shape ``(..., out)``."""
+        """Embed diffusion times.
+
+        Parameters
+        ----------
+        t : float or torch.Tensor
+            Diffusion time(s), of any shape ``(...)``.
+
+        Returns
+        -------
+        torch.Tensor
+            Embeddings of shape ``(..., out)``.
+        """
         t = torch.as_tensor(t, dtype=self.freqs.dtype, device=self.freqs.device)
         angles = t[..., None] * self.freqs
         return self.mlp(torch.cat([torch.cos(angles), torch.sin(angles)], dim=-1))
@@ -207,6 +279,14 @@ class MLPEpsNet(nn.Module):
     -----
     ``forward(x, t)`` takes ``x`` of shape ``(B, ..., F)`` and ``t`` a scalar or a ``(B,)``
     tensor, and returns a tensor shaped like ``x``.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from dasim.diffusion.networks import MLPEpsNet
+    >>> net = MLPEpsNet(features=3, width=8, depth=1, embedding=4)
+    >>> net(torch.zeros(5, 3), torch.rand(5)).shape
+    torch.Size([5, 3])
     """
 
     def __init__(
@@ -228,7 +308,20 @@ class MLPEpsNet(nn.Module):
         )
 
     def forward(self, x: torch.Tensor, t) -> torch.Tensor:
-        """Predict the noise in ``x`` (shape ``(B, ..., F)``) at time ``t``."""
+        """Predict the noise in ``x`` at time ``t``.
+
+        Parameters
+        ----------
+        x : torch.Tensor
+            Noisy states of shape ``(B, ..., F)``.
+        t : float or torch.Tensor
+            Diffusion time: a scalar or a ``(B,)`` tensor.
+
+        Returns
+        -------
+        torch.Tensor
+            The predicted noise, shaped like ``x``.
+        """
         if x.shape[-1] != self.features:
             raise ValueError(f"x: expected {self.features} features, got {x.shape[-1]}")
         emb = _time_features(self.embedding, t, tuple(x.shape[:-1]), x)
@@ -287,6 +380,14 @@ class ConvEpsNet(nn.Module):
     ``forward(x, t)`` takes ``x`` of shape ``(B, ..., F)`` with ``F`` a multiple of
     ``channels`` and ``t`` a scalar or a ``(B,)`` tensor, and returns a tensor shaped like
     ``x``.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from dasim.diffusion.networks import ConvEpsNet
+    >>> net = ConvEpsNet(channels=3, width=4, depth=1, kernel_size=3, embedding=4)
+    >>> net(torch.zeros(2, 3 * 8), 0.5).shape
+    torch.Size([2, 24])
     """
 
     def __init__(
@@ -319,7 +420,20 @@ class ConvEpsNet(nn.Module):
         )
 
     def forward(self, x: torch.Tensor, t) -> torch.Tensor:
-        """Predict the noise in ``x`` (shape ``(B, ..., channels * n_space)``) at ``t``."""
+        """Predict the noise in ``x`` at time ``t``.
+
+        Parameters
+        ----------
+        x : torch.Tensor
+            Noisy states of shape ``(B, ..., channels * n_space)``.
+        t : float or torch.Tensor
+            Diffusion time: a scalar or a ``(B,)`` tensor.
+
+        Returns
+        -------
+        torch.Tensor
+            The predicted noise, shaped like ``x``.
+        """
         if x.shape[-1] % self.channels != 0:
             raise ValueError(
                 f"x: the number of features {x.shape[-1]} is not a multiple of "
@@ -368,6 +482,16 @@ class LocalScoreNet(nn.Module):
         Convolution size for ``kernel="conv"``.
     activation : type of torch.nn.Module, default=torch.nn.SiLU
         Activation class.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from dasim.diffusion.networks import LocalScoreNet
+    >>> net = LocalScoreNet(n_state=3, window=1, width=8, depth=1, embedding=4)
+    >>> net.window_size
+    3
+    >>> net(torch.zeros(2, 10, 3), torch.rand(2)).shape
+    torch.Size([2, 10, 3])
     """
 
     def __init__(
@@ -400,7 +524,20 @@ class LocalScoreNet(nn.Module):
         return 2 * self.window + 1
 
     def forward(self, x: torch.Tensor, t) -> torch.Tensor:
-        """Predict the noise of trajectories ``x`` of shape ``(B, L, D)`` at time ``t``."""
+        """Predict the noise of whole trajectories at time ``t``.
+
+        Parameters
+        ----------
+        x : torch.Tensor
+            Noisy trajectories of shape ``(B, L, D)``, with ``L >= 2k+1``.
+        t : float or torch.Tensor
+            Diffusion time: a scalar or a ``(B,)`` tensor.
+
+        Returns
+        -------
+        torch.Tensor
+            The predicted noise, shape ``(B, L, D)``.
+        """
         if not isinstance(x, torch.Tensor) or x.ndim != 3 or x.shape[-1] != self.n_state:
             raise ValueError(
                 f"x must have shape (B, L, {self.n_state}), got {tuple(getattr(x, 'shape', ()))}"

@@ -67,8 +67,8 @@ class PredictorCorrector:
     See Also
     --------
     dasim.diffusion.guidance.GaussianGuidance, dasim.diffusion.guidance.AugmentedGuidance :
-        posterior epsilon-models to sample with.
-    dasim.diffusion.guidance.ForwardDiffusionCorrector : a ``post_step`` hook.
+        Posterior epsilon-models to sample with.
+    dasim.diffusion.guidance.ForwardDiffusionCorrector : A ``post_step`` hook.
 
     Notes
     -----
@@ -90,6 +90,23 @@ class PredictorCorrector:
 
     With ``n_corrections=0`` the sampler is the deterministic exponential integrator of the
     probability-flow ODE, which has neither bias.
+
+    Examples
+    --------
+    Sample a standard Gaussian with its exact epsilon-model,
+    :math:`\varepsilon(x_t, t) = \sigma(t)\, x_t / (\mu(t)^2 + \sigma(t)^2)`:
+
+    >>> import torch
+    >>> from dasim.diffusion.sampling import PredictorCorrector
+    >>> from dasim.diffusion.vpsde import CosineSchedule
+    >>> schedule = CosineSchedule()
+    >>> def eps_model(x, t):
+    ...     mu, sigma = schedule(t)
+    ...     return sigma * x / (mu**2 + sigma**2)
+    >>> sampler = PredictorCorrector(schedule, n_steps=32, n_corrections=1)
+    >>> x = sampler.sample(eps_model, (256, 16), generator=torch.Generator().manual_seed(0))
+    >>> x.shape, bool(0.8 < x.std() < 1.2)
+    (torch.Size([256, 16]), True)
     """
 
     def __init__(self, schedule, n_steps: int = 64, n_corrections: int = 1, tau: float = 0.25):
@@ -112,16 +129,43 @@ class PredictorCorrector:
         self.tau = tau
 
     def timesteps(self, device=None, dtype=None) -> torch.Tensor:
-        r"""The grid :math:`t_i = 1 - i/T`, :math:`i = 0..T` (decreasing, ``T + 1`` points)."""
+        r"""Return the time grid :math:`t_i = 1 - i/T`, :math:`i = 0..T`.
+
+        Parameters
+        ----------
+        device : str or torch.device, optional
+            Device of the grid (the default device when ``None``).
+        dtype : torch.dtype, optional
+            Floating dtype of the grid (the default dtype when ``None``).
+
+        Returns
+        -------
+        torch.Tensor
+            The ``T + 1`` times, decreasing from 1 to 0.
+        """
         return torch.linspace(1.0, 0.0, self.n_steps + 1, device=device, dtype=dtype)
 
     def predict(self, x: torch.Tensor, t, s, eps: torch.Tensor) -> torch.Tensor:
-        r"""One DDIM (exponential-integrator) step from ``t`` to ``s``, given ``eps(x, t)``.
+        r"""Take one DDIM (exponential-integrator) step from ``t`` to ``s``.
 
         .. math::
 
             x_s = \frac{\mu_s}{\mu_t} x_t + \Big(\sigma_s - \frac{\mu_s}{\mu_t}\sigma_t\Big)
             \varepsilon(x_t, t).
+
+        Parameters
+        ----------
+        x : torch.Tensor
+            State :math:`x_t` at time ``t``, shape ``(B, ...)``.
+        t, s : float or torch.Tensor
+            Current and next time (``s < t``), scalars or ``(B,)`` tensors.
+        eps : torch.Tensor
+            The predicted noise :math:`\varepsilon(x_t, t)`, shaped like ``x``.
+
+        Returns
+        -------
+        torch.Tensor
+            The state :math:`x_s` at time ``s``, shaped like ``x``.
         """
         mu_t, sigma_t = self.schedule(broadcast_time(t, x))
         mu_s, sigma_s = self.schedule(broadcast_time(s, x))
@@ -131,12 +175,28 @@ class PredictorCorrector:
     def langevin(
         self, x: torch.Tensor, s, eps: torch.Tensor, generator: torch.Generator | None = None
     ) -> torch.Tensor:
-        r"""One Langevin correction at time ``s`` given :math:`e = \varepsilon(x, s)`.
+        r"""Apply one Langevin correction at time ``s`` given :math:`e = \varepsilon(x, s)`.
 
         .. math::
 
             \delta_b = \frac{\tau}{\operatorname{mean}_\text{event}(e_b^2)}, \qquad
             x_b \leftarrow x_b - \big(\delta_b e_b + \sqrt{2\delta_b}\, z_b\big)\sigma_s.
+
+        Parameters
+        ----------
+        x : torch.Tensor
+            State at time ``s``, shape ``(B, ...)``.
+        s : float or torch.Tensor
+            Time, a scalar or a ``(B,)`` tensor.
+        eps : torch.Tensor
+            The predicted noise :math:`e = \varepsilon(x, s)`, shaped like ``x``.
+        generator : torch.Generator, optional
+            Source of the Langevin noise :math:`z`.
+
+        Returns
+        -------
+        torch.Tensor
+            The corrected state, shaped like ``x``.
         """
         _, sigma_s = self.schedule(broadcast_time(s, x))
         z = torch.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device)

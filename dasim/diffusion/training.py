@@ -123,6 +123,20 @@ def train_eps_model(
     -----
     On CPU two calls with the same ``seed`` and the same initial weights give identical
     weights. The model is left in ``eval`` mode.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from dasim.diffusion.networks import LocalScoreNet
+    >>> from dasim.diffusion.training import train_eps_model
+    >>> from dasim.diffusion.vpsde import CosineSchedule
+    >>> trajectories = torch.randn(4, 12, 2)
+    >>> net = LocalScoreNet(n_state=2, window=1, width=8, depth=1, embedding=4)
+    >>> history = train_eps_model(
+    ...     net, trajectories, CosineSchedule(), window=1, n_epochs=2, seed=0, progress=False
+    ... )
+    >>> history["n_epochs"], len(history["train_loss"]), len(history["valid_loss"])
+    (2, 2, 2)
     """
     if not isinstance(model, torch.nn.Module):
         raise ValueError("model must be a torch.nn.Module")

@@ -62,6 +62,13 @@ def broadcast_time(v, x: torch.Tensor) -> torch.Tensor:
     ------
     ValueError
         If ``v`` is 1-d and its length is not the batch size of ``x``.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from dasim.diffusion.vpsde import broadcast_time
+    >>> broadcast_time(torch.ones(4), torch.zeros(4, 3, 2)).shape
+    torch.Size([4, 1, 1])
     """
     v = _as_time(v, x)
     if v.ndim == 0 or v.ndim == x.ndim:
@@ -117,12 +124,34 @@ class CosineSchedule:
         self.omega = math.acos(math.sqrt(eta))
 
     def mu(self, t) -> torch.Tensor:
-        r"""Signal scale :math:`\mu(t) = \cos(\omega t)^2` (vectorised over ``t``)."""
+        r"""Compute the signal scale :math:`\mu(t) = \cos(\omega t)^2`.
+
+        Parameters
+        ----------
+        t : float or torch.Tensor
+            Diffusion time(s) in :math:`[0, 1]`, of any shape.
+
+        Returns
+        -------
+        torch.Tensor
+            :math:`\mu(t)`, with the shape of ``t`` (vectorised over ``t``).
+        """
         t = _as_time(t)
         return torch.cos(self.omega * t) ** 2
 
     def sigma(self, t) -> torch.Tensor:
-        r"""Noise scale :math:`\sigma(t) = \sqrt{1 - \mu(t)^2 + \eta^2}` (vectorised)."""
+        r"""Compute the noise scale :math:`\sigma(t) = \sqrt{1 - \mu(t)^2 + \eta^2}`.
+
+        Parameters
+        ----------
+        t : float or torch.Tensor
+            Diffusion time(s) in :math:`[0, 1]`, of any shape.
+
+        Returns
+        -------
+        torch.Tensor
+            :math:`\sigma(t)`, with the shape of ``t`` (vectorised over ``t``).
+        """
         mu = self.mu(t)
         return torch.sqrt(1 - mu**2 + self.eta**2)
 
@@ -174,6 +203,15 @@ def denoising_loss(
     -------
     torch.Tensor
         The scalar loss (differentiable with respect to the parameters of ``eps_model``).
+
+    Examples
+    --------
+    >>> import torch
+    >>> from dasim.diffusion.vpsde import CosineSchedule, denoising_loss
+    >>> x = torch.randn(8, 5, 2, generator=torch.Generator().manual_seed(0))
+    >>> loss = denoising_loss(lambda x_t, t: torch.zeros_like(x_t), x, CosineSchedule())
+    >>> loss.shape, bool(loss > 0)
+    (torch.Size([]), True)
     """
     if not isinstance(x, torch.Tensor) or x.ndim < 2:
         raise ValueError("x must be a torch.Tensor of shape (B, ...) with at least 2 dims")
@@ -213,5 +251,12 @@ def tweedie(x_t: torch.Tensor, eps: torch.Tensor, mu, sigma) -> torch.Tensor:
     -------
     torch.Tensor
         :math:`\hat{x}`, same shape as ``x_t``.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from dasim.diffusion.vpsde import tweedie
+    >>> tweedie(torch.tensor([[1.0]]), torch.tensor([[0.5]]), mu=0.5, sigma=1.0)
+    tensor([[1.]])
     """
     return (x_t - broadcast_time(sigma, x_t) * eps) / broadcast_time(mu, x_t)

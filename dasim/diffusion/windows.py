@@ -40,6 +40,13 @@ def check_window(k) -> int:
     ------
     ValueError
         If ``k`` is not a non-negative integer.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from dasim.diffusion.windows import check_window
+    >>> check_window(np.int64(2))
+    2
     """
     if isinstance(k, bool) or not isinstance(k, int | np.integer) or k < 0:
         raise ValueError(f"k (the window order) must be a non-negative integer, got {k!r}")
@@ -69,6 +76,19 @@ def unfold_windows(x: torch.Tensor, k: int) -> torch.Tensor:
     ------
     ValueError
         If ``x`` has fewer than 3 dimensions or ``L < 2k + 1``.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from dasim.diffusion.windows import unfold_windows
+    >>> x = torch.arange(5.0).reshape(1, 5, 1)
+    >>> w = unfold_windows(x, k=1)
+    >>> w.shape
+    torch.Size([1, 3, 3, 1])
+    >>> w[0, :, :, 0]
+    tensor([[0., 1., 2.],
+            [1., 2., 3.],
+            [2., 3., 4.]])
     """
     k = check_window(k)
     if not isinstance(x, torch.Tensor) or x.ndim < 3:
@@ -113,6 +133,14 @@ def fold_windows(w: torch.Tensor, k: int) -> torch.Tensor:
     ------
     ValueError
         If the third dimension of ``w`` is not ``2k + 1`` or there is no window.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from dasim.diffusion.windows import fold_windows, unfold_windows
+    >>> x = torch.arange(5.0).reshape(1, 5, 1)
+    >>> torch.equal(fold_windows(unfold_windows(x, k=1), k=1), x)
+    True
     """
     k = check_window(k)
     if not isinstance(w, torch.Tensor) or w.ndim < 4:
@@ -156,6 +184,15 @@ def random_windows(
     ------
     ValueError
         If ``trajectories`` is not 3-d, ``n_times < 2k + 1`` or ``n < 1``.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from dasim.diffusion.windows import random_windows
+    >>> trajectories = torch.randn(4, 20, 3)
+    >>> generator = torch.Generator().manual_seed(0)
+    >>> random_windows(trajectories, k=2, n=8, generator=generator).shape
+    torch.Size([8, 5, 3])
     """
     k = check_window(k)
     trajectories = torch.as_tensor(trajectories)

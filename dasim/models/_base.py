@@ -34,6 +34,13 @@ def rk4_step(tendency, x, dt):
     -------
     ndarray of shape (..., n_state)
         States after one step.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from dasim.models import rk4_step
+    >>> float(rk4_step(lambda x: -x, np.array([1.0]), 0.1)[0])  # close to exp(-0.1)
+    0.9048375
     """
     k1 = tendency(x)
     k2 = tendency(x + 0.5 * dt * k1)
@@ -54,6 +61,19 @@ class DynamicalModel(BaseEstimator):
     ----------
     n_state : int or None
         State dimension, or ``None`` when any dimension is accepted.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from dasim.models import DynamicalModel
+    >>> class Doubling(DynamicalModel):
+    ...     def __init__(self, process_noise=0.0):
+    ...         self.process_noise = process_noise
+    ...
+    ...     def _propagate(self, ensemble):
+    ...         return 2.0 * ensemble
+    >>> Doubling().forecast(np.ones((1, 2))).tolist()
+    [[2.0, 2.0]]
     """
 
     n_state = None
@@ -260,10 +280,36 @@ class ODEModel(DynamicalModel):
 
     Subclasses implement :meth:`tendency`. Parameters ``dt`` and ``steps_per_cycle`` set
     the integration; ``process_noise`` the additive model noise per cycle.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from dasim.models import ODEModel
+    >>> class Decay(ODEModel):
+    ...     def __init__(self, dt=0.1, steps_per_cycle=10, process_noise=0.0):
+    ...         self.dt = dt
+    ...         self.steps_per_cycle = steps_per_cycle
+    ...         self.process_noise = process_noise
+    ...
+    ...     def tendency(self, x):
+    ...         return -x
+    >>> Decay().forecast(np.ones((1, 1))).round(4).tolist()  # close to exp(-1)
+    [[0.3679]]
     """
 
     def tendency(self, x):
-        """Right-hand side ``dx/dt`` for states of shape ``(..., n_state)``."""
+        """Compute the right-hand side ``dx/dt``.
+
+        Parameters
+        ----------
+        x : ndarray of shape (..., n_state)
+            States.
+
+        Returns
+        -------
+        ndarray of shape (..., n_state)
+            The tendency ``dx/dt`` at each state.
+        """
         raise NotImplementedError
 
     def _cycle_time(self):
@@ -344,7 +390,27 @@ class FunctionModel(DynamicalModel):
 
 
 def as_model(model):
-    """Return ``model`` as a :class:`DynamicalModel` (callables are wrapped)."""
+    """Return ``model`` as a :class:`DynamicalModel` (callables are wrapped).
+
+    Parameters
+    ----------
+    model : DynamicalModel or callable
+        A dasim model (returned unchanged) or a callable ``f(ensemble) -> ensemble``
+        (wrapped in a :class:`FunctionModel`).
+
+    Returns
+    -------
+    DynamicalModel
+        The model.
+
+    Examples
+    --------
+    >>> from dasim.models import Persistence, as_model
+    >>> type(as_model(lambda x: 2 * x)).__name__
+    'FunctionModel'
+    >>> as_model(Persistence())
+    Persistence()
+    """
     if isinstance(model, DynamicalModel):
         return model
     if callable(model):

@@ -50,7 +50,18 @@ class Lorenz63(ODEModel):
         self.process_noise = process_noise
 
     def tendency(self, x):
-        """Right-hand side of the Lorenz-63 equations for states ``(..., 3)``."""
+        """Compute the right-hand side of the Lorenz-63 equations.
+
+        Parameters
+        ----------
+        x : ndarray of shape (..., 3)
+            States.
+
+        Returns
+        -------
+        ndarray of shape (..., 3)
+            The tendency ``dx/dt`` at each state.
+        """
         a, b, c = x[..., 0], x[..., 1], x[..., 2]
         out = np.empty_like(x)
         out[..., 0] = self.sigma * (b - a)
@@ -105,7 +116,18 @@ class Lorenz96(ODEModel):
         return int(n)
 
     def tendency(self, x):
-        """Right-hand side of the Lorenz-96 equations for states ``(..., n)``."""
+        """Compute the right-hand side of the Lorenz-96 equations.
+
+        Parameters
+        ----------
+        x : ndarray of shape (..., n)
+            States.
+
+        Returns
+        -------
+        ndarray of shape (..., n)
+            The tendency ``dx/dt`` at each state.
+        """
         return (
             (np.roll(x, -1, axis=-1) - np.roll(x, 2, axis=-1)) * np.roll(x, 1, axis=-1)
             - x

@@ -44,7 +44,7 @@ default="identity"
     noise_std : float, array of shape (n_obs,) or (n_obs, n_obs), default=1.0
         Observation noise: a standard deviation, one per observed component, or a full
         covariance matrix ``R``.
-    indices : int, slice, sequence of int, boolean mask or None, default=None
+    indices : int, slice, sequence of int, bool mask or None, default=None
         The state components that are observed (all when ``None``).
     scale : float, default=1.0
         Multiplies the selected components before the operator (``arctan(3 x)`` is
