@@ -100,59 +100,133 @@ def _dapper_timings(python, case, n_cycles):
     return json.loads(proc.stdout.strip().splitlines()[-1]).get(case, {})
 
 
-def _bench(args):
-    from threadpoolctl import threadpool_limits
+def _save_plot(fig_or_ax, path):
+    fig = getattr(fig_or_ax, "figure", fig_or_ax)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
 
-    from .benchmarks import b1_case, b1_methods, markdown_table, run_case
+
+def _bench_b1(args, out):
+    from .benchmarks import b1_case, b1_methods, markdown_table, plot_metric, run_case
 
     case = b1_case(args.case)
-    members = None if args.members is None else [int(m) for m in args.members.split(",")]
-    seeds = [int(s) for s in args.seeds.split(",")]
+    members = _int_list(args.members)
+    seeds = _int_list(args.seeds)[:1] if args.smoke else _int_list(args.seeds)
     n_cycles = 40 if args.smoke else args.cycles
-    methods = b1_methods(args.case, members)
-    if args.smoke:
-        seeds = seeds[:1]
-    with threadpool_limits(1):
-        ds = run_case(
-            case,
-            methods,
-            seeds=seeds,
-            n_cycles=n_cycles,
-            n_jobs=args.n_jobs,
-            progress=not args.smoke,
-        )
-    ds.attrs.update(
-        command=" ".join(["dasim", *sys.argv[1:]]),
-        date=str(date.today()),
-        seeds=",".join(map(str, seeds)),
-        blas_threads=1,
+    ds = run_case(
+        case,
+        b1_methods(args.case, members),
+        seeds=seeds,
+        n_cycles=n_cycles,
+        n_jobs=args.n_jobs,
+        progress=not args.smoke,
     )
     if args.dapper_python:
         timings = _dapper_timings(args.dapper_python, args.case, n_cycles)
         for key, value in timings.items():
             ds.attrs[f"dapper_seconds_per_cycle[{key}]"] = value
+    table = markdown_table(ds)
+    if args.dapper_python:
+        lines = [
+            f"| {k[len('dapper_seconds_per_cycle[') : -1]} | {1000 * v:.2f} ms |"
+            for k, v in ds.attrs.items()
+            if k.startswith("dapper_seconds")
+        ]
+        table += "\n\nDAPPER, same machine, same run:\n\n| method | ms per cycle |\n|---|---|\n"
+        table += "\n".join(lines)
+    return ds, table, lambda path: _save_plot(plot_metric(ds, "rmse"), path)
+
+
+def _bench_b2(args, out):
+    from .benchmarks.b2 import b2_markdown, plot_b2, run_b2
+
+    members = _int_list(args.members)
+    seeds = _int_list(args.seeds)
+    ds = run_b2(
+        args.case,
+        members=members,
+        seeds=seeds[:1] if args.smoke else seeds,
+        n_cycles=args.cycles if args.cycles is not None else 100,
+        n_jobs=args.n_jobs,
+        progress=not args.smoke,
+        smoke=args.smoke,
+    )
+    return ds, b2_markdown(ds), lambda path: plot_b2(ds, path)
+
+
+def _bench_b3(args, out):
+    from .benchmarks.b3 import b3_markdown, run_b3
+
+    seeds = _int_list(args.seeds)
+    ds = run_b3(
+        args.case, seeds=seeds[:1] if args.smoke else seeds, smoke=args.smoke, n_jobs=args.n_jobs
+    )
+    return ds, b3_markdown(ds), None
+
+
+def _bench_kde_score(args, out):
+    from .benchmarks.kde_score import bench_kde_score
+
+    sizes = _int_list(args.members) or ([200, 1000] if args.smoke else [10**3, 10**4, 10**5])
+    ds = bench_kde_score(n_members=tuple(sizes))
+    return ds, ds.to_dataframe().to_markdown() if _has_tabulate() else str(ds), None
+
+
+def _has_tabulate():
+    try:
+        import tabulate  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def _int_list(text):
+    return None if text is None else [int(v) for v in str(text).split(",")]
+
+
+def _bench_registry():
+    from .benchmarks import B1_CASES
+    from .benchmarks.b2 import B2_CASES
+    from .benchmarks.b3 import B3_CASES
+
+    runners = {name: _bench_b1 for name in B1_CASES}
+    runners.update({name: _bench_b2 for name in B2_CASES})
+    runners.update({name: _bench_b3 for name in B3_CASES})
+    runners["kde-score"] = _bench_kde_score
+    return runners
+
+
+def _bench(args):
+    from threadpoolctl import threadpool_limits
+
+    runners = _bench_registry()
+    if args.case not in runners:
+        print(
+            f"unknown case {args.case!r}; choose from {', '.join(sorted(runners))}",
+            file=sys.stderr,
+        )
+        return 2
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    with threadpool_limits(1):
+        ds, table, plot = runners[args.case](args, out)
+    ds.attrs.update(
+        command=" ".join(["dasim", *args.argv]),
+        date=str(date.today()),
+        seeds=args.seeds,
+        blas_threads=1,
+    )
     ds.to_netcdf(out / f"{args.case}.nc")
-    table = markdown_table(ds)
-    print(table)
-    if args.dapper_python:
-        print("\nDAPPER, same machine, same run (ms per cycle):")
-        for key, value in ds.attrs.items():
-            if key.startswith("dapper_seconds"):
-                print(f"  {key[len('dapper_seconds_per_cycle[') : -1]}: {1000 * value:.2f}")
     (out / f"{args.case}.md").write_text(table + "\n")
-    try:
-        import matplotlib
+    print(table)
+    if plot is not None:
+        try:
+            import matplotlib
 
-        matplotlib.use("Agg")
-        from .benchmarks import plot_metric
-
-        ax = plot_metric(ds, "rmse")
-        ax.figure.tight_layout()
-        ax.figure.savefig(out / f"{args.case}.png", dpi=110)
-    except ImportError:
-        pass
+            matplotlib.use("Agg")
+            plot(out / f"{args.case}.png")
+        except ImportError:
+            pass
     print(f"\nresults written to {out}/{args.case}.nc (.md, .png)")
     return 0
 
@@ -195,16 +269,24 @@ def main(argv=None):
     demo.add_argument("--out", default="results")
     demo.set_defaults(func=_demo)
     bench = sub.add_parser("bench", help="run a benchmark case of BENCHMARKS.md")
-    bench.add_argument("case", help="l63-full, l96-40, l96-10 or l96-20")
+    bench.add_argument(
+        "case",
+        help="B1: l63-full, l96-40, l96-10, l96-20; B2: l63-z, l63-atan, l96-10-atan, "
+        "l96-20-atan, l96-40-half; B3: b3-lo, b3-hi, b3-sin, b3-atan; B4: kde-score",
+    )
     bench.add_argument("--members", help="comma-separated ensemble sizes to keep")
     bench.add_argument("--seeds", default="0,1,2")
-    bench.add_argument("--cycles", type=int, default=1000)
+    bench.add_argument(
+        "--cycles", type=int, default=None, help="cycles per run (default: the case's own)"
+    )
     bench.add_argument("--n-jobs", type=int, default=None)
     bench.add_argument("--smoke", action="store_true", help="seconds-long version for CI")
     bench.add_argument("--dapper-python", help="a Python with DAPPER, to time it alongside")
     bench.add_argument("--out", default="results")
     bench.set_defaults(func=_bench)
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = parser.parse_args(argv)
+    args.argv = argv
     return args.func(args)
 
 

@@ -200,6 +200,9 @@ def test_collapsing_weights_warn():
     )
     with pytest.warns(WeightCollapseWarning, match="collapsed"):
         _single_analysis(kde, ens, [0.5])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        _single_analysis(kde.set_params(ess_warning=0.0), ens, [0.5])
 
 
 @pytest.mark.parametrize(

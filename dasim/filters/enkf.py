@@ -57,7 +57,10 @@ class EnKF(SequentialFilter):
         :func:`dasim.filters.gaspari_cohn`); ``None`` for a global analysis.
     rotate : bool, default=False
         Apply a random mean-preserving orthogonal rotation to the square-root analysis
-        anomalies (costs ``O(N^3)``; opt-in).
+        anomalies (costs ``O(N^3)``; opt-in). With many more members than observations
+        (e.g. N = 100 on Lorenz-63 observing 3 components) the symmetric transform lets
+        a few outlying members build up (Sakov and Oke, 2008) and the square-root filter
+        degrades: use ``rotate=True`` or ``variant="stochastic"`` there.
     periodic : bool, default=True
         Whether the localisation grid is periodic.
     random_state : int, RandomState or None, default=None

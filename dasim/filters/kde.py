@@ -129,7 +129,7 @@ class KDEDiffusionFilter(SequentialFilter):
     ess_warning : float, default=0.01
         Warn when the weights' effective sample size falls below
         ``max(2, ess_warning * n_members)`` (weight collapse: one member carries almost all
-        the mass; consider a larger ``bandwidth_y``).
+        the mass; consider a larger ``bandwidth_y``); 0 never warns.
 
     Attributes
     ----------
@@ -301,7 +301,7 @@ class KDEDiffusionFilter(SequentialFilter):
             chunk_size=self.chunk_size,
         )
         ess = float(info["ess"])
-        if ess < max(2.0, self.ess_warning * forecast.shape[0]):
+        if self.ess_warning > 0 and ess < max(2.0, self.ess_warning * forecast.shape[0]):
             warnings.warn(
                 f"KDEDiffusionFilter: the observation weights collapsed (ESS {ess:.1f} of "
                 f"{forecast.shape[0]}); consider a larger bandwidth_y.",
