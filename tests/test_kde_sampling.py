@@ -142,8 +142,9 @@ def test_sde_matches_mixture(name):
     # checks, with 100 steps the moments: the test has power.
     sched = VESchedule(SIGMA_X, 10.0) if name == "ve" else SCHEDULES["vp"]
     n_steps = 1000 if name == "ve" else 500
-    x, info = sample_sde(X, log_w, sched, np.random.default_rng(20), n_samples=600,
-                         n_steps=n_steps)
+    x, info = sample_sde(
+        X, log_w, sched, np.random.default_rng(20), n_samples=600, n_steps=n_steps
+    )
     assert info["n_steps"] == n_steps and info["nfev"] == n_steps
     assert_moments(x, X, log_w, sched)
     ref, _ = sample_mixture(X, log_w, sched, np.random.default_rng(21), n_samples=400)

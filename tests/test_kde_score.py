@@ -407,3 +407,15 @@ def test_torch_dispatch():
         kde_score(torch.tensor(x), 0.3, centres, log_w, sched, backend="numpy")
     with pytest.raises(ValueError, match="x contains NaN"):
         kde_score(torch.full((2, 3), float("nan")), 0.3, centres, log_w, sched)
+
+
+def test_benchmark_smoke():
+    from dasim.benchmarks.kde_score import bench_kde_score
+
+    ds = bench_kde_score(n_members=(30, 60), dim=3, backend=("numpy", "torch"))
+    assert ds.seconds.dims == ("backend", "n_members")
+    assert np.all(ds.seconds.values > 0)
+    assert np.all(ds.peak_memory_bytes.sel(backend="numpy").values > 0)
+    assert ds.attrs["dim"] == 3
+    with pytest.raises(ValueError, match="backend"):
+        bench_kde_score(n_members=(10,), backend=("jax",))

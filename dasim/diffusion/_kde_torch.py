@@ -101,8 +101,13 @@ def torch_tile(n_q, n_c, chunk_size, memory_budget, dtype, device):
     itemsize = torch.empty((), dtype=dtype).element_size()
     target = _TORCH_CPU_TILE_ELEMENTS if torch.device(device).type == "cpu" else None
     return tile_shape(
-        n_q, n_c, chunk_size, memory_budget, itemsize=itemsize,
-        temporaries=_TORCH_TEMPORARIES, target_elements=target,
+        n_q,
+        n_c,
+        chunk_size,
+        memory_budget,
+        itemsize=itemsize,
+        temporaries=_TORCH_TEMPORARIES,
+        target_elements=target,
     )
 
 
@@ -115,6 +120,22 @@ def _lse_stats(xs, mu, sbar2, cen, tile, want_acc):
     mu2cc = (mu * mu) * cen.cc
     xx = (xs * xs).sum(dim=1)
     grad = torch.is_grad_enabled() and (xs.requires_grad or cen.C0.requires_grad)
+    # Without autograd every tile is computed in place in one reused buffer: no large
+    # allocation per tile (which also spares the C allocator's fragmentation on CPU).
+    # The in-place path gets its logits from one product of augmented rows, capped at
+    # log_w (= clipping the expanded squared distance at 0), as in ``kde._lse_stats``.
+    work = Q = A = None
+    if not grad:
+        work = torch.empty(qc * ccn, dtype=xs.dtype, device=xs.device)
+        Q = torch.cat([xs, torch.ones_like(xx)[:, None], xx[:, None]], dim=1)
+        A = torch.cat(
+            [
+                cen.C0 * (mu / sbar2),
+                (cen.log_w - inv2s2 * mu2cc)[:, None],
+                torch.full_like(cen.cc, -inv2s2)[:, None],
+            ],
+            dim=1,
+        )
     maxes, sums, accs = [], [], []
     for q0 in range(0, M, qc):
         q1 = min(M, q0 + qc)
@@ -124,14 +145,18 @@ def _lse_stats(xs, mu, sbar2, cen, tile, want_acc):
         for c0 in range(0, N, ccn):
             c1 = min(N, c0 + ccn)
             Cb = cen.C0[c0:c1]
-            base = xxb + mu2cc[c0:c1]
-            d2 = torch.addmm(base, xb, Cb.T, beta=1.0, alpha=-2.0 * mu)
             if grad:
-                L = cen.log_w[c0:c1] - inv2s2 * d2.clamp_min(0.0)
+                d2 = torch.addmm(xxb + mu2cc[c0:c1], xb, Cb.T, beta=1.0, alpha=-2.0 * mu)
+                # clip the value at 0 but keep the gradient 2(x' - mu c') of the expansion
+                # (a plain clamp would zero it where cancellation gave a tiny negative)
+                d2 = d2 + (d2.clamp_min(0.0) - d2).detach()
+                L = cen.log_w[c0:c1] - inv2s2 * d2
                 b_max = L.amax(dim=1).detach()
                 E = torch.exp(L - b_max[:, None])
             else:
-                E = d2.clamp_min_(0.0).mul_(-inv2s2).add_(cen.log_w[c0:c1])
+                E = work[: (q1 - q0) * (c1 - c0)].view(q1 - q0, c1 - c0)
+                torch.mm(Q[q0:q1], A[c0:c1].T, out=E)  # logits
+                torch.minimum(E, cen.log_w[c0:c1], out=E)  # squared distance >= 0
                 b_max = E.amax(dim=1)
                 E.sub_(b_max[:, None]).exp_()
             b_sum = E.sum(dim=1)
@@ -171,8 +196,19 @@ def score_logp_prepared(x, mu, sbar2, cen, tile, want_score=True, want_logp=True
     return score, logp
 
 
-def score_and_log_density(x, t, centres, log_w_obs, schedule, chunk_size=None, *,
-                          memory_budget=None, device=None, want_score=True, want_logp=True):
+def score_and_log_density(
+    x,
+    t,
+    centres,
+    log_w_obs,
+    schedule,
+    chunk_size=None,
+    *,
+    memory_budget=None,
+    device=None,
+    want_score=True,
+    want_logp=True,
+):
     """Validate, convert and compute (the body of the public torch functions)."""
     if isinstance(x, torch.Tensor):
         dev = x.device
@@ -193,21 +229,39 @@ def score_and_log_density(x, t, centres, log_w_obs, schedule, chunk_size=None, *
 
 def kde_score(x, t, centres, log_w_obs, schedule, chunk_size=None, *, memory_budget=None):
     """Torch :func:`dasim.diffusion.kde.kde_score` (same parameters, returns a tensor)."""
-    return score_and_log_density(x, t, centres, log_w_obs, schedule, chunk_size,
-                                 memory_budget=memory_budget, want_logp=False)[0]
+    return score_and_log_density(
+        x,
+        t,
+        centres,
+        log_w_obs,
+        schedule,
+        chunk_size,
+        memory_budget=memory_budget,
+        want_logp=False,
+    )[0]
 
 
 def kde_log_density(x, t, centres, log_w_obs, schedule, chunk_size=None, *, memory_budget=None):
     """Torch :func:`dasim.diffusion.kde.kde_log_density` (differentiable by autograd)."""
-    return score_and_log_density(x, t, centres, log_w_obs, schedule, chunk_size,
-                                 memory_budget=memory_budget, want_score=False)[1]
+    return score_and_log_density(
+        x,
+        t,
+        centres,
+        log_w_obs,
+        schedule,
+        chunk_size,
+        memory_budget=memory_budget,
+        want_score=False,
+    )[1]
 
 
-def kde_score_and_log_density(x, t, centres, log_w_obs, schedule, chunk_size=None, *,
-                              memory_budget=None):
+def kde_score_and_log_density(
+    x, t, centres, log_w_obs, schedule, chunk_size=None, *, memory_budget=None
+):
     """Torch :func:`dasim.diffusion.kde.kde_score_and_log_density`."""
-    return score_and_log_density(x, t, centres, log_w_obs, schedule, chunk_size,
-                                 memory_budget=memory_budget)
+    return score_and_log_density(
+        x, t, centres, log_w_obs, schedule, chunk_size, memory_budget=memory_budget
+    )
 
 
 # --------------------------------------------------------------------------- RK45 on tensors
@@ -274,7 +328,6 @@ def dopri5(fun, t0, t1, y0, rtol=1e-5, atol=1e-5, max_steps=100_000):
     t0, t1 = float(t0), float(t1)
     direction = 1.0 if t1 >= t0 else -1.0
     length = abs(t1 - t0)
-    n = y0.numel()
     y = y0
     f = fun(t0, y)
     nfev = 1
@@ -306,12 +359,18 @@ def dopri5(fun, t0, t1, y0, rtol=1e-5, atol=1e-5, max_steps=100_000):
         while True:
             attempts += 1
             if attempts > max_steps:
-                info.update(success=False, nfev=nfev,
-                            message=f"dopri5: more than max_steps={max_steps} step attempts.")
+                info.update(
+                    success=False,
+                    nfev=nfev,
+                    message=f"dopri5: more than max_steps={max_steps} step attempts.",
+                )
                 return y, info
             if h_abs < min_step:
-                info.update(success=False, nfev=nfev,
-                            message="dopri5: required step size is below the time spacing.")
+                info.update(
+                    success=False,
+                    nfev=nfev,
+                    message="dopri5: required step size is below the time spacing.",
+                )
                 return y, info
             t_new = t + direction * h_abs
             if direction * (t_new - t1) > 0.0:
@@ -329,12 +388,17 @@ def dopri5(fun, t0, t1, y0, rtol=1e-5, atol=1e-5, max_steps=100_000):
             err = _combine(None, h, _DP_E, K)
             err_norm = _rms(err / scale)
             if not math.isfinite(err_norm):
-                info.update(success=False, nfev=nfev,
-                            message=f"dopri5: non-finite error estimate at t={t!r}.")
+                info.update(
+                    success=False,
+                    nfev=nfev,
+                    message=f"dopri5: non-finite error estimate at t={t!r}.",
+                )
                 return y, info
             if err_norm < 1.0:
-                factor = _MAX_FACTOR if err_norm == 0.0 else min(
-                    _MAX_FACTOR, _SAFETY * err_norm ** (-0.2)
+                factor = (
+                    _MAX_FACTOR
+                    if err_norm == 0.0
+                    else min(_MAX_FACTOR, _SAFETY * err_norm ** (-0.2))
                 )
                 if rejected:
                     factor = min(1.0, factor)

@@ -35,6 +35,7 @@ only when a tensor is passed or ``backend="torch"`` is asked for.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import numbers
 import sys
@@ -112,7 +113,9 @@ def _check_matrix(value, name, ncols=None):
     if arr.shape[0] < 1 or arr.shape[1] < 1:
         raise ValueError(f"{name} must have at least one row and one column, got {arr.shape}.")
     if ncols is not None and arr.shape[1] != ncols:
-        raise ValueError(f"{name} must have {ncols} columns (the state dimension), got {arr.shape}.")
+        raise ValueError(
+            f"{name} must have {ncols} columns (the state dimension), got {arr.shape}."
+        )
     if not np.all(np.isfinite(arr)):
         raise ValueError(f"{name} contains NaN or inf.")
     return arr
@@ -228,7 +231,9 @@ def observation_log_weights(y_obs, Y_sim, sigma_y):
         )
     sigma_y = np.asarray(sigma_y, dtype=np.float64)
     if sigma_y.ndim > 1 or (sigma_y.ndim == 1 and sigma_y.shape != y_obs.shape):
-        raise ValueError(f"sigma_y must be a scalar or of shape {y_obs.shape}, got {sigma_y.shape}.")
+        raise ValueError(
+            f"sigma_y must be a scalar or of shape {y_obs.shape}, got {sigma_y.shape}."
+        )
     if not np.all(np.isfinite(sigma_y)) or np.any(sigma_y <= 0):
         raise ValueError(f"sigma_y must be finite and > 0, got {sigma_y!r}.")
     observed = ~np.isnan(y_obs)
@@ -250,7 +255,13 @@ def _positive_int(value, name):
 
 
 def tile_shape(
-    n_queries, n_centres, chunk_size=None, memory_budget=None, *, itemsize=8, temporaries=2,
+    n_queries,
+    n_centres,
+    chunk_size=None,
+    memory_budget=None,
+    *,
+    itemsize=8,
+    temporaries=2,
     target_elements=None,
 ):
     """Queries and centres per tile of the pairwise computation.
@@ -326,36 +337,43 @@ def _lse_stats(xs, mu, sbar2, cen, tile, want_acc):
     returns ``row_max``, ``row_sum`` with
     :math:`\\log\\sum_i e^{l_{mi}} = \\text{row\\_max} + \\log \\text{row\\_sum}` and
     ``acc`` = :math:`\\sum_i e^{l_{mi} - \\text{row\\_max}} C0_i` (or None).
+
+    The logits of a tile come from one matrix product of augmented rows,
+    :math:`[x', 1, \\lVert x'\\rVert^2] \\cdot [\\mu c'/\\bar\\sigma^2,\\
+    \\ell - \\mu^2\\lVert c'\\rVert^2/(2\\bar\\sigma^2),\\ -1/(2\\bar\\sigma^2)]`,
+    and are then capped at :math:`\\ell_i`: that cap is exactly the clipping of the
+    expanded squared distance at 0 (it removes the negative values cancellation can give).
     """
     M, d = xs.shape
     N = cen.C0.shape[0]
     qc, cc_ = tile
     inv2s2 = 0.5 / sbar2
-    mu2cc = (mu * mu) * cen.cc
-    xx = np.einsum("ij,ij->i", xs, xs)
+    Q = np.empty((M, d + 2))
+    Q[:, :d] = xs
+    Q[:, d] = 1.0
+    Q[:, d + 1] = np.einsum("ij,ij->i", xs, xs)
+    A = np.empty((N, d + 2))
+    np.multiply(cen.C0, mu / sbar2, out=A[:, :d])
+    A[:, d] = cen.log_w - (mu * mu * inv2s2) * cen.cc
+    A[:, d + 1] = -inv2s2
     row_max = np.empty(M)
     row_sum = np.empty(M)
     acc = np.empty((M, d)) if want_acc else None
+    work = np.empty(qc * cc_)  # one reused tile buffer: no large allocation per tile
     for q0 in range(0, M, qc):
         q1 = min(M, q0 + qc)
-        xb = xs[q0:q1]
-        xxb = xx[q0:q1, None]
+        Qb = Q[q0:q1]
         r_max = r_sum = r_acc = None
         for c0 in range(0, N, cc_):
             c1 = min(N, c0 + cc_)
-            Cb = cen.C0[c0:c1]
-            G = xb @ Cb.T  # x' . c'
-            G *= -2.0 * mu
-            G += xxb
-            G += mu2cc[c0:c1]
-            np.maximum(G, 0.0, out=G)  # squared distances, cancellation guarded
-            G *= -inv2s2
-            G += cen.log_w[c0:c1]
+            G = work[: (q1 - q0) * (c1 - c0)].reshape(q1 - q0, c1 - c0)
+            np.matmul(Qb, A[c0:c1].T, out=G)  # logits l_mi
+            np.minimum(G, cen.log_w[c0:c1], out=G)  # squared distance >= 0
             b_max = G.max(axis=1)
             G -= b_max[:, None]
             np.exp(G, out=G)
             b_sum = G.sum(axis=1)
-            b_acc = G @ Cb if want_acc else None
+            b_acc = G @ cen.C0[c0:c1] if want_acc else None
             if r_max is None:
                 r_max, r_sum, r_acc = b_max, b_sum, b_acc
             else:
@@ -373,32 +391,65 @@ def _lse_stats(xs, mu, sbar2, cen, tile, want_acc):
     return row_max, row_sum, acc
 
 
+_BLAS_CONTROLLER = None
+
+
+def _single_threaded_blas():
+    """Context limiting BLAS to one thread (the tiles' products are small: threads spin).
+
+    Measured on the shared 2-core development machine: one N = 10^4, d = 20 score took
+    about 20 s with OpenBLAS's 2 threads and 4 s with one.
+    """
+    global _BLAS_CONTROLLER
+    try:
+        from threadpoolctl import ThreadpoolController
+    except ImportError:  # pragma: no cover - threadpoolctl comes with scikit-learn
+        return contextlib.nullcontext()
+    if _BLAS_CONTROLLER is None:
+        _BLAS_CONTROLLER = ThreadpoolController()
+    return _BLAS_CONTROLLER.limit(limits=1, user_api="blas")
+
+
 def _score_logp_prepared(x, mu, sbar2, cen, tile, want_score=True, want_logp=True):
     """Score and/or log-density for validated queries ``x`` and prepared centres."""
     xs = x - mu * cen.shift
-    row_max, row_sum, acc = _lse_stats(xs, mu, sbar2, cen, tile, want_score)
+    with _single_threaded_blas():
+        row_max, row_sum, acc = _lse_stats(xs, mu, sbar2, cen, tile, want_score)
     score = logp = None
     if want_score:
         score = (mu * (acc / row_sum[:, None]) - xs) / sbar2
     if want_logp:
         logp = (
-            row_max
-            + np.log(row_sum)
-            - cen.lse_w
-            - 0.5 * cen.dim * math.log(2.0 * math.pi * sbar2)
+            row_max + np.log(row_sum) - cen.lse_w - 0.5 * cen.dim * math.log(2.0 * math.pi * sbar2)
         )
     return score, logp
 
 
 def _numpy_tile(n_q, n_c, chunk_size, memory_budget):
     return tile_shape(
-        n_q, n_c, chunk_size, memory_budget, itemsize=8, temporaries=_NUMPY_TEMPORARIES,
+        n_q,
+        n_c,
+        chunk_size,
+        memory_budget,
+        itemsize=8,
+        temporaries=_NUMPY_TEMPORARIES,
         target_elements=_NUMPY_TILE_ELEMENTS,
     )
 
 
-def _dispatch(x, t, centres, log_w_obs, schedule, chunk_size, memory_budget, backend, device,
-              want_score, want_logp):
+def _dispatch(
+    x,
+    t,
+    centres,
+    log_w_obs,
+    schedule,
+    chunk_size,
+    memory_budget,
+    backend,
+    device,
+    want_score,
+    want_logp,
+):
     if backend not in (None, "numpy", "torch"):
         raise ValueError(f"backend must be None, 'numpy' or 'torch', got {backend!r}.")
     tensors = any(_is_tensor(a) for a in (x, centres, log_w_obs))
@@ -409,12 +460,21 @@ def _dispatch(x, t, centres, log_w_obs, schedule, chunk_size, memory_budget, bac
 
         return_numpy = not _is_tensor(x)
         out = _kde_torch.score_and_log_density(
-            x, t, centres, log_w_obs, schedule, chunk_size, memory_budget=memory_budget,
-            device=device, want_score=want_score, want_logp=want_logp,
+            x,
+            t,
+            centres,
+            log_w_obs,
+            schedule,
+            chunk_size,
+            memory_budget=memory_budget,
+            device=device,
+            want_score=want_score,
+            want_logp=want_logp,
         )
         if return_numpy:
-            out = tuple(None if o is None else o.detach().cpu().numpy().astype(np.float64)
-                        for o in out)
+            out = tuple(
+                None if o is None else o.detach().cpu().numpy().astype(np.float64) for o in out
+            )
         return out
     x = _check_matrix(x, "x")
     centres = _check_matrix(centres, "centres", ncols=x.shape[1])
@@ -428,8 +488,18 @@ def _dispatch(x, t, centres, log_w_obs, schedule, chunk_size, memory_budget, bac
 # --------------------------------------------------------------------------- public API
 
 
-def kde_score(x, t, centres, log_w_obs, schedule, chunk_size=None, *, memory_budget=None,
-              backend=None, device=None):
+def kde_score(
+    x,
+    t,
+    centres,
+    log_w_obs,
+    schedule,
+    chunk_size=None,
+    *,
+    memory_budget=None,
+    backend=None,
+    device=None,
+):
     r"""Closed-form conditional score :math:`s(x, t \mid y^*)` of the diffused KDE.
 
     .. math::
@@ -440,32 +510,35 @@ def kde_score(x, t, centres, log_w_obs, schedule, chunk_size=None, *, memory_bud
 
     Parameters
     ----------
-    x : array-like or torch.Tensor of shape (M, d)
+    x : numpy.ndarray or torch.Tensor of shape (M, d)
         Query points.
     t : float
-        Diffusion time, with :math:`\bar\sigma(t) > 0`.
-    centres : array-like or torch.Tensor of shape (N, d)
+        Diffusion time, with :math:`\bar\sigma(t) > 0` (at or above the schedule's
+        ``t_end``).
+    centres : numpy.ndarray or torch.Tensor of shape (N, d)
         KDE centres :math:`x_i` (the forecast ensemble, centred by the caller if wanted).
-    log_w_obs : array-like or torch.Tensor of shape (N,), or None
+    log_w_obs : numpy.ndarray or torch.Tensor of shape (N,), or None
         Observation log-weights :math:`\ell_i` (unnormalised; ``-inf`` allowed for zero
         weight; ``None`` for uniform weights, the prior KDE). See
         :func:`observation_log_weights`, or pass a known log-likelihood vector.
     schedule : VESchedule or VPSchedule
         Gives :math:`\mu(t)` and :math:`\bar\sigma(t)`.
-    chunk_size : int or (int, int), optional
-        Forced tile (queries, or (queries, centres)); default from ``memory_budget``.
+    chunk_size : int or tuple of (int, int), optional
+        Forced tile: queries per tile, or (queries, centres) per tile. Default: from
+        ``memory_budget``.
     memory_budget : int, optional
-        Bytes for the pairwise temporaries of one tile (default 256 MiB).
+        Bytes allowed for the pairwise temporaries of one tile (default 256 MiB).
     backend : {None, "numpy", "torch"}, optional
         ``None`` dispatches on the type of the inputs (torch if any is a tensor).
     device : str, optional
-        torch device when numpy inputs are sent to ``backend="torch"`` (default
-        ``"auto"``); tensors are computed on ``x``'s device.
+        The torch device used when numpy inputs are sent to ``backend="torch"``
+        (default ``"auto"``); tensors are computed on the device of ``x``.
 
     Returns
     -------
-    numpy.ndarray (float64) or torch.Tensor of shape (M, d)
-        A tensor when ``x`` is a tensor, else a numpy array.
+    numpy.ndarray or torch.Tensor of shape (M, d)
+        The score; a tensor (dtype and device of ``x``) when ``x`` is a tensor, else a
+        float64 numpy array.
 
     Examples
     --------
@@ -473,12 +546,23 @@ def kde_score(x, t, centres, log_w_obs, schedule, chunk_size=None, *, memory_bud
     >>> kde_score(np.array([[1.0]]), 0.0, np.array([[0.0]]), None, VESchedule(1.0, 10.0))
     array([[-1.]])
     """
-    return _dispatch(x, t, centres, log_w_obs, schedule, chunk_size, memory_budget, backend,
-                     device, True, False)[0]
+    return _dispatch(
+        x, t, centres, log_w_obs, schedule, chunk_size, memory_budget, backend, device, True, False
+    )[0]
 
 
-def kde_log_density(x, t, centres, log_w_obs, schedule, chunk_size=None, *, memory_budget=None,
-                    backend=None, device=None):
+def kde_log_density(
+    x,
+    t,
+    centres,
+    log_w_obs,
+    schedule,
+    chunk_size=None,
+    *,
+    memory_budget=None,
+    backend=None,
+    device=None,
+):
     r"""Log-density :math:`\log p_t(x \mid y^*)` of the diffused conditional KDE.
 
     A proper (normalised) log-density in :math:`x`:
@@ -492,12 +576,34 @@ def kde_log_density(x, t, centres, log_w_obs, schedule, chunk_size=None, *, memo
 
     Parameters
     ----------
-    x, t, centres, log_w_obs, schedule, chunk_size, memory_budget, backend, device
-        As in :func:`kde_score`.
+    x : numpy.ndarray or torch.Tensor of shape (M, d)
+        Query points.
+    t : float
+        Diffusion time, with :math:`\bar\sigma(t) > 0` (at or above the schedule's
+        ``t_end``).
+    centres : numpy.ndarray or torch.Tensor of shape (N, d)
+        KDE centres :math:`x_i` (the forecast ensemble, centred by the caller if wanted).
+    log_w_obs : numpy.ndarray or torch.Tensor of shape (N,), or None
+        Observation log-weights :math:`\ell_i` (unnormalised; ``-inf`` allowed for zero
+        weight; ``None`` for uniform weights, the prior KDE). See
+        :func:`observation_log_weights`, or pass a known log-likelihood vector.
+    schedule : VESchedule or VPSchedule
+        Gives :math:`\mu(t)` and :math:`\bar\sigma(t)`.
+    chunk_size : int or tuple of (int, int), optional
+        Forced tile: queries per tile, or (queries, centres) per tile. Default: from
+        ``memory_budget``.
+    memory_budget : int, optional
+        Bytes allowed for the pairwise temporaries of one tile (default 256 MiB).
+    backend : {None, "numpy", "torch"}, optional
+        ``None`` dispatches on the type of the inputs (torch if any is a tensor).
+    device : str, optional
+        The torch device used when numpy inputs are sent to ``backend="torch"``
+        (default ``"auto"``); tensors are computed on the device of ``x``.
 
     Returns
     -------
-    numpy.ndarray (float64) or torch.Tensor of shape (M,)
+    numpy.ndarray or torch.Tensor of shape (M,)
+        The log-density (tensor when ``x`` is a tensor, else float64 numpy).
 
     Examples
     --------
@@ -506,25 +612,66 @@ def kde_log_density(x, t, centres, log_w_obs, schedule, chunk_size=None, *, memo
     >>> bool(np.isclose(lp[0], -0.5 * np.log(2 * np.pi)))
     True
     """
-    return _dispatch(x, t, centres, log_w_obs, schedule, chunk_size, memory_budget, backend,
-                     device, False, True)[1]
+    return _dispatch(
+        x, t, centres, log_w_obs, schedule, chunk_size, memory_budget, backend, device, False, True
+    )[1]
 
 
-def kde_score_and_log_density(x, t, centres, log_w_obs, schedule, chunk_size=None, *,
-                              memory_budget=None, backend=None, device=None):
-    """Score and log-density in one pass over the pairs (the tiles are shared).
+def kde_score_and_log_density(
+    x,
+    t,
+    centres,
+    log_w_obs,
+    schedule,
+    chunk_size=None,
+    *,
+    memory_budget=None,
+    backend=None,
+    device=None,
+):
+    r"""Score and log-density in one pass over the pairs (the tiles are shared).
 
     Parameters
     ----------
-    x, t, centres, log_w_obs, schedule, chunk_size, memory_budget, backend, device
-        As in :func:`kde_score`.
+    x : numpy.ndarray or torch.Tensor of shape (M, d)
+        Query points.
+    t : float
+        Diffusion time, with :math:`\bar\sigma(t) > 0` (at or above the schedule's
+        ``t_end``).
+    centres : numpy.ndarray or torch.Tensor of shape (N, d)
+        KDE centres :math:`x_i` (the forecast ensemble, centred by the caller if wanted).
+    log_w_obs : numpy.ndarray or torch.Tensor of shape (N,), or None
+        Observation log-weights :math:`\ell_i` (unnormalised; ``-inf`` allowed for zero
+        weight; ``None`` for uniform weights, the prior KDE). See
+        :func:`observation_log_weights`, or pass a known log-likelihood vector.
+    schedule : VESchedule or VPSchedule
+        Gives :math:`\mu(t)` and :math:`\bar\sigma(t)`.
+    chunk_size : int or tuple of (int, int), optional
+        Forced tile: queries per tile, or (queries, centres) per tile. Default: from
+        ``memory_budget``.
+    memory_budget : int, optional
+        Bytes allowed for the pairwise temporaries of one tile (default 256 MiB).
+    backend : {None, "numpy", "torch"}, optional
+        ``None`` dispatches on the type of the inputs (torch if any is a tensor).
+    device : str, optional
+        The torch device used when numpy inputs are sent to ``backend="torch"``
+        (default ``"auto"``); tensors are computed on the device of ``x``.
 
     Returns
     -------
     score : numpy.ndarray or torch.Tensor of shape (M, d)
-        :func:`kde_score`.
+        As :func:`kde_score` returns it.
     log_density : numpy.ndarray or torch.Tensor of shape (M,)
-        :func:`kde_log_density`.
+        As :func:`kde_log_density` returns it.
+
+    Examples
+    --------
+    >>> from dasim.diffusion.schedules import VESchedule
+    >>> s, lp = kde_score_and_log_density(np.ones((2, 3)), 0.5, np.zeros((4, 3)), None,
+    ...                                   VESchedule(0.5, 5.0))
+    >>> s.shape, lp.shape
+    ((2, 3), (2,))
     """
-    return _dispatch(x, t, centres, log_w_obs, schedule, chunk_size, memory_budget, backend,
-                     device, True, True)
+    return _dispatch(
+        x, t, centres, log_w_obs, schedule, chunk_size, memory_budget, backend, device, True, True
+    )

@@ -84,7 +84,7 @@ def bandwidth_rule(X, rule="scott", factor=1.0):
     ----------
     X : array-like of shape (N, d)
         Ensemble (N >= 2, finite).
-    rule : {"scott", "silverman"}
+    rule : {"scott", "silverman"}, default="scott"
         The rule.
     factor : float, default=1.0
         Multiplier, > 0.
@@ -97,15 +97,17 @@ def bandwidth_rule(X, rule="scott", factor=1.0):
     Examples
     --------
     >>> X = np.array([[0.0], [2.0]])
-    >>> round(bandwidth_rule(X, "scott"), 6) == round(2 ** (-1 / 5) * np.sqrt(2.0), 6)
-    True
+    >>> round(bandwidth_rule(X, "scott"), 4)  # 2 ** (-1 / 5) * sqrt(2)
+    1.2311
     """
     X = _check_matrix(X, "X")
     N, d = X.shape
     if N < 2:
         raise ValueError(f"X needs at least 2 rows for a bandwidth rule, got {N}.")
-    if isinstance(factor, bool) or not isinstance(factor, numbers.Real) or not (
-        math.isfinite(factor) and factor > 0
+    if (
+        isinstance(factor, bool)
+        or not isinstance(factor, numbers.Real)
+        or not (math.isfinite(factor) and factor > 0)
     ):
         raise ValueError(f"factor must be finite and > 0, got {factor!r}.")
     if rule == "scott":
@@ -147,14 +149,22 @@ def reverse_start_std(schedule, X, log_w_obs=None):
     Parameters
     ----------
     schedule : VESchedule or VPSchedule
-    X : array-like of shape (N, d)
-        Centres (centred forecast ensemble).
-    log_w_obs : array-like of shape (N,), optional
+        The diffusion schedule.
+    X : numpy.ndarray of shape (N, d)
+        Centres (the centred forecast ensemble).
+    log_w_obs : numpy.ndarray of shape (N,), optional
         Observation log-weights (uniform when None).
 
     Returns
     -------
     float
+        The standard deviation :math:`s_1`.
+
+    Examples
+    --------
+    >>> from dasim.diffusion.schedules import VESchedule
+    >>> reverse_start_std(VESchedule(0.5, 30.0), np.zeros((3, 2)))
+    30.0
     """
     if not getattr(schedule, "moment_matched_start", False):
         return float(schedule.prior_std)
@@ -177,8 +187,10 @@ def _prepare(X, log_w_obs, n_samples, backend):
     log_w = _check_log_weights(log_w_obs, X.shape[0])
     if n_samples is None:
         n_samples = X.shape[0]
-    if isinstance(n_samples, bool) or not isinstance(n_samples, numbers.Integral) or (
-        n_samples < 1
+    if (
+        isinstance(n_samples, bool)
+        or not isinstance(n_samples, numbers.Integral)
+        or (n_samples < 1)
     ):
         raise ValueError(f"n_samples must be a positive integer, got {n_samples!r}.")
     return X, log_w, int(n_samples)
@@ -216,8 +228,7 @@ def _coefficients(schedule, t):
 # --------------------------------------------------------------------------- samplers
 
 
-def sample_mixture(X, log_w_obs, schedule, rng, *, n_samples=None, backend="numpy",
-                   device=None):
+def sample_mixture(X, log_w_obs, schedule, rng, *, n_samples=None, backend="numpy", device=None):
     r"""Exact sample of the target :math:`\sum_i \pi_i \mathcal N(\mu_e x_i, \sigma_x^2 I)`.
 
     Draws i.i.d. indices :math:`i_k \sim \pi` (multinomial, ``rng.choice`` with
@@ -229,25 +240,28 @@ def sample_mixture(X, log_w_obs, schedule, rng, *, n_samples=None, backend="nump
 
     Parameters
     ----------
-    X : array-like of shape (N, d)
-        Centres (the centred forecast ensemble).
-    log_w_obs : array-like of shape (N,) or None
-        Observation log-weights :math:`\ell_i` (None: uniform, the prior KDE).
+    X : numpy.ndarray of shape (N, d)
+        Centres: the centred forecast ensemble.
+    log_w_obs : numpy.ndarray of shape (N,) or None
+        Observation log-weights :math:`\ell_i` (``-inf`` allowed; None: uniform, the prior
+        KDE).
     schedule : VESchedule or VPSchedule
+        The diffusion schedule (:mod:`dasim.diffusion.schedules`).
     rng : numpy.random.Generator
-        Source of randomness.
+        Source of randomness (an int or None seeds a new Generator).
     n_samples : int, optional
         Number of samples (default N).
-    backend : {"numpy", "torch"}
-        Return a numpy array or a tensor on ``device`` (drawn with ``rng`` either way).
+    backend : {"numpy", "torch"}, default="numpy"
+        Compute with numpy, or with torch on ``device`` (and return a tensor there).
     device : str, optional
-        torch device (``"auto"`` by default).
+        The torch device (``"auto"``, the default, picks CUDA when available).
 
     Returns
     -------
     samples : numpy.ndarray or torch.Tensor of shape (n_samples, d)
+        The samples (drawn with ``rng`` on the CPU in either backend).
     info : dict
-        ``sampler``, ``n_steps`` (0), ``nfev`` (0), ``success``.
+        Keys ``sampler``, ``n_steps`` (0), ``nfev`` (0), ``success``, ``message``.
 
     Examples
     --------
@@ -269,9 +283,21 @@ def sample_mixture(X, log_w_obs, schedule, rng, *, n_samples=None, backend="nump
     return out, info
 
 
-def sample_ode(X, log_w_obs, schedule, rng, *, n_samples=None, rtol=1e-5, atol=1e-5,
-               backend="numpy", device=None, chunk_size=None, memory_budget=None,
-               x_start=None):
+def sample_ode(
+    X,
+    log_w_obs,
+    schedule,
+    rng,
+    *,
+    n_samples=None,
+    rtol=1e-5,
+    atol=1e-5,
+    backend="numpy",
+    device=None,
+    chunk_size=None,
+    memory_budget=None,
+    x_start=None,
+):
     r"""Sample by the reverse probability-flow ODE (adaptive RK45), the paper's sampler.
 
     .. math::
@@ -292,27 +318,53 @@ def sample_ode(X, log_w_obs, schedule, rng, *, n_samples=None, rtol=1e-5, atol=1
 
     Parameters
     ----------
-    X, log_w_obs, schedule, rng, n_samples, backend, device
-        As in :func:`sample_mixture`. The start is drawn with ``rng`` (then moved to the
-        device once), so numpy and torch runs with equal seeds start from the same points.
-    rtol, atol : float, default=1e-5
-        RK45 tolerances.
-    chunk_size, memory_budget
-        Tiling of the score (see :func:`dasim.diffusion.kde.kde_score`).
-    x_start : array-like of shape (n_samples, d), optional
-        Given start instead of the Gaussian draw.
+    X : numpy.ndarray of shape (N, d)
+        Centres: the centred forecast ensemble.
+    log_w_obs : numpy.ndarray of shape (N,) or None
+        Observation log-weights :math:`\ell_i` (``-inf`` allowed; None: uniform, the prior
+        KDE).
+    schedule : VESchedule or VPSchedule
+        The diffusion schedule (:mod:`dasim.diffusion.schedules`).
+    rng : numpy.random.Generator
+        Source of randomness (an int or None seeds a new Generator).
+    n_samples : int, optional
+        Number of samples (default N).
+    rtol : float, default=1e-5
+        Relative tolerance of RK45.
+    atol : float, default=1e-5
+        Absolute tolerance of RK45.
+    backend : {"numpy", "torch"}, default="numpy"
+        Compute with numpy, or with torch on ``device`` (and return a tensor there).
+    device : str, optional
+        The torch device (``"auto"``, the default, picks CUDA when available).
+    chunk_size : int or tuple of (int, int), optional
+        Tile of the score computation (see :func:`dasim.diffusion.kde.kde_score`).
+    memory_budget : int, optional
+        Bytes for the pairwise temporaries of one score tile (default 256 MiB).
+    x_start : numpy.ndarray of shape (n_samples, d), optional
+        Given start at ``t = 1`` instead of the Gaussian draw.
 
     Returns
     -------
     samples : numpy.ndarray or torch.Tensor of shape (n_samples, d)
+        The samples at ``t_end``.
     info : dict
-        ``sampler``, ``n_steps`` (accepted steps), ``nfev`` (score evaluations),
-        ``success``, ``message``, ``start_std``.
+        Keys ``sampler``, ``n_steps`` (accepted steps), ``nfev`` (score evaluations),
+        ``success``, ``message``, ``start_std`` (None when ``x_start`` is given), and on
+        torch ``n_rejected``.
 
     Raises
     ------
     RuntimeError
-        When the integrator fails (with its message).
+        When the integrator fails (with its message), e.g. on a non-finite right-hand side.
+
+    Examples
+    --------
+    >>> from dasim.diffusion.schedules import VESchedule
+    >>> rng = np.random.default_rng(0)
+    >>> x, info = sample_ode(rng.normal(size=(20, 2)), None, VESchedule(0.3, 20.0), rng)
+    >>> x.shape, 5 < info["n_steps"] < 40
+    ((20, 2), True)
     """
     X, log_w, n = _prepare(X, log_w_obs, n_samples, backend)
     rng = _check_rng(rng)
@@ -345,9 +397,13 @@ def sample_ode(X, log_w_obs, schedule, rng, *, n_samples=None, rtol=1e-5, atol=1
         except _NonFinite as exc:
             raise RuntimeError(f"probability-flow ODE solver failed: {exc}") from None
         out = solver.y.reshape(n, d).copy()
-        info = {"sampler": "ode", "n_steps": n_acc, "nfev": int(solver.nfev), "success": True,
-                "message": "The solver successfully reached the end of the integration "
-                "interval."}
+        info = {
+            "sampler": "ode",
+            "n_steps": n_acc,
+            "nfev": int(solver.nfev),
+            "success": True,
+            "message": "The solver successfully reached the end of the integration interval.",
+        }
     else:
         torch, kt, dev = _torch_setup(device)
         Xt = torch.as_tensor(X, device=dev)
@@ -368,9 +424,20 @@ def sample_ode(X, log_w_obs, schedule, rng, *, n_samples=None, rtol=1e-5, atol=1
     return out, info
 
 
-def sample_sde(X, log_w_obs, schedule, rng, *, n_samples=None, n_steps=1000,
-               backend="numpy", device=None, chunk_size=None, memory_budget=None,
-               x_start=None):
+def sample_sde(
+    X,
+    log_w_obs,
+    schedule,
+    rng,
+    *,
+    n_samples=None,
+    n_steps=1000,
+    backend="numpy",
+    device=None,
+    chunk_size=None,
+    memory_budget=None,
+    x_start=None,
+):
     r"""Sample by the reverse SDE with Euler-Maruyama on a uniform time grid.
 
     With :math:`t_k = 1 - k h`, :math:`h = (1 - t_{end})/n`, :math:`k = 0..n-1`:
@@ -388,19 +455,45 @@ def sample_sde(X, log_w_obs, schedule, rng, *, n_samples=None, n_steps=1000,
 
     Parameters
     ----------
-    X, log_w_obs, schedule, rng, n_samples, backend, device, chunk_size, memory_budget,
-    x_start
-        As in :func:`sample_ode`. On torch the per-step noise comes from a
-        ``torch.Generator`` on the device seeded from ``rng`` (nothing is copied per step).
+    X : numpy.ndarray of shape (N, d)
+        Centres: the centred forecast ensemble.
+    log_w_obs : numpy.ndarray of shape (N,) or None
+        Observation log-weights :math:`\ell_i` (``-inf`` allowed; None: uniform, the prior
+        KDE).
+    schedule : VESchedule or VPSchedule
+        The diffusion schedule (:mod:`dasim.diffusion.schedules`).
+    rng : numpy.random.Generator
+        Source of randomness (an int or None seeds a new Generator).
+    n_samples : int, optional
+        Number of samples (default N).
     n_steps : int, default=1000
         Number of Euler-Maruyama steps.
+    backend : {"numpy", "torch"}, default="numpy"
+        Compute with numpy, or with torch on ``device`` (and return a tensor there).
+    device : str, optional
+        The torch device (``"auto"``, the default, picks CUDA when available).
+    chunk_size : int or tuple of (int, int), optional
+        Tile of the score computation (see :func:`dasim.diffusion.kde.kde_score`).
+    memory_budget : int, optional
+        Bytes for the pairwise temporaries of one score tile (default 256 MiB).
+    x_start : numpy.ndarray of shape (n_samples, d), optional
+        Given start at ``t = 1`` instead of the Gaussian draw.
 
     Returns
     -------
     samples : numpy.ndarray or torch.Tensor of shape (n_samples, d)
+        The samples at ``t_end``.
     info : dict
-        ``sampler``, ``n_steps``, ``nfev`` (= ``n_steps`` score evaluations), ``success``,
-        ``start_std``.
+        Keys ``sampler``, ``n_steps``, ``nfev`` (= ``n_steps`` score evaluations),
+        ``success``, ``message``, ``start_std``.
+
+    Examples
+    --------
+    >>> from dasim.diffusion.schedules import VPSchedule
+    >>> rng = np.random.default_rng(0)
+    >>> x, info = sample_sde(rng.normal(size=(20, 2)), None, VPSchedule(0.3), rng, n_steps=50)
+    >>> x.shape, info["nfev"]
+    ((20, 2), 50)
     """
     X, log_w, n = _prepare(X, log_w_obs, n_samples, backend)
     rng = _check_rng(rng)
@@ -431,14 +524,22 @@ def sample_sde(X, log_w_obs, schedule, rng, *, n_samples=None, n_steps=1000,
                 s = kt.score_logp_prepared(x, mu, sbar2, cen, tile, True, False)[0]
                 noise = torch.randn(x.shape, generator=gen, device=dev, dtype=x.dtype)
                 x = x * (1.0 - h * f) + s * (h * g2) + noise * math.sqrt(g2 * h)
-    info = {"sampler": "sde", "n_steps": int(n_steps), "nfev": int(n_steps), "success": True,
-            "message": "", "start_std": std}
+    info = {
+        "sampler": "sde",
+        "n_steps": int(n_steps),
+        "nfev": int(n_steps),
+        "success": True,
+        "message": "",
+        "start_std": std,
+    }
     return x, info
 
 
 def _check_tolerance(value, name):
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not (
-        math.isfinite(value) and value > 0
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, numbers.Real)
+        or not (math.isfinite(value) and value > 0)
     ):
         raise ValueError(f"{name} must be finite and > 0, got {value!r}.")
 
@@ -446,10 +547,25 @@ def _check_tolerance(value, name):
 # --------------------------------------------------------------------------- analysis
 
 
-def kde_analysis(X_forecast, log_w_obs, *, sigma_x=None, sigma_max=None, schedule="ve",
-                 beta_max=50.0, sampler="ode", rtol=1e-5, atol=1e-5, n_steps=1000, rng=None,
-                 backend="numpy", device=None, chunk_size=None, memory_budget=None,
-                 n_samples=None):
+def kde_analysis(
+    X_forecast,
+    log_w_obs,
+    *,
+    sigma_x=None,
+    sigma_max=None,
+    schedule="ve",
+    beta_max=50.0,
+    sampler="ode",
+    rtol=1e-5,
+    atol=1e-5,
+    n_steps=1000,
+    rng=None,
+    backend="numpy",
+    device=None,
+    chunk_size=None,
+    memory_budget=None,
+    n_samples=None,
+):
     r"""One analysis step of the closed-form KDE diffusion filter (spec section 2).
 
     1. :math:`m = \frac1N\sum_i x_i`, centre :math:`x_i \leftarrow x_i - m`;
@@ -463,9 +579,9 @@ def kde_analysis(X_forecast, log_w_obs, *, sigma_x=None, sigma_max=None, schedul
 
     Parameters
     ----------
-    X_forecast : array-like of shape (N, d)
+    X_forecast : numpy.ndarray of shape (N, d)
         Forecast ensemble (N >= 2, finite).
-    log_w_obs : array-like of shape (N,) or None
+    log_w_obs : numpy.ndarray of shape (N,) or None
         Observation log-weights (:func:`dasim.diffusion.kde.observation_log_weights`, or a
         known log-likelihood); None for uniform weights.
     sigma_x : float
@@ -474,26 +590,34 @@ def kde_analysis(X_forecast, log_w_obs, *, sigma_x=None, sigma_max=None, schedul
     sigma_max : float, optional
         VE total standard deviation at ``t = 1`` (> ``sigma_x``); required for ``"ve"``.
     schedule : {"ve", "vp", "vp-early-stop"} or schedule instance, default="ve"
+        The diffusion schedule (:func:`dasim.diffusion.schedules.make_schedule`).
     beta_max : float, default=50.0
-        VP :math:`\beta(1)`.
+        The VP :math:`\beta(1)`.
     sampler : {"ode", "sde", "mixture"}, default="ode"
-    rtol, atol : float, default=1e-5
-        ODE tolerances.
+        Which sampler: :func:`sample_ode`, :func:`sample_sde` or :func:`sample_mixture`.
+    rtol : float, default=1e-5
+        Relative tolerance of the ODE.
+    atol : float, default=1e-5
+        Absolute tolerance of the ODE.
     n_steps : int, default=1000
-        SDE steps.
+        Euler-Maruyama steps of the SDE.
     rng : numpy.random.Generator, int or None
         Randomness (an int or None seeds a new Generator).
     backend : {"numpy", "torch"}, default="numpy"
+        Compute with numpy or with torch.
     device : str, optional
-        torch device; ``"auto"``/None: CUDA when available.
-    chunk_size, memory_budget
-        Tiling of the score.
+        The torch device; ``"auto"`` or None pick CUDA when available.
+    chunk_size : int or tuple of (int, int), optional
+        Tile of the score computation.
+    memory_budget : int, optional
+        Bytes for the pairwise temporaries of one score tile (default 256 MiB).
     n_samples : int, optional
-        Analysis members (default N).
+        Number of analysis members (default N).
 
     Returns
     -------
-    X_analysis : numpy.ndarray of shape (n_samples, d), float64
+    X_analysis : numpy.ndarray of shape (n_samples, d)
+        The analysis ensemble, float64.
     info : dict
         ``n_steps``, ``nfev``, ``ess`` (:math:`1/\sum_i\pi_i^2`), ``sampler``, ``schedule``,
         ``success``, ``start_std``, ``sigma_x``, ``t_end``.
@@ -527,11 +651,28 @@ def kde_analysis(X_forecast, log_w_obs, *, sigma_x=None, sigma_max=None, schedul
     if sampler == "mixture":
         out, info = sample_mixture(Xc, log_w, sched, rng, **common)
     elif sampler == "ode":
-        out, info = sample_ode(Xc, log_w, sched, rng, rtol=rtol, atol=atol,
-                               chunk_size=chunk_size, memory_budget=memory_budget, **common)
+        out, info = sample_ode(
+            Xc,
+            log_w,
+            sched,
+            rng,
+            rtol=rtol,
+            atol=atol,
+            chunk_size=chunk_size,
+            memory_budget=memory_budget,
+            **common,
+        )
     else:
-        out, info = sample_sde(Xc, log_w, sched, rng, n_steps=n_steps, chunk_size=chunk_size,
-                               memory_budget=memory_budget, **common)
+        out, info = sample_sde(
+            Xc,
+            log_w,
+            sched,
+            rng,
+            n_steps=n_steps,
+            chunk_size=chunk_size,
+            memory_budget=memory_budget,
+            **common,
+        )
     if _is_tensor(out):
         out = out.detach().cpu().numpy()
     out = np.asarray(out, dtype=np.float64) + mean

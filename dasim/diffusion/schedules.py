@@ -48,8 +48,28 @@ def _out(arr):
     return arr[()] if arr.ndim == 0 else arr
 
 
+_T_PARAM = """
+        Parameters
+        ----------
+        t : float or array-like
+            Diffusion time(s) in [0, 1].
+
+        Returns
+        -------
+        numpy.float64 or numpy.ndarray
+            Value of {what}, with the shape of ``t``.
+"""
+
+
+def _doc(summary, what):
+    return summary + "\n" + _T_PARAM.format(what=what)
+
+
 class _Schedule:
-    """Shared interface: ``mu``, ``sigmabar``, ``sigmabar2``, ``drift``, ``g2``."""
+    """Shared interface: ``mu``, ``sigmabar``, ``sigmabar2``, ``drift``, ``g2``.
+
+    Subclasses implement ``_mu``, ``_sigmabar2``, ``_drift`` and ``_g2`` on float arrays.
+    """
 
     #: start of the reverse flow (noise end).
     t_start = 1.0
@@ -58,23 +78,49 @@ class _Schedule:
     moment_matched_start = False
     name = "base"
 
+    def mu(self, t):
+        return _out(self._mu(_as_time(t)))
+
+    mu.__doc__ = _doc("Mean scale :math:`\\mu(t)` of the transition kernel.", "mu(t)")
+
+    def sigmabar2(self, t):
+        return _out(self._sigmabar2(_as_time(t)))
+
+    sigmabar2.__doc__ = _doc(
+        "Total kernel variance :math:`\\bar\\sigma(t)^2` of the diffused KDE.", "sigmabar(t)^2"
+    )
+
     def sigmabar(self, t):
-        """Total kernel standard deviation :math:`\\bar\\sigma(t)` (vectorised in ``t``)."""
-        return _out(np.sqrt(_as_time(self.sigmabar2(t))))
+        return _out(np.sqrt(self._sigmabar2(_as_time(t))))
+
+    sigmabar.__doc__ = _doc(
+        "Total kernel standard deviation :math:`\\bar\\sigma(t)` of the diffused KDE.",
+        "sigmabar(t)",
+    )
+
+    def drift(self, t):
+        return _out(self._drift(_as_time(t)))
+
+    drift.__doc__ = _doc("Drift coefficient :math:`f(t)` of the forward SDE.", "f(t)")
+
+    def g2(self, t):
+        return _out(self._g2(_as_time(t)))
+
+    g2.__doc__ = _doc("Squared diffusion coefficient :math:`g(t)^2` of the forward SDE.", "g(t)^2")
 
     @property
     def prior_std(self):
-        """Standard deviation of the Gaussian the reverse flow starts from: sigmabar(1)."""
+        """Standard deviation of the Gaussian the reverse flow starts from, sigmabar(1)."""
         return float(self.sigmabar(self.t_start))
 
     @property
     def floor_std(self):
-        """Kernel standard deviation of the target at ``t_end``: equals ``sigma_x``."""
+        """Kernel standard deviation of the target at ``t_end``; equals ``sigma_x``."""
         return float(self.sigmabar(self.t_end))
 
     @property
     def target_mu(self):
-        """Scale of the kernel centres of the target at ``t_end``: ``mu(t_end)``."""
+        """Scale ``mu(t_end)`` of the kernel centres of the target at ``t_end``."""
         return float(self.mu(self.t_end))
 
 
@@ -122,25 +168,20 @@ class VESchedule(_Schedule):
     def __repr__(self):
         return f"VESchedule(sigma_x={self.sigma_x!r}, sigma_max={self.sigma_max!r})"
 
-    def mu(self, t):
-        """Mean scale :math:`\\mu(t) = 1`."""
-        return _out(np.ones_like(_as_time(t)))
+    def _sigmabar(self, t):
+        return self.sigma_x + t * (self.sigma_max - self.sigma_x)
 
-    def sigmabar(self, t):
-        """Total kernel std :math:`\\sigma_x + t(\\sigma_{max} - \\sigma_x)`."""
-        return _out(self.sigma_x + _as_time(t) * (self.sigma_max - self.sigma_x))
+    def _mu(self, t):
+        return np.ones_like(t)
 
-    def sigmabar2(self, t):
-        """Total kernel variance :math:`\\bar\\sigma(t)^2`."""
-        return _out(_as_time(self.sigmabar(t)) ** 2)
+    def _sigmabar2(self, t):
+        return self._sigmabar(t) ** 2
 
-    def drift(self, t):
-        """Drift coefficient :math:`f(t) = 0`."""
-        return _out(np.zeros_like(_as_time(t)))
+    def _drift(self, t):
+        return np.zeros_like(t)
 
-    def g2(self, t):
-        """Squared diffusion :math:`2\\bar\\sigma(t)(\\sigma_{max} - \\sigma_x)`."""
-        return _out(2.0 * _as_time(self.sigmabar(t)) * (self.sigma_max - self.sigma_x))
+    def _g2(self, t):
+        return 2.0 * self._sigmabar(t) * (self.sigma_max - self.sigma_x)
 
 
 class VPSchedule(_Schedule):
@@ -178,7 +219,7 @@ class VPSchedule(_Schedule):
     ----------
     sigma_x : float
         Kernel bandwidth, > 0 (< 1 when ``early_stop``).
-    beta_max : float
+    beta_max : float, default=50.0
         :math:`\beta(1)`, > 0. With the default 50 of the authors' code,
         :math:`\mu(1) = e^{-12.5}`.
     early_stop : bool, default=False
@@ -205,7 +246,7 @@ class VPSchedule(_Schedule):
                 raise ValueError(
                     f"sigma_x must be < 1 for the early-stopped VP schedule, got {self.sigma_x!r}."
                 )
-            self.t_end = math.sqrt(-2.0 * math.log1p(-self.sigma_x**2) / self.beta_max)
+            self.t_end = math.sqrt(-2.0 * math.log1p(-(self.sigma_x**2)) / self.beta_max)
             if self.t_end >= 1.0:
                 raise ValueError(
                     f"beta_max={self.beta_max!r} is too small for sigma_x={self.sigma_x!r}: "
@@ -220,31 +261,32 @@ class VPSchedule(_Schedule):
             f"early_stop={self.early_stop!r})"
         )
 
-    def mu(self, t):
-        """Mean scale :math:`e^{-\\beta_{max} t^2/4}`."""
-        t = _as_time(t)
-        return _out(np.exp(-0.25 * self.beta_max * t * t))
-
     def sigma2(self, t):
-        """Diffusion variance :math:`\\sigma(t)^2 = 1 - \\mu(t)^2` (via ``expm1``)."""
-        t = _as_time(t)
-        return _out(-np.expm1(-0.5 * self.beta_max * t * t))
+        return _out(self._sigma2(_as_time(t)))
 
-    def sigmabar2(self, t):
-        """Total kernel variance :math:`\\mu^2\\sigma_x^2 + \\sigma^2` (or :math:`\\sigma^2`)."""
-        s2 = _as_time(self.sigma2(t))
+    sigma2.__doc__ = _doc(
+        "Diffusion variance :math:`\\sigma(t)^2 = 1 - \\mu(t)^2` (computed with ``expm1``).",
+        "sigma(t)^2",
+    )
+
+    def _mu(self, t):
+        return np.exp(-0.25 * self.beta_max * t * t)
+
+    def _sigma2(self, t):
+        return -np.expm1(-0.5 * self.beta_max * t * t)
+
+    def _sigmabar2(self, t):
+        s2 = self._sigma2(t)
         if self.early_stop:
-            return _out(s2)
-        mu = _as_time(self.mu(t))
-        return _out(mu * mu * self.sigma_x**2 + s2)
+            return s2
+        mu = self._mu(t)
+        return mu * mu * self.sigma_x**2 + s2
 
-    def drift(self, t):
-        """Drift coefficient :math:`f(t) = -\\beta_{max} t / 2`."""
-        return _out(-0.5 * self.beta_max * _as_time(t))
+    def _drift(self, t):
+        return -0.5 * self.beta_max * t
 
-    def g2(self, t):
-        """Squared diffusion :math:`g^2(t) = \\beta(t) = \\beta_{max} t`."""
-        return _out(self.beta_max * _as_time(t))
+    def _g2(self, t):
+        return self.beta_max * t
 
 
 def make_schedule(schedule, *, sigma_x, sigma_max=None, beta_max=50.0):
@@ -264,6 +306,12 @@ def make_schedule(schedule, *, sigma_x, sigma_max=None, beta_max=50.0):
     Returns
     -------
     VESchedule or VPSchedule
+        The schedule.
+
+    Examples
+    --------
+    >>> make_schedule("ve", sigma_x=0.5, sigma_max=50.0)
+    VESchedule(sigma_x=0.5, sigma_max=50.0)
     """
     if isinstance(schedule, _Schedule):
         return schedule

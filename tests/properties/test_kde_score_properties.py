@@ -23,9 +23,7 @@ from dasim.diffusion.schedules import VESchedule, VPSchedule
 
 torch = pytest.importorskip("torch")
 
-SETTINGS = settings(
-    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow]
-)
+SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 finite = {"allow_nan": False, "allow_infinity": False}
 
@@ -104,7 +102,11 @@ def test_tiles_do_not_change_the_result(problem, q, c):
     np.testing.assert_allclose(s, ref_s, rtol=1e-12, atol=1e-13 * scale)
     np.testing.assert_allclose(lp, ref_l, rtol=1e-12, atol=1e-12)
     st_, lt = kde_score_and_log_density(
-        torch.tensor(x), t, torch.tensor(centres), torch.tensor(log_w), schedule,
+        torch.tensor(x),
+        t,
+        torch.tensor(centres),
+        torch.tensor(log_w),
+        schedule,
         chunk_size=(q, c),
     )
     np.testing.assert_allclose(st_.numpy(), ref_s, rtol=1e-10, atol=1e-12 * scale)
