@@ -120,6 +120,7 @@ def _bench_b1(args, out):
         n_cycles=n_cycles,
         n_jobs=args.n_jobs,
         progress=not args.smoke,
+        burn_in=10 if args.smoke else None,
     )
     if args.dapper_python:
         timings = _dapper_timings(args.dapper_python, args.case, n_cycles)

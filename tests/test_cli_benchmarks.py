@@ -29,8 +29,8 @@ def test_demo_runs(tmp_path, capsys):
 def test_run_case_is_reproducible_and_parallel_equals_serial():
     case = b1_case("l96-10")
     methods = b1_methods("l96-10")
-    serial = run_case(case, methods, seeds=[3, 4], n_cycles=30, n_jobs=1)
-    parallel = run_case(case, methods, seeds=[3, 4], n_cycles=30, n_jobs=2)
+    serial = run_case(case, methods, seeds=[3, 4], n_cycles=30, n_jobs=1, burn_in=10)
+    parallel = run_case(case, methods, seeds=[3, 4], n_cycles=30, n_jobs=2, burn_in=10)
     for name in ["rmse", "crps", "spread_skill"]:
         np.testing.assert_array_equal(serial[name].values, parallel[name].values)
     assert "| EnKF" in markdown_table(serial)

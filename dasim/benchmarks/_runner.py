@@ -9,7 +9,7 @@ sweep goes through :class:`joblib.Parallel` and runs on a dask or ray cluster un
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import xarray as xr
@@ -45,6 +45,12 @@ class Case:
         Additive model noise in the filters' forecast model (std per cycle).
     description : str
         One-line description.
+    initial_mean : array-like or None
+        If given, the initial truth and every initial ensemble member are drawn from
+        ``N(initial_mean, initial_var I)`` (DAPPER's ``X0``); otherwise both are independent
+        draws from the model's climatology.
+    initial_var : float
+        Variance of that initial distribution.
 
     Examples
     --------
@@ -64,6 +70,8 @@ class Case:
     truth_noise: bool = False
     filter_noise: float = 0.0
     description: str = ""
+    initial_mean: object = None
+    initial_var: float = 0.0
 
 
 @dataclass
@@ -99,7 +107,11 @@ def _one_run(case, method, seed, n_cycles):
     """One seed of one method: truth, observations, initial ensemble, filter, metrics."""
     rng = np.random.default_rng(seed)
     model = clone(case.model)
-    x0 = model.climatology(1, rng)[0]
+    if case.initial_mean is None:
+        x0 = model.climatology(1, rng)[0]
+    else:
+        mean = np.asarray(case.initial_mean, dtype=np.float64)
+        x0 = mean + np.sqrt(case.initial_var) * rng.standard_normal(mean.shape)
     X, y = make_twin_experiment(
         model, case.observation, n_cycles, rng, initial_state=x0, process_noise=case.truth_noise
     )
@@ -107,7 +119,10 @@ def _one_run(case, method, seed, n_cycles):
     filt_model = clone(case.model).set_params(process_noise=case.filter_noise)
     est.set_params(model=filt_model, observation=case.observation, random_state=seed)
     n_members = est.get_params()["n_members"]
-    init = model.climatology(n_members, rng)
+    if case.initial_mean is None:
+        init = model.climatology(n_members, rng)
+    else:
+        init = mean + np.sqrt(case.initial_var) * rng.standard_normal((n_members, mean.size))
     est.fit(model.climatology(64, rng))
     start = time.perf_counter()
     ds = est.assimilate(y, initial_ensemble=init, keep_forecast=False)
@@ -128,7 +143,9 @@ def _one_run(case, method, seed, n_cycles):
     }
 
 
-def run_case(case, methods, seeds=(0, 1, 2), n_cycles=None, n_jobs=None, progress=False):
+def run_case(
+    case, methods, seeds=(0, 1, 2), n_cycles=None, n_jobs=None, progress=False, burn_in=None
+):
     """Run every method on every seed of a case.
 
     Parameters
@@ -145,6 +162,8 @@ def run_case(case, methods, seeds=(0, 1, 2), n_cycles=None, n_jobs=None, progres
         Parallel jobs for joblib (``None``: the active ``parallel_config``).
     progress : bool, default=False
         Show a tqdm progress bar over the runs (completed in submission order).
+    burn_in : int, optional
+        Override the case's burn-in (smoke runs).
 
     Returns
     -------
@@ -165,6 +184,8 @@ def run_case(case, methods, seeds=(0, 1, 2), n_cycles=None, n_jobs=None, progres
     (('method', 'seed'), (1, 1))
     """
     n_cycles = case.n_cycles if n_cycles is None else int(n_cycles)
+    if burn_in is not None:
+        case = replace(case, burn_in=int(burn_in))
     if n_cycles <= case.burn_in:
         raise ValueError(f"n_cycles must exceed the burn-in ({case.burn_in}), got {n_cycles}.")
     seeds = [int(s) for s in seeds]
