@@ -123,7 +123,9 @@ def _bench_b1(args, out):
         burn_in=10 if args.smoke else None,
     )
     if args.dapper_python:
-        timings = _dapper_timings(args.dapper_python, args.case, n_cycles)
+        timings = _dapper_timings(
+            args.dapper_python, args.case, min(n_cycles or case.n_cycles, 200)
+        )
         for key, value in timings.items():
             ds.attrs[f"dapper_seconds_per_cycle[{key}]"] = value
     table = markdown_table(ds)
