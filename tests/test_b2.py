@@ -1,0 +1,177 @@
+"""Smoke runs of benchmark B2 (the KDE diffusion filter comparison): plumbing, not results."""
+
+import json
+
+import numpy as np
+import pytest
+import xarray as xr
+
+from dasim.benchmarks import b2
+from dasim.benchmarks.b2 import (
+    B2_CASES,
+    B2_METHODS,
+    b2_case,
+    b2_grids,
+    b2_markdown,
+    plot_b2,
+    run_b2,
+    time_kde_samplers,
+)
+from dasim.metrics import wasserstein2
+
+SCORES = ["rmse", "crps", "spread_skill", "seconds_per_cycle"]
+
+
+@pytest.mark.parametrize("case", sorted(B2_CASES))
+def test_smoke_every_case(case):
+    ds = run_b2(case, smoke=True, tune=False, members=[12], n_jobs=1)
+    assert dict(ds.sizes) == {"method": len(B2_METHODS), "n_members": 1, "seed": 1}
+    assert list(ds["method"].values) == list(B2_METHODS)
+    for name in SCORES:
+        assert np.all(np.isfinite(ds[name].values)), name
+    assert np.all(ds["failed"].values == 0)
+    assert np.all(ds["seconds_per_cycle"].values > 0)
+    ode = ds["ode_steps"].sel({"method": "KDE-ode"}).values
+    assert np.all(ode > 0)
+    assert np.all(np.isnan(ds["ode_steps"].sel({"method": "EnKF"}).values))
+    assert np.all(np.isfinite(ds["bandwidth_x"].sel({"method": "KDE-mixture"}).values))
+    if B2_CASES[case].w2:
+        assert np.all(np.isfinite(ds["w2"].values)) and np.all(ds["w2"].values > 0)
+        assert ds["w2_floor"].dims == ("n_members", "seed")
+        assert np.all(np.isfinite(ds["w2_floor"].values))
+        assert json.loads(ds.attrs["reference_ess_mean"])
+    else:
+        assert "w2" not in ds and "w2_floor" not in ds
+    assert ds.attrs["case"] == case and ds.attrs["tuned"] == 0
+
+
+def test_smoke_with_tuning_records_tuned_parameters():
+    ds = run_b2("l63-z", smoke=True, methods=["KDE-mixture", "EnKF", "SIR-jitter"])
+    tuned = json.loads(ds.attrs["tuned_params"])
+    assert set(tuned) == {"KDE", "EnKF", "SIR-jitter"}
+    grid = b2_grids("l63-z", smoke=True)
+    assert tuned["EnKF"]["16"]["inflation"] in grid["EnKF"]["inflation"]
+    assert tuned["KDE"]["16"]["bandwidth_y"] in grid["KDE"]["bandwidth_y"]
+    assert "tuned[KDE][N=16]" in ds.attrs
+    assert np.all(np.isfinite(ds["w2"].values))
+
+
+def test_deterministic_and_parallel_equals_serial():
+    kwargs = dict(tune=False, members=[10, 20], seeds=[3, 4], n_cycles=24)
+    kwargs.update(n_reference=1500, n_reference_sub=300)
+    kwargs["methods"] = ["KDE-mixture", "SIR-jitter", "EnKF"]
+    serial = run_b2("l63-atan", n_jobs=1, **kwargs)
+    parallel = run_b2("l63-atan", n_jobs=2, **kwargs)
+    for name in ["rmse", "crps", "spread_skill", "w2", "w2_floor", "ess_fraction"]:
+        np.testing.assert_array_equal(serial[name].values, parallel[name].values)
+    # Different seeds give different simulations.
+    a, b = serial["rmse"].sel(seed=3).values, serial["rmse"].sel(seed=4).values
+    assert not np.array_equal(a, b)
+
+
+def test_subsample_uniform_and_weighted():
+    rng = np.random.default_rng(0)
+    A = np.arange(2 * 50 * 2, dtype=float).reshape(2, 50, 2)
+    W = np.ones((2, 50))
+    out = b2._subsample(A, W, 20, rng)
+    assert out.shape == (2, 20, 2)
+    # Uniform weights: distinct particles (without replacement).
+    assert len(np.unique(out[0, :, 0])) == 20
+    # Weighted: all the mass on particle 7 at time 1.
+    W[1] = 0.0
+    W[1, 7] = 1.0
+    out = b2._subsample(A, W, 20, rng)
+    np.testing.assert_array_equal(out[1], np.repeat(A[1, 7][None], 20, axis=0))
+
+
+def test_reference_pipeline_targets_the_posterior():
+    case = b2_case("l63-z")
+    X, y = b2._twin(case, 25, 0)
+    init = case.model.climatology(3000, np.random.default_rng(1))
+    sub, pool, info = b2._reference(case, 0, y, init, n_sub=500, n_pool=200)
+    assert sub.shape == (25, 500, 3) and pool.shape == (25, 200, 3)
+    assert info["ess_min"] > 1 and 0 < info["unique_fraction"] <= 1
+    # The reference is close to the truth after a few cycles (z observed, noise 2)...
+    err_z = np.abs(sub[20:, :, 2].mean(1) - X[20:, 2])
+    assert np.mean(err_z) < 3.0
+    # ...and its own further draws are closer to it than the climatology is.
+    clim = case.model.climatology(200, np.random.default_rng(2))
+    floor = np.mean([wasserstein2(pool[k], sub[k]) for k in range(20, 25)])
+    far = np.mean([wasserstein2(clim, sub[k]) for k in range(20, 25)])
+    assert floor < far
+
+
+def test_max_members_params_and_reports(tmp_path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    ds = run_b2(
+        "l96-10-atan",
+        smoke=True,
+        members=[8, 16],
+        methods=["KDE-ode", "KDE-mixture", "EnKF"],
+        max_members={"KDE-ode": 8},
+        params={"KDE": {"bandwidth_x": 0.3, "bandwidth_y": 0.1}, "EnKF": {8: {"inflation": 1.0}}},
+        grids={"EnKF": {"inflation": [1.01, 1.3]}},
+    )
+    assert np.isnan(ds["rmse"].sel({"method": "KDE-ode", "n_members": 16})).all()
+    assert np.isfinite(ds["rmse"].sel({"method": "KDE-ode", "n_members": 8})).all()
+    tuned = json.loads(ds.attrs["tuned_params"])
+    assert tuned["KDE"]["16"] == {"bandwidth_x": 0.3, "bandwidth_y": 0.1}
+    assert tuned["EnKF"]["8"] == {"inflation": 1.0}
+    assert tuned["EnKF"]["16"]["inflation"] in (1.01, 1.3)  # tuned on the given grid
+    np.testing.assert_allclose(ds["bandwidth_x"].sel({"method": "KDE-mixture"}).values, 0.3)
+    table = b2_markdown(ds)
+    assert "| KDE-ode | " in table and "ODE steps" in table and " - |" in table
+    fig = plot_b2(ds, tmp_path / "b2.png")
+    assert (tmp_path / "b2.png").exists() and len(fig.axes) == 4
+    ds.to_netcdf(tmp_path / "b2.nc")
+    back = xr.load_dataset(tmp_path / "b2.nc")
+    assert back.attrs["case"] == "l96-10-atan"
+
+
+def test_main_writes_files(tmp_path):
+    assert (
+        b2.main(["l63-z", "--smoke", "--no-tune", "--methods", "EnKF,SIR", "--out", str(tmp_path)])
+        == 0
+    )
+    for ext in ("nc", "md", "png"):
+        assert (tmp_path / f"l63-z.{ext}").exists()
+    assert "**w2**" in (tmp_path / "l63-z.md").read_text()
+
+
+def test_time_kde_samplers():
+    ds = time_kde_samplers("l63-atan", n_members=20, n_cycles=2, n_steps=20)
+    assert list(ds["sampler"].values) == ["ode", "sde", "mixture"]
+    assert np.all(ds["seconds_per_cycle"].values > 0)
+    assert ds["n_steps"].sel(sampler="ode") > 0 and ds["nfev"].sel(sampler="sde") == 20
+    assert ds["nfev"].sel(sampler="mixture") == 0
+
+
+def test_bad_arguments():
+    with pytest.raises(ValueError, match="unknown B2 case"):
+        run_b2("l42", smoke=True)
+    with pytest.raises(ValueError, match="unknown B2 method"):
+        run_b2("l63-z", smoke=True, methods=["3DVar"])
+    with pytest.raises(ValueError, match="burn-in"):
+        run_b2("l63-z", n_cycles=10, tune=False, members=[10], seeds=[0])
+    with pytest.raises(ValueError, match="train_seed"):
+        run_b2("l63-z", smoke=True, seeds=[b2.TRAIN_SEED])
+
+
+def test_cases_match_benchmarks_md():
+    z = B2_CASES["l63-z"]
+    assert z.model.steps_per_cycle == 10 and z.model.dt == 0.01
+    assert list(z.observation.indices) == [2] and z.observation.noise_std == 2.0
+    atan = B2_CASES["l63-atan"]
+    assert atan.observation.operator == "arctan" and atan.observation.noise_std == 0.1
+    for n in (10, 20):
+        c = B2_CASES[f"l96-{n}-atan"]
+        assert c.model.n == n and c.model.dt == 0.01 and c.model.steps_per_cycle == 5
+        assert c.observation.operator == "arctan" and c.observation.noise_std == 0.05
+    half = B2_CASES["l96-40-half"]
+    assert half.observation.n_obs(40) == 20
+    np.testing.assert_allclose(half.observation.noise_std**2, 0.5)
+    assert half.members == (100, 250, 500, 1000)
+    for c in B2_CASES.values():
+        assert (c.filter_noise, c.n_cycles, c.burn_in, c.truth_noise) == (0.1, 100, 20, False)
