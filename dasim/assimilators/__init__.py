@@ -9,4 +9,4 @@ from ._base import WindowedAssimilator
 from .sda import SDAAssimilator
 from .soad import SOADAssimilator
 
-__all__ = ["SDAAssimilator", "SOADAssimilator", "WindowedAssimilator"]
+__all__ = ["SDAAssimilator", "SOADAssimilator"]

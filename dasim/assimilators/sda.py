@@ -102,7 +102,7 @@ class SDAAssimilator(WindowedAssimilator):
 
     See Also
     --------
-    SOADAssimilator : learns the score of the augmented state ``[x, h(x)]`` instead.
+    SOADAssimilator : Learns the score of the augmented state ``[x, h(x)]`` instead.
 
     Notes
     -----

@@ -59,10 +59,29 @@ class SOADAssimilator(WindowedAssimilator):
         per correction).
     fdc : bool, default=True
         Apply the forward-diffusion corrector (set False for an ablation).
-    width, depth, kernel, batch_size, learning_rate, weight_decay, epoch_size, \
-validation_fraction, patience, gaussian_skip, progress
-        Network and training settings, as in :class:`SDAAssimilator`. With
-        ``kernel="conv"`` the augmented features form the periodic axis.
+    width : int, default=128
+        Hidden width of the window network.
+    depth : int, default=3
+        Number of residual blocks.
+    kernel : {"mlp", "conv"}, default="mlp"
+        Window network; with ``"conv"`` the augmented features form the periodic axis.
+    batch_size : int, default=256
+        Training batch size.
+    learning_rate : float, default=1e-3
+        AdamW learning rate (decayed linearly to zero).
+    weight_decay : float, default=1e-3
+        AdamW weight decay.
+    epoch_size : int or None, default=None
+        Training windows per epoch (``None``: about one pass over the data).
+    validation_fraction : float, default=0.1
+        Fraction of trajectories (or of time) held out for validation.
+    patience : int or None, default=None
+        Early-stopping patience in epochs (``None``: no early stopping).
+    gaussian_skip : bool, default=True
+        Predict the noise of a standard-normal prior plus a learned correction (see
+        :class:`SDAAssimilator`).
+    progress : bool, default=True
+        Show a tqdm progress bar while training.
 
     Attributes
     ----------
@@ -85,7 +104,7 @@ validation_fraction, patience, gaussian_skip, progress
 
     See Also
     --------
-    SDAAssimilator : guidance through a differentiable observation operator.
+    SDAAssimilator : Guidance through a differentiable observation operator.
 
     Notes
     -----
