@@ -37,6 +37,15 @@ class _TransformedModel(DynamicalModel):
         x = self.transformer.inverse_transform(np.atleast_2d(ensemble))
         return self.transformer.transform(self.model.forecast(x, random_state))
 
+    def _check_params(self):
+        self.model._check_params()
+
+    def _forecast_checked(self, ensemble, rng, noise):
+        # The model noise is the wrapped model's own, in physical units.
+        x = self.transformer.inverse_transform(ensemble)
+        inner = self.model._noise(x.shape[-1])
+        return self.transformer.transform(self.model._forecast_checked(x, rng, inner))
+
     def _propagate(self, ensemble):
         x = self.transformer.inverse_transform(ensemble)
         return self.transformer.transform(self.model._propagate(x))

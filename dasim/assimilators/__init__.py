@@ -5,7 +5,6 @@ smoothing posterior of a whole observation window. They need PyTorch
 (``pip install dasim[torch]``), which is imported only when an estimator is fitted.
 """
 
-from ._base import WindowedAssimilator
 from .sda import SDAAssimilator
 from .soad import SOADAssimilator
 

@@ -89,7 +89,7 @@ class SOADAssimilator(WindowedAssimilator):
         The trained network on augmented trajectories.
     mean_, scale_ : ndarray of shape (n_state,)
         Normalisation of the state part.
-    net_mean_, net_scale_ : ndarray of shape (n_state + n_obs_,)
+    net_mean_, net_scale_ : ndarray of shape ``(n_state + n_obs_,)``
         Normalisation of every augmented channel.
     observations_ : list of ObservationModel
         The resolved observation models.

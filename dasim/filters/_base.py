@@ -40,6 +40,8 @@ class SequentialFilter(BaseEstimator):
     _diagnostics = ()
     #: Whether the filter carries importance weights between cycles.
     _weighted = False
+    #: Whether the analysis or the evidence uses the members' log-likelihoods.
+    _needs_loglik = True
 
     # ------------------------------------------------------------------ subclass hooks
     def _check_params(self):
@@ -56,8 +58,9 @@ class SequentialFilter(BaseEstimator):
             Observation with NaN for unobserved entries (never all-NaN).
         predicted : ndarray (n_members, n_obs)
             Noise-free predicted observations ``h(forecast_i)``.
-        loglik : ndarray (n_members,)
-            ``log p(y | forecast_i)`` under the observation model.
+        loglik : ndarray (n_members,) or None
+            ``log p(y | forecast_i)`` under the observation model (None when the
+            class sets ``_needs_loglik = False``).
         log_weights : ndarray (n_members,) or None
             Normalised log-weights carried from the previous cycle (weighted filters).
         rng : numpy.random.Generator
@@ -338,10 +341,13 @@ class SequentialFilter(BaseEstimator):
         log_evidence = np.zeros(n_times)
         diags = {name: np.full(n_times, np.nan) for name in self._diagnostics}
         self._start_run(n_members, n_state)
+        model = self.model_
+        model._check_params()
+        noise = model._noise(n_state)
         cycles = tqdm(range(n_times), desc=type(self).__name__, disable=not progress)
         for k in cycles:
             try:
-                ensemble = self.model_.forecast(ensemble, rng)
+                ensemble = model._forecast_checked(ensemble, rng, noise)
             except ValueError as exc:
                 raise ValueError(f"Forecast failed at cycle {k}: {exc}") from exc
             if keep_forecast:
@@ -349,7 +355,11 @@ class SequentialFilter(BaseEstimator):
             yk = y[k]
             if not np.all(np.isnan(yk)):
                 predicted = self.observation_.apply(ensemble)
-                loglik = self.observation_.log_likelihood_from_predicted(yk, predicted)
+                loglik = (
+                    self.observation_.log_likelihood_from_predicted(yk, predicted)
+                    if self._needs_loglik
+                    else None
+                )
                 log_evidence[k] = self._log_evidence(yk, predicted, loglik, log_weights)
                 if not np.isfinite(log_evidence[k]):
                     raise ValueError(

@@ -132,7 +132,12 @@ class EnKF(SequentialFilter):
             if not isinstance(getattr(self, name), bool | np.bool_):
                 raise TypeError(f"{name} must be a bool, got {getattr(self, name)!r}.")
 
+    _needs_loglik = False
+
     def _start_run(self, n_members, n_state):
+        self._noise_std, self._noise_cov = check_noise(
+            self.observation_.noise_std, self.n_obs_, "noise_std"
+        )
         self._taper_xy = self._taper_yy = None
         if self.localization_radius is None:
             return
@@ -157,7 +162,7 @@ class EnKF(SequentialFilter):
         n = hx.shape[0]
         with np.errstate(over="ignore", invalid="ignore"):
             cov = np.atleast_2d(np.cov(hx, rowvar=False)) if n > 1 else 0.0
-        cov = cov + self.observation_.noise_cov(y.shape[0])[np.ix_(mask, mask)]
+        cov = cov + self._noise_cov[np.ix_(mask, mask)]
         if not np.all(np.isfinite(cov)):
             return -np.inf
         chol = np.linalg.cholesky(cov)
@@ -171,7 +176,7 @@ class EnKF(SequentialFilter):
         mask = ~np.isnan(y)
         yo = y[mask]
         hx = predicted[:, mask]
-        std, cov = check_noise(self.observation_.noise_std, y.shape[0], "noise_std")
+        std, cov = self._noise_std, self._noise_cov
         if std is not None:
             std = std[mask]
 

@@ -143,6 +143,34 @@ class DynamicalModel(BaseEstimator):
         kind, factor = noise
         return ensemble + (z * factor if kind == "std" else z @ factor.T)
 
+    def _check_params(self):
+        """Validate the parameters (called once per public call or filter run)."""
+        if self.n_state is not None:
+            self._noise(self.n_state)
+            return
+        # Without a fixed dimension only the values can be checked here; the shape is
+        # checked against the ensemble by ``_noise`` when the noise is resolved.
+        q = getattr(self, "process_noise", 0.0)
+        if q is not None and np.ndim(q) <= 1:
+            check_positive(q, "process_noise", allow_zero=True, allow_array=True)
+
+    def _forecast_checked(self, ensemble, rng, noise):
+        """One cycle for a validated ``(N, d)`` ensemble: no parameter checks (hot path)."""
+        with np.errstate(over="ignore", invalid="ignore"):
+            out = np.asarray(self._propagate(ensemble), dtype=np.float64)
+        if out.shape != ensemble.shape:
+            raise ValueError(
+                f"{type(self).__name__} returned shape {out.shape} for an ensemble of "
+                f"shape {ensemble.shape}."
+            )
+        if not np.all(np.isfinite(out)):
+            raise ValueError(f"{type(self).__name__} returned non-finite states.")
+        if noise is None:
+            return out
+        kind, factor = noise
+        z = rng.standard_normal(out.shape)
+        return out + (z * factor if kind == "std" else z @ factor.T)
+
     def forecast(self, ensemble, random_state=None):
         """Propagate an ensemble over one assimilation cycle, with model noise.
 
@@ -159,14 +187,12 @@ class DynamicalModel(BaseEstimator):
             States at the end of the cycle. A ``ValueError`` is raised if the model
             produced non-finite states.
         """
+        self._check_params()
         x = self._check_ensemble(ensemble)
-        with np.errstate(over="ignore", invalid="ignore"):
-            out = self._propagate(np.atleast_2d(x))
-        out = np.asarray(out, dtype=np.float64).reshape(np.atleast_2d(x).shape)
-        if not np.all(np.isfinite(out)):
-            raise ValueError(f"{type(self).__name__} returned non-finite states.")
-        out = self.add_noise(out, random_state)
-        return out.reshape(x.shape)
+        x2 = np.atleast_2d(x)
+        noise = self._noise(x2.shape[-1])
+        rng = None if noise is None else _as_generator(random_state)
+        return self._forecast_checked(x2, rng, noise).reshape(x.shape)
 
     def simulate(self, n_times, random_state=None, initial_state=None, process_noise=True):
         """Simulate a true trajectory.
@@ -195,6 +221,7 @@ class DynamicalModel(BaseEstimator):
             raise TypeError(f"n_times must be an integer, got {n_times!r}.")
         if n_times < 1:
             raise ValueError(f"n_times must be at least 1, got {n_times}.")
+        self._check_params()
         rng = _as_generator(random_state)
         if initial_state is None:
             x = self.climatology(1, rng)[0]
@@ -247,6 +274,7 @@ class DynamicalModel(BaseEstimator):
         cached = _CLIMATOLOGY_CACHE.get(key)
         if cached is not None and cached.shape[0] >= size:
             return cached
+        self._check_params()
         n_chains = 256 if size <= 16384 else size
         n_record = -(-size // n_chains)
         rng = np.random.default_rng(20240531)
@@ -321,8 +349,11 @@ class ODEModel(DynamicalModel):
         if isinstance(s, bool) or not isinstance(s, int | np.integer) or s < 1:
             raise ValueError(f"steps_per_cycle must be a positive integer, got {s!r}.")
 
-    def _propagate(self, ensemble):
+    def _check_params(self):
+        super()._check_params()
         self._check_integration()
+
+    def _propagate(self, ensemble):
         x = ensemble
         for _ in range(int(self.steps_per_cycle)):
             x = rk4_step(self.tendency, x, self.dt)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from .._validation import check_positive
 from ._base import ODEModel
 
 __all__ = ["Lorenz63", "Lorenz96"]
@@ -128,15 +127,15 @@ class Lorenz96(ODEModel):
         ndarray of shape (..., n)
             The tendency ``dx/dt`` at each state.
         """
-        return (
-            (np.roll(x, -1, axis=-1) - np.roll(x, 2, axis=-1)) * np.roll(x, 1, axis=-1)
-            - x
-            + self.forcing
-        )
+        # Cyclic neighbours from one padded copy: xp[j] = x[j-2], so x[j+1] = xp[j+3],
+        # x[j-2] = xp[j] and x[j-1] = xp[j+1].
+        xp = np.concatenate([x[..., -2:], x, x[..., :1]], axis=-1)
+        return (xp[..., 3:] - xp[..., :-3]) * xp[..., 1:-2] - x + self.forcing
 
-    def _propagate(self, ensemble):
-        check_positive(abs(self.forcing) + 1.0, "forcing")
-        return super()._propagate(ensemble)
+    def _check_params(self):
+        super()._check_params()  # also validates n through n_state
+        if isinstance(self.forcing, bool) or not np.isfinite(self.forcing):
+            raise ValueError(f"forcing must be a finite number, got {self.forcing!r}.")
 
     def _initial_guess(self, n, rng):
         return self.forcing + rng.standard_normal((n, self.n_state))
