@@ -28,7 +28,7 @@ def _demo(args):
     X, y = make_twin_experiment(model, obs, args.cycles, random_state=args.seed)
     X_train, _ = make_twin_experiment(model, obs, 200, random_state=args.seed + 1)
     filters = {
-        "EnKF (sqrt, N=10)": EnKF(model, obs, n_members=10, inflation=1.02),
+        "EnKF (sqrt, N=10)": EnKF(model, obs, n_members=10, inflation=1.02, rotate=True),
         "EnKF (pert-obs, N=100)": EnKF(
             model, obs, n_members=100, variant="stochastic", inflation=1.02
         ),
