@@ -32,7 +32,7 @@ from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from .._validation import check_array_finite, check_noise
-from ..filters._base import _attr_value, _time_coordinate
+from ..filters._base import _attr_value, _named_validation, _time_coordinate
 from ..observations import ObservationModel
 
 __all__ = ["WindowedAssimilator"]
@@ -362,7 +362,7 @@ class WindowedAssimilator(BaseEstimator):
         from ..metrics import crps_ensemble
 
         check_is_fitted(self)
-        X = validate_data(self, X, reset=False, dtype=np.float64)
+        X = _named_validation("X", validate_data, self, X, reset=False, dtype=np.float64)
         if y is None:
             raise ValueError("score needs the observations y.")
         y = self._check_obs(y)
@@ -390,9 +390,11 @@ class WindowedAssimilator(BaseEstimator):
                     )
             return X, y
         if y is None:
-            X = validate_data(self, X, dtype=np.float64)
+            X = _named_validation("X", validate_data, self, X, dtype=np.float64)
         else:
-            X, y = validate_data(
+            X, y = _named_validation(
+                "X",
+                validate_data,
                 self,
                 X,
                 y,
