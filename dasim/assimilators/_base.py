@@ -168,6 +168,8 @@ class WindowedAssimilator(BaseEstimator):
         _check_int(self.n_steps, "n_steps", 1)
         _check_int(self.n_corrections, "n_corrections", 0)
         _check_float(self.tau, "tau")
+        if self.step_size not in ("sample", "batch"):
+            raise ValueError(f"step_size must be 'sample' or 'batch', got {self.step_size!r}.")
         _check_int(self.width, "width", 1)
         _check_int(self.depth, "depth", 1)
         _check_int(self.batch_size, "batch_size", 1)
@@ -529,7 +531,11 @@ class WindowedAssimilator(BaseEstimator):
         from ..diffusion.sampling import PredictorCorrector
 
         return PredictorCorrector(
-            self._schedule(torch), int(self.n_steps), int(self.n_corrections), float(self.tau)
+            self._schedule(torch),
+            int(self.n_steps),
+            int(self.n_corrections),
+            float(self.tau),
+            step_size=self.step_size,
         )
 
     def _generator(self, torch, random_state):

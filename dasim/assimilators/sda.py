@@ -82,6 +82,10 @@ class SDAAssimilator(WindowedAssimilator):
         Do not differentiate the likelihood through the network (cheaper, cruder).
     progress : bool, default=True
         Show tqdm progress bars while training.
+    step_size : {"sample", "batch"}, default="sample"
+        Langevin step computed per sample (SDA's rule; widens the posterior on small
+        problems) or shared by the batch (see
+        :class:`~dasim.diffusion.sampling.PredictorCorrector`).
 
     Attributes
     ----------
@@ -154,6 +158,7 @@ class SDAAssimilator(WindowedAssimilator):
         gaussian_skip=True,
         detach=False,
         progress=True,
+        step_size="sample",
     ):
         self.observation = observation
         self.n_members = n_members
@@ -163,6 +168,7 @@ class SDAAssimilator(WindowedAssimilator):
         self.n_steps = n_steps
         self.n_corrections = n_corrections
         self.tau = tau
+        self.step_size = step_size
         self.device = device
         self.random_state = random_state
         self.width = width

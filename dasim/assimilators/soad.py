@@ -82,6 +82,10 @@ class SOADAssimilator(WindowedAssimilator):
         :class:`SDAAssimilator`).
     progress : bool, default=True
         Show a tqdm progress bar while training.
+    step_size : {"sample", "batch"}, default="sample"
+        Langevin step computed per sample (SDA's rule; widens the posterior on small
+        problems) or shared by the batch (see
+        :class:`~dasim.diffusion.sampling.PredictorCorrector`).
 
     Attributes
     ----------
@@ -159,6 +163,7 @@ class SOADAssimilator(WindowedAssimilator):
         patience=None,
         gaussian_skip=True,
         progress=True,
+        step_size="sample",
     ):
         self.observation = observation
         self.n_members = n_members
@@ -167,6 +172,7 @@ class SOADAssimilator(WindowedAssimilator):
         self.n_steps = n_steps
         self.n_corrections = n_corrections
         self.tau = tau
+        self.step_size = step_size
         self.device = device
         self.random_state = random_state
         self.sigma_x = sigma_x

@@ -63,6 +63,10 @@ class PredictorCorrector:
         Number :math:`C` of Langevin corrections after each predictor step.
     tau : float, default=0.25
         Langevin step-size factor :math:`\tau > 0`.
+    step_size : {"sample", "batch"}, default="sample"
+        Langevin step ``delta = tau / mean(e^2)`` computed per sample (SDA's rule, which
+        widens the posterior on small problems) or once for the whole batch (keeps the
+        target up to discretisation; the batch's samples then share one step).
 
     See Also
     --------
@@ -109,7 +113,14 @@ class PredictorCorrector:
     (torch.Size([256, 16]), True)
     """
 
-    def __init__(self, schedule, n_steps: int = 64, n_corrections: int = 1, tau: float = 0.25):
+    def __init__(
+        self,
+        schedule,
+        n_steps: int = 64,
+        n_corrections: int = 1,
+        tau: float = 0.25,
+        step_size: str = "sample",
+    ):
         if isinstance(n_steps, bool) or not isinstance(n_steps, int | np.integer) or n_steps < 1:
             raise ValueError(f"n_steps must be a positive integer, got {n_steps!r}")
         if (
@@ -120,6 +131,9 @@ class PredictorCorrector:
             raise ValueError(
                 f"n_corrections must be a non-negative integer, got {n_corrections!r}"
             )
+        if step_size not in ("sample", "batch"):
+            raise ValueError(f"step_size must be 'sample' or 'batch', got {step_size!r}")
+        self.step_size = step_size
         tau = float(tau)
         if not (tau > 0 and np.isfinite(tau)):
             raise ValueError(f"tau must be a positive finite float, got {tau!r}")
@@ -201,6 +215,10 @@ class PredictorCorrector:
         _, sigma_s = self.schedule(broadcast_time(s, x))
         z = torch.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device)
         power = eps.square().reshape(eps.shape[0], -1).mean(dim=1)
+        if self.step_size == "batch":
+            # One step for the whole batch: a fixed step keeps the Langevin target (up to
+            # discretisation), which a step depending on each sample's own e does not.
+            power = power.mean().expand_as(power)
         delta = broadcast_time(self.tau / power, x)
         return x - (delta * eps + torch.sqrt(2 * delta) * z) * sigma_s
 
