@@ -36,8 +36,15 @@ def test_affine_transform_leaves_the_enkf_unchanged(twin):
     "filt",
     [
         SIRFilter(MODEL, OBS, n_members=50, jitter=0.5, random_state=0),
-        KDEDiffusionFilter(MODEL, OBS, n_members=50, sampler="mixture", device="numpy",
-                           bandwidth_y=0.1, random_state=0),
+        KDEDiffusionFilter(
+            MODEL,
+            OBS,
+            n_members=50,
+            sampler="mixture",
+            device="numpy",
+            bandwidth_y=0.1,
+            random_state=0,
+        ),
     ],
 )
 def test_wrapped_filters_track_the_truth_in_physical_units(filt, twin):
