@@ -20,7 +20,7 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 from tqdm.auto import tqdm
 
 from .._math import logsumexp
-from .._validation import check_array_finite, check_n_members
+from .._validation import check_array_finite, check_n_members, check_noise
 from ..models import DynamicalModel, Persistence, as_model
 from ..models._base import _as_generator
 from ..observations import ObservationModel
@@ -340,6 +340,10 @@ class SequentialFilter(BaseEstimator):
             all_weights = np.empty((n_times, n_members))
         log_evidence = np.zeros(n_times)
         diags = {name: np.full(n_times, np.nan) for name in self._diagnostics}
+        # Resolved once per run: the loop below must not re-validate the noise each cycle.
+        self._noise_std, self._noise_cov = check_noise(
+            self.observation_.noise_std, self.n_obs_, "noise_std"
+        )
         self._start_run(n_members, n_state)
         model = self.model_
         model._check_params()
@@ -356,7 +360,9 @@ class SequentialFilter(BaseEstimator):
             if not np.all(np.isnan(yk)):
                 predicted = self.observation_.apply(ensemble)
                 loglik = (
-                    self.observation_.log_likelihood_from_predicted(yk, predicted)
+                    self.observation_._log_likelihood(
+                        yk, predicted, self._noise_std, self._noise_cov
+                    )
                     if self._needs_loglik
                     else None
                 )

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from scipy.linalg import solve_triangular
 
-from .._validation import check_noise, check_positive
+from .._validation import check_positive
 from ._base import SequentialFilter
 from ._localization import gaspari_cohn, grid_distances
 
@@ -135,9 +135,6 @@ class EnKF(SequentialFilter):
     _needs_loglik = False
 
     def _start_run(self, n_members, n_state):
-        self._noise_std, self._noise_cov = check_noise(
-            self.observation_.noise_std, self.n_obs_, "noise_std"
-        )
         self._taper_xy = self._taper_yy = None
         if self.localization_radius is None:
             return

@@ -271,7 +271,7 @@ class KDEDiffusionFilter(SequentialFilter):
             log_w = loglik
             sigma_y = np.nan
         else:
-            sim = self.observation_.add_noise(predicted, rng)
+            sim = self.observation_._add_noise(predicted, rng, self._noise_std, self._noise_cov)
             sigma_y = _resolve_bandwidth(self.bandwidth_y, sim[:, mask])
             log_w = observation_log_weights(y, sim, sigma_y)
         if self.sigma_max is None:

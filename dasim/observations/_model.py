@@ -225,7 +225,11 @@ default="identity"
 
         predicted = np.asarray(predicted, dtype=np.float64)
         std, cov = check_noise(self.noise_std, predicted.shape[-1], "noise_std")
-        rng = _as_generator(random_state)
+        return self._add_noise(predicted, _as_generator(random_state), std, cov)
+
+    @staticmethod
+    def _add_noise(predicted, rng, std, cov):
+        """``add_noise`` with the noise already resolved by ``check_noise`` (hot loops)."""
         z = rng.standard_normal(predicted.shape)
         if std is not None:
             return predicted + z * std
@@ -273,14 +277,19 @@ default="identity"
                 f"y has {y.shape[-1]} components but the observation operator gives "
                 f"{predicted.shape[-1]}."
             )
+        std, cov = check_noise(self.noise_std, y.shape[-1], "noise_std")
+        return self._log_likelihood(y, predicted, std, cov)
+
+    @staticmethod
+    def _log_likelihood(y, predicted, std, cov):
+        """Log-likelihood with the noise already resolved by ``check_noise`` (hot loops)."""
         mask = ~np.isnan(y)
         n = int(mask.sum())
         if n == 0:
             return np.zeros(predicted.shape[0])
-        std, cov = check_noise(self.noise_std, y.shape[-1], "noise_std")
         resid = y[mask] - predicted[:, mask]
         with np.errstate(over="ignore"):
-            return self._gaussian_log_density(resid, std, cov, mask, n)
+            return ObservationModel._gaussian_log_density(resid, std, cov, mask, n)
 
     @staticmethod
     def _gaussian_log_density(resid, std, cov, mask, n):
