@@ -15,7 +15,7 @@ from sklearn.base import BaseEstimator, clone
 from sklearn.preprocessing import StandardScaler
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from .filters._base import SequentialFilter, _named_validation
+from .filters._base import SequentialFilter, _named_validation, _neg_crps, _score_inputs
 from .models import DynamicalModel, as_model
 from .observations import ObservationModel
 
@@ -246,17 +246,8 @@ class TransformedStateFilter(BaseEstimator):
         float
             Greater is better.
         """
-        from .metrics import crps_ensemble
-
         check_is_fitted(self)
-        X = _named_validation("X", validate_data, self, X, reset=False, dtype=np.float64)
-        if y is None:
-            raise ValueError("score needs the observations y.")
+        X, y = _score_inputs(self, X, y, self.filter_._check_obs)
         ds = self.assimilate(y, keep_forecast=False)
-        if ds.sizes["time"] != X.shape[0]:
-            raise ValueError(
-                f"X and y must have the same number of rows, got {X.shape[0]} and "
-                f"{ds.sizes['time']}."
-            )
         w = ds["weights"].values if "weights" in ds else None
-        return -float(np.mean(crps_ensemble(X, ds["analysis"].values, w)))
+        return _neg_crps(X, ds["analysis"].values, w)

@@ -32,7 +32,13 @@ from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from .._validation import check_array_finite, check_noise
-from ..filters._base import _attr_value, _named_validation, _time_coordinate
+from ..filters._base import (
+    _attr_value,
+    _named_validation,
+    _neg_crps,
+    _score_inputs,
+    _time_coordinate,
+)
 from ..observations import ObservationModel
 
 __all__ = ["WindowedAssimilator"]
@@ -361,19 +367,9 @@ class WindowedAssimilator(BaseEstimator):
         float
             ``-mean_t CRPS_t`` (greater is better).
         """
-        from ..metrics import crps_ensemble
-
-        check_is_fitted(self)
-        X = _named_validation("X", validate_data, self, X, reset=False, dtype=np.float64)
-        if y is None:
-            raise ValueError("score needs the observations y.")
-        y = self._check_obs(y)
-        if y.shape[0] != X.shape[0]:
-            raise ValueError(
-                f"X and y must have the same number of rows, got {X.shape[0]} and {y.shape[0]}."
-            )
+        X, y = _score_inputs(self, X, y, self._check_obs)
         ds = self._assimilate(y, random_state=None, n_members=None)
-        return -float(np.mean(crps_ensemble(X, ds["analysis"].values)))
+        return _neg_crps(X, ds["analysis"].values)
 
     # ------------------------------------------------------------------ validation
     def _validate_training_data(self, X, y):

@@ -270,20 +270,10 @@ class SequentialFilter(BaseEstimator):
         float
             ``-mean_t CRPS_t`` (greater is better).
         """
-        from ..metrics import crps_ensemble
-
-        check_is_fitted(self)
-        X = _named_validation("X", validate_data, self, X, reset=False, dtype=np.float64)
-        if y is None:
-            raise ValueError("score needs the observations y.")
-        y = self._check_obs(y)
-        if y.shape[0] != X.shape[0]:
-            raise ValueError(
-                f"X and y must have the same number of rows, got {X.shape[0]} and {y.shape[0]}."
-            )
+        X, y = _score_inputs(self, X, y, self._check_obs)
         rng = self._rng(None)
         out = self._run(y, self._initial(None, rng), rng, keep_forecast=False)
-        return -float(np.mean(crps_ensemble(X, out["analysis"], out.get("weights"))))
+        return _neg_crps(X, out["analysis"], out.get("weights"))
 
     # ------------------------------------------------------------------ internals
     def _rng(self, random_state):
@@ -422,6 +412,31 @@ class SequentialFilter(BaseEstimator):
         for key, value in self.get_params(deep=False).items():
             attrs[key] = _attr_value(value)
         return xr.Dataset(data, coords=coords, attrs=attrs)
+
+
+def _score_inputs(estimator, X, y, check_obs):
+    """Validate ``score``'s inputs before any work; shared by every dasim estimator.
+
+    Checks that ``estimator`` is fitted, validates ``X`` against the fitted state width,
+    requires ``y`` (checked by ``check_obs``) and matches the numbers of rows.
+    """
+    check_is_fitted(estimator)
+    X = _named_validation("X", validate_data, estimator, X, reset=False, dtype=np.float64)
+    if y is None:
+        raise ValueError("score needs the observations y.")
+    y = check_obs(y)
+    if y.shape[0] != X.shape[0]:
+        raise ValueError(
+            f"X and y must have the same number of rows, got {X.shape[0]} and {y.shape[0]}."
+        )
+    return X, y
+
+
+def _neg_crps(X, analysis, weights=None):
+    """The default score of every dasim estimator: minus the time-mean CRPS."""
+    from ..metrics import crps_ensemble
+
+    return -float(np.mean(crps_ensemble(X, analysis, weights)))
 
 
 def _named_validation(name, func, *args, **kwargs):
