@@ -100,6 +100,24 @@ def _dapper_timings(python, case, n_cycles):
     return json.loads(proc.stdout.strip().splitlines()[-1]).get(case, {})
 
 
+def _dapper_accuracy(python, case, seeds):
+    """DAPPER's own time-mean analysis RMSE per seed, ``{label: [rmse, ...]}``."""
+    script = Path(__file__).parent / "benchmarks" / "dapper_accuracy.py"
+    env = dict(os.environ, OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    proc = subprocess.run(
+        [python, str(script), case, *(str(s) for s in seeds)],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
+    )
+    if proc.returncode != 0:
+        print(f"DAPPER accuracy run failed:\n{proc.stderr[-2000:]}", file=sys.stderr)
+        return {}
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
+    return json.loads(lines[-1]).get(case, {}) if lines else {}
+
+
 def _save_plot(fig_or_ax, path):
     fig = getattr(fig_or_ax, "figure", fig_or_ax)
     fig.tight_layout()
@@ -128,6 +146,16 @@ def _bench_b1(args, out):
         )
         for key, value in timings.items():
             ds.attrs[f"dapper_seconds_per_cycle[{key}]"] = value
+        if not args.smoke:
+            import numpy as np
+
+            accuracy = _dapper_accuracy(args.dapper_python, args.case, seeds)
+            rmse = np.full((ds.sizes["method"], len(seeds)), np.nan)
+            for i, label in enumerate(ds["method"].values):
+                if str(label) in accuracy:
+                    rmse[i] = accuracy[str(label)]
+            # DAPPER's own runs on the same seed numbers (its own random streams)
+            ds["dapper_rmse"] = (("method", "seed"), rmse)
     table = markdown_table(ds)
     if args.dapper_python:
         lines = [
@@ -284,7 +312,11 @@ def main(argv=None):
     )
     bench.add_argument("--n-jobs", type=int, default=None)
     bench.add_argument("--smoke", action="store_true", help="seconds-long version for CI")
-    bench.add_argument("--dapper-python", help="a Python with DAPPER, to time it alongside")
+    bench.add_argument(
+        "--dapper-python",
+        help="a Python with DAPPER: B1 then also runs DAPPER's filters (RMSE per seed, "
+        "ms per cycle) on this machine alongside",
+    )
     bench.add_argument("--out", default="results")
     bench.set_defaults(func=_bench)
     argv = sys.argv[1:] if argv is None else list(argv)

@@ -13,7 +13,11 @@ def markdown_table(ds, metrics=("rmse", "crps", "spread_skill", "seconds_per_cyc
     Parameters
     ----------
     ds : xarray.Dataset
-        Output of :func:`dasim.benchmarks.run_case` (dims ``method`` and ``seed``).
+        Output of :func:`dasim.benchmarks.run_case` (dims ``method`` and ``seed``). A
+        ``reference`` variable (dim ``method``) adds a column of reference figures, and
+        a ``dapper_rmse`` variable (dims ``method`` and ``seed``, NaN where DAPPER has no
+        counterpart) a column "DAPPER here": DAPPER's own RMSE on this machine, seed mean
+        ± std, when ``rmse`` is the first metric.
     metrics : sequence of str, default=("rmse", "crps", "spread_skill", "seconds_per_cycle")
         Variables to tabulate.
 
@@ -39,6 +43,9 @@ def markdown_table(ds, metrics=("rmse", "crps", "spread_skill", "seconds_per_cyc
     head = ["method", *names]
     if "reference" in ds:
         head.insert(2, "reference")
+    dapper = "dapper_rmse" in ds and names[:1] == ["rmse"]
+    if dapper:
+        head.insert(3 if "reference" in ds else 2, "DAPPER here")
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for method in ds["method"].values:
         row = [str(method)]
@@ -52,6 +59,10 @@ def markdown_table(ds, metrics=("rmse", "crps", "spread_skill", "seconds_per_cyc
             if name == names[0] and "reference" in ds:
                 ref = float(ds["reference"].sel({"method": method}))
                 row.append("" if np.isnan(ref) else f"{ref:.3f}")
+            if name == names[0] and dapper:
+                here = ds["dapper_rmse"].sel({"method": method}).values
+                ok = not np.isnan(here).all()
+                row.append(f"{np.nanmean(here):.3f} ± {np.nanstd(here):.3f}" if ok else "")
         lines.append("| " + " | ".join(row) + " |")
     return "\n".join(lines)
 
