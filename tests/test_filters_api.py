@@ -72,9 +72,23 @@ def test_missing_observations(make, twin):
     y[5, 1] = np.nan  # partial observation
     est = make().fit(X_train)
     ds = est.assimilate(y)
+    n = ds.sizes["member"]
+
+    def forecast_weights(k):
+        # a weighted filter forecasts its previous analysis weights, uniform once resampled
+        if "weights" not in ds or ds["resampled"][k - 1] == 1:
+            return np.full(n, 1.0 / n)
+        return ds["weights"][k - 1].values
+
+    def analysis_weights(k):
+        return ds["weights"][k].values if "weights" in ds else np.full(n, 1.0 / n)
+
     assert np.allclose(ds["analysis"][3], ds["forecast"][3])
+    assert np.allclose(analysis_weights(3), forecast_weights(3))
     assert ds["log_evidence"][3] == 0.0
-    assert not np.allclose(ds["analysis"][5], ds["forecast"][5])
+    analysis_mean = analysis_weights(5) @ ds["analysis"][5].values
+    forecast_mean = forecast_weights(5) @ ds["forecast"][5].values
+    assert not np.allclose(analysis_mean, forecast_mean)
     assert np.all(np.isfinite(ds["analysis"].values))
 
 
@@ -252,3 +266,22 @@ def test_localization_needs_componentwise_operator(rng):
     est.fit(Lorenz96(n=8).climatology(50, random_state=0))
     with pytest.raises(ValueError, match="componentwise"):
         est.assimilate(np.zeros((2, 1)))
+
+
+def test_sir_analysis_is_the_weighted_set_and_resampling_comes_before_the_forecast(twin):
+    # Bayes' rule on the forecast particles gives the analysis; resampling (every cycle
+    # here) and jitter then happen before the next forecast, from the weighted set.
+    X_train, _, _, y = twin
+    y = y[:6]
+    pf = SIRFilter(MODEL, OBS, n_members=300, ess_threshold=1.0, jitter=0.5, random_state=0)
+    ds = pf.fit(X_train).assimilate(y)
+    for k in range(6):
+        np.testing.assert_array_equal(ds["analysis"][k].values, ds["forecast"][k].values)
+        logl = OBS.log_likelihood(y[k], ds["forecast"][k].values)
+        prior = np.zeros(300) if k == 0 else np.full(300, -np.log(300))  # resampled
+        expected = np.exp(logl + prior - np.max(logl + prior))
+        np.testing.assert_allclose(ds["weights"][k], expected / expected.sum(), rtol=1e-10)
+        assert ds["resampled"][k] == 1.0
+    # the forecast particles are not the analysis particles pushed through the model
+    # unchanged: they were resampled (duplicates) and jittered in between
+    assert not np.allclose(ds["forecast"][1], MODEL.forecast(ds["analysis"][0].values, 0))

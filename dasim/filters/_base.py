@@ -340,6 +340,8 @@ class SequentialFilter(BaseEstimator):
         noise = model._noise(n_state)
         cycles = tqdm(range(n_times), desc=type(self).__name__, disable=not progress)
         for k in cycles:
+            if log_weights is not None:
+                ensemble, log_weights = self._before_forecast(ensemble, log_weights, rng)
             try:
                 ensemble = model._forecast_checked(ensemble, rng, noise)
             except ValueError as exc:
@@ -388,6 +390,13 @@ class SequentialFilter(BaseEstimator):
         if log_weights is None:
             return logsumexp(loglik) - np.log(loglik.size)
         return logsumexp(loglik + log_weights)
+
+    def _before_forecast(self, ensemble, log_weights, rng):
+        """Hook for weighted filters, run before each forecast (e.g. resampling).
+
+        Returns the ensemble to forecast and its log-weights; the default keeps both.
+        """
+        return ensemble, log_weights
 
     def _start_run(self, n_members, n_state):
         """Hook called before the first cycle (e.g. to precompute localisation)."""

@@ -26,6 +26,13 @@ class SIRFilter(SequentialFilter):
     ``reg``). Weights are carried as log-weights throughout, so underflow cannot zero
     them; the returned ``weights`` are their exponentials.
 
+    The analysis of a cycle is the weighted particle set right after the reweighting:
+    resampling and jitter, when triggered (the ``resampled`` diagnostic), happen at the
+    start of the next cycle, before the forecast. They only add noise to the estimate
+    of the current posterior, so the analysis statistics (mean, RMSE, CRPS) are those
+    of the weighted set, as in DAPPER's ``PartFilt``; the particles that are forecast
+    are the same either way.
+
     Parameters
     ----------
     model : DynamicalModel, callable or None, default=None
@@ -121,21 +128,27 @@ default="systematic"
             )
 
     def _analysis(self, forecast, y, predicted, loglik, log_weights, rng):
-        n, d = forecast.shape
         logw = log_weights + loglik
         logw = logw - logsumexp(logw)
-        w = np.exp(logw)
+        ess = 1.0 / np.sum(np.exp(2.0 * logw))
+        # The analysis is the weighted particle set; resampling (and jitter) happens in
+        # _before_forecast, so it adds no noise to this cycle's estimate (as DAPPER).
+        resample_next = ess < self.ess_threshold * forecast.shape[0]
+        return forecast, logw, {"ess": ess, "resampled": float(resample_next)}
+
+    def _before_forecast(self, ensemble, log_weights, rng):
+        n, d = ensemble.shape
+        w = np.exp(log_weights - logsumexp(log_weights))
         w /= w.sum()
-        ess = 1.0 / np.sum(w**2)
-        if ess >= self.ess_threshold * n:
-            return forecast, logw, {"ess": ess, "resampled": 0.0}
+        if 1.0 / np.sum(w**2) >= self.ess_threshold * n:
+            return ensemble, log_weights
         idx = resample(w, n, self.resampling, rng)
-        analysis = forecast[idx]
+        particles = ensemble[idx]
         if self.jitter > 0:
             # Weighted covariance with the N_eff / (N_eff - 1) correction; degenerate
             # weights (one particle holds all the mass) fall back to equal weights.
             wc = np.full(n, 1.0 / n) if 1.0 - w.max() < 1e-10 else w
-            anom = forecast - wc @ forecast
+            anom = ensemble - wc @ ensemble
             cov = (anom.T * wc) @ anom / (1.0 - np.sum(wc**2))
             evals, evecs = np.linalg.eigh(cov)
             root = evecs * np.sqrt(np.clip(evals, 0.0, None))
@@ -147,5 +160,5 @@ default="systematic"
             else:
                 dup = np.ones(n, dtype=bool)
             noise = scale * rng.standard_normal((int(dup.sum()), d)) @ root.T
-            analysis[dup] += noise
-        return analysis, np.full(n, -np.log(n)), {"ess": ess, "resampled": 1.0}
+            particles[dup] += noise
+        return particles, np.full(n, -np.log(n))
