@@ -387,10 +387,11 @@ def _reference(case, seed, y, init, n_sub, n_pool):
     """Bootstrap PF reference posterior; returns per-cycle subsamples and diagnostics.
 
     Resampling every cycle (``ess_threshold=1``), systematic, no jitter, the filters' model
-    noise. The analysis particles are then equally weighted; ``n_sub + n_pool`` of them are
-    drawn without replacement each cycle (a weighted systematic resample first if the
-    filter carried weights). The first ``n_sub`` are the W2 target, the other ``n_pool``
-    serve the W2 floor.
+    noise. The analysis of each cycle is the weighted particle set (``SIRFilter`` resamples
+    before the next forecast), so ``n_sub + n_pool`` particles are drawn from it by a
+    systematic weighted resample, randomly permuted (a uniform draw without replacement
+    if the weights are equal). The first ``n_sub`` are the W2 target, the other
+    ``n_pool`` serve the W2 floor.
     """
     n_ref = init.shape[0]
     pf = SIRFilter(
