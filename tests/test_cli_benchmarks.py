@@ -39,7 +39,7 @@ def test_run_case_is_reproducible_and_parallel_equals_serial():
 def test_bad_case_and_members():
     with pytest.raises(ValueError, match="unknown B1 case"):
         b1_case("l42")
-    assert [m.estimator.n_members for m in b1_methods("l63-full", members=[10])] == [10]
+    assert [m.estimator.n_members for m in b1_methods("l63-full", members=[10])] == [10, 10]
     with pytest.raises(ValueError, match="burn-in"):
         run_case(b1_case("l96-10"), b1_methods("l96-10"), n_cycles=10)
 

@@ -93,13 +93,19 @@ def b1_methods(name, members=None):
     --------
     >>> from dasim.benchmarks import b1_methods
     >>> [m.estimator.n_members for m in b1_methods("l63-full", members=[10])]
-    [10]
+    [10, 10]
     """
     if name == "l63-full":
         methods = [
             Method(
                 "EnKF sqrt N=10 infl=1.02 rotate",
                 EnKF(n_members=10, inflation=1.02, rotate=True),
+                0.557,
+            ),
+            # Tuned on seeds 100-104 (inflation 1.02-1.12, with and without rotation).
+            Method(
+                "EnKF sqrt N=10 infl=1.06 rotate",
+                EnKF(n_members=10, inflation=1.06, rotate=True),
                 0.557,
             ),
             Method(
@@ -117,6 +123,13 @@ def b1_methods(name, members=None):
                 SIRFilter(n_members=1000, jitter=0.9, ess_threshold=0.2),
                 0.260,
             ),
+            # Tuned on seeds 100-104 (jitter 0.6-1.6 x ESS threshold 0.2-0.8): the most
+            # accurate setting that never lost the attractor there.
+            Method(
+                "SIR N=1000 jitter=1.2 ess<0.2",
+                SIRFilter(n_members=1000, jitter=1.2, ess_threshold=0.2),
+                0.260,
+            ),
             Method("SIR N=1000 no jitter", SIRFilter(n_members=1000), 10.6),
         ]
     elif name == "l96-40":
@@ -131,8 +144,10 @@ def b1_methods(name, members=None):
         ]
     elif name in ("l96-10", "l96-20"):
         ref_enkf, ref_pf = (0.159, 0.143) if name == "l96-10" else (0.177, 0.229)
-        # Jitter and ESS threshold tuned on seeds 100, 101 (1000 cycles, DAPPER's start).
-        jitter, ess = (0.8, 0.2) if name == "l96-10" else (0.5, 0.5)
+        # Jitter and ESS threshold tuned on seeds 100, 101 (1000 cycles, DAPPER's start);
+        # on L96-20 the tuned 0.5 / 0.5 lost the track on 1 of 10 seeds in DAPPER as in
+        # dasim, so both cases use the robust 0.8 / 0.2.
+        jitter, ess = 0.8, 0.2
         methods = [
             Method(
                 "EnKF sqrt N=100 infl=1.02 rotate",
