@@ -45,6 +45,7 @@ def _configs(case):
             "EnKF sqrt N=10 infl=1.06 rotate": lambda: da.EnKF("Sqrt", N=10, infl=1.06, rot=True),
             "EnKF pert-obs N=100 infl=1.02": lambda: da.EnKF("PertObs", N=100, infl=1.02),
             "SIR N=100 jitter=2.4 ess<0.3": lambda: da.PartFilt(N=100, reg=2.4, NER=0.3),
+            "SIR N=100 jitter=2.4 ess<0.2": lambda: da.PartFilt(N=100, reg=2.4, NER=0.2),
             "SIR N=1000 jitter=0.9 ess<0.2": lambda: da.PartFilt(N=1000, reg=0.9, NER=0.2),
             "SIR N=1000 jitter=1.2 ess<0.2": lambda: da.PartFilt(N=1000, reg=1.2, NER=0.2),
         }
