@@ -84,38 +84,32 @@ def _demo(args):
     return 0
 
 
-def _dapper_timings(python, case, n_cycles):
-    script = Path(__file__).parent / "benchmarks" / "dapper_timing.py"
+def _run_dapper(python, script, args, what):
+    """Run one of DAPPER's helper scripts; its last JSON line, or {} if it failed."""
     env = dict(os.environ, OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
     proc = subprocess.run(
-        [python, str(script), case, str(n_cycles)],
+        [python, str(Path(__file__).parent / "benchmarks" / script), *map(str, args)],
         capture_output=True,
         text=True,
         env=env,
         check=False,
     )
     if proc.returncode != 0:
-        print(f"DAPPER timing failed:\n{proc.stderr[-2000:]}", file=sys.stderr)
+        print(f"DAPPER {what} failed:\n{proc.stderr[-2000:]}", file=sys.stderr)
         return {}
-    return json.loads(proc.stdout.strip().splitlines()[-1]).get(case, {})
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
+    return json.loads(lines[-1]) if lines else {}
+
+
+def _dapper_timings(python, case, n_cycles):
+    """DAPPER's seconds per cycle, ``{label: seconds}``."""
+    return _run_dapper(python, "dapper_timing.py", [case, n_cycles], "timing").get(case, {})
 
 
 def _dapper_accuracy(python, case, seeds):
     """DAPPER's own time-mean analysis RMSE per seed, ``{label: [rmse, ...]}``."""
-    script = Path(__file__).parent / "benchmarks" / "dapper_accuracy.py"
-    env = dict(os.environ, OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
-    proc = subprocess.run(
-        [python, str(script), case, *(str(s) for s in seeds)],
-        capture_output=True,
-        text=True,
-        env=env,
-        check=False,
-    )
-    if proc.returncode != 0:
-        print(f"DAPPER accuracy run failed:\n{proc.stderr[-2000:]}", file=sys.stderr)
-        return {}
-    lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
-    return json.loads(lines[-1]).get(case, {}) if lines else {}
+    out = _run_dapper(python, "dapper_accuracy.py", [case, *seeds], "accuracy run")
+    return out.get(case, {})
 
 
 def _save_plot(fig_or_ax, path):
