@@ -189,6 +189,27 @@ def _bench_b3(args, out):
     return ds, b3_markdown(ds), None
 
 
+def _bench_learned(args, out):
+    from .benchmarks.learned import time_learned
+
+    kwargs = {"random_state": (_int_list(args.seeds) or [0])[0]}
+    if args.smoke:
+        kwargs.update(n_train_traj=8, n_train_times=64, n_epochs=2, epoch_size=256)
+        kwargs.update(width=16, depth=1, n_samples=4, n_steps=4, target_loss=10.0)
+    ds = time_learned(**kwargs)
+    head = "| method | " + " | ".join(ds.data_vars) + " |"
+    rows = [
+        f"| {m} | " + " | ".join(f"{float(ds[v].sel({'method': m})):.4g}" for v in ds.data_vars)
+        for m in ds["method"].values
+    ]
+    table = "\n".join([head, "|" + "---|" * (len(ds.data_vars) + 1), *(r + " |" for r in rows)])
+    return (
+        ds,
+        f"device: {ds.attrs['device']}, target loss {ds.attrs['target_loss']}\n\n{table}",
+        None,
+    )
+
+
 def _bench_kde_score(args, out):
     from .benchmarks.kde_score import bench_kde_score
 
@@ -218,6 +239,7 @@ def _bench_registry():
     runners.update({name: _bench_b2 for name in B2_CASES})
     runners.update({name: _bench_b3 for name in B3_CASES})
     runners["kde-score"] = _bench_kde_score
+    runners["learned"] = _bench_learned
     return runners
 
 
@@ -297,7 +319,7 @@ def main(argv=None):
     bench.add_argument(
         "case",
         help="B1: l63-full, l96-40, l96-10, l96-20; B2: l63-z, l63-atan, l96-10-atan, "
-        "l96-20-atan, l96-40-half; B3: b3-lo, b3-hi, b3-sin, b3-atan; B4: kde-score",
+        "l96-20-atan, l96-40-half; B3: b3-lo, b3-hi, b3-sin, b3-atan; B4: kde-score, learned",
     )
     bench.add_argument("--members", help="comma-separated ensemble sizes to keep")
     bench.add_argument("--seeds", default="0,1,2")

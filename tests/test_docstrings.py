@@ -31,6 +31,7 @@ PUBLIC_MODULES = [
     "dasim.compose",
     "dasim.exceptions",
     "dasim.benchmarks",
+    "dasim.benchmarks.learned",
     "dasim.cli",
     "dasim.assimilators",
     "dasim.plotting",

@@ -117,7 +117,8 @@ def train_eps_model(
         ``train_loss`` and ``valid_loss`` (lists, one value per epoch; ``valid_loss`` is
         empty without validation), ``lr`` (learning rate at the end of each epoch),
         ``best_epoch`` (index, or ``None``), ``n_epochs`` (run), ``n_steps``,
-        ``stopped_early`` (bool) and ``seconds`` (wall time).
+        ``stopped_early`` (bool), ``seconds`` (wall time) and ``elapsed`` (wall seconds
+        since the start at the end of each epoch, validation included).
 
     Notes
     -----
@@ -255,6 +256,7 @@ def train_eps_model(
         "n_steps": 0,
         "stopped_early": False,
         "seconds": 0.0,
+        "elapsed": [],
     }
     best_loss, best_state, bad_epochs = math.inf, None, 0
     start = time.perf_counter()
@@ -289,6 +291,7 @@ def train_eps_model(
                 best_state = copy.deepcopy(model.state_dict())
             else:
                 bad_epochs += 1
+        history["elapsed"].append(time.perf_counter() - start)
         bar.set_postfix(postfix)
         if not math.isfinite(history["train_loss"][-1]):
             raise FloatingPointError(

@@ -276,3 +276,47 @@ def test_b3_smoke(tmp_path):
     assert "| b3-sin | SOAD |" in b3_markdown(ds)
     plot_b3(ds, tmp_path / "b3.png")
     assert (tmp_path / "b3.png").stat().st_size > 0
+
+
+def test_time_learned_reads_the_target_from_the_training_clock():
+    from dasim.benchmarks.learned import time_learned
+
+    tiny = dict(
+        n_train_traj=8,
+        n_train_times=64,
+        n_epochs=2,
+        epoch_size=256,
+        width=16,
+        depth=1,
+        n_samples=4,
+        n_steps=4,
+    )
+    ds = time_learned(target_loss=10.0, **tiny)  # reached after the first epoch
+    assert list(ds["method"].values) == ["SDA", "SOAD"]
+    assert np.all(ds["steps_to_target"].values == 1.0)  # one step of 256 windows an epoch
+    assert np.all(ds["seconds_to_target"].values > 0)
+    assert np.all(ds["seconds_to_target"].values <= ds["train_seconds"].values)
+    for name in [
+        "train_steps_per_second",
+        "prior_samples_per_second",
+        "posterior_samples_per_second",
+    ]:
+        assert np.all(np.isfinite(ds[name].values)) and np.all(ds[name].values > 0)
+    never = time_learned(target_loss=1e-9, **tiny)
+    assert np.isnan(never["seconds_to_target"].values).all()
+    assert np.isnan(never["steps_to_target"].values).all()
+    with pytest.raises(ValueError, match="target_loss"):
+        time_learned(target_loss=0.0, **tiny)
+    with pytest.raises(ValueError, match="b3"):
+        time_learned("b3-nope", **tiny)
+
+
+def test_bench_learned_smoke(tmp_path):
+    import xarray as xr
+
+    from dasim.cli import main
+
+    assert main(["bench", "learned", "--smoke", "--out", str(tmp_path)]) == 0
+    ds = xr.load_dataset(tmp_path / "learned.nc")
+    assert ds.attrs["device"] == "cpu" and ds.attrs["target_loss"] == 10.0
+    assert (tmp_path / "learned.md").read_text().startswith("device: cpu")

@@ -394,6 +394,9 @@ def test_training_decreases_the_loss():
     assert min(history["valid_loss"]) < 0.6  # the eps = 0 model scores about 1
     assert history["lr"][-1] == pytest.approx(0.0, abs=1e-12)
     assert history["seconds"] > 0
+    elapsed = history["elapsed"]
+    assert len(elapsed) == 10 and bool(np.all(np.diff(elapsed) > 0))
+    assert 0 < elapsed[-1] <= history["seconds"]
     assert not model.training
 
 
