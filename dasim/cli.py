@@ -266,15 +266,17 @@ def _bench(args):
     ds.to_netcdf(out / f"{args.case}.nc")
     (out / f"{args.case}.md").write_text(table + "\n")
     print(table)
+    written = ".md"
     if plot is not None:
         try:
             import matplotlib
 
             matplotlib.use("Agg")
             plot(out / f"{args.case}.png")
+            written += ", .png"
         except ImportError:
             pass
-    print(f"\nresults written to {out}/{args.case}.nc (.md, .png)")
+    print(f"\nresults written to {out}/{args.case}.nc ({written})")
     return 0
 
 
