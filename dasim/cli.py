@@ -141,8 +141,6 @@ def _bench_b1(args, out):
         for key, value in timings.items():
             ds.attrs[f"dapper_seconds_per_cycle[{key}]"] = value
         if not args.smoke:
-            import numpy as np
-
             accuracy = _dapper_accuracy(args.dapper_python, args.case, seeds)
             rmse = np.full((ds.sizes["method"], len(seeds)), np.nan)
             for i, label in enumerate(ds["method"].values):
