@@ -13,9 +13,11 @@ from dasim.benchmarks.b2 import (
     b2_case,
     b2_grids,
     b2_markdown,
+    merge_b2,
     plot_b2,
     run_b2,
     time_kde_samplers,
+    tuned_params_from,
 )
 from dasim.metrics import wasserstein2
 
@@ -138,6 +140,87 @@ def test_main_writes_files(tmp_path):
     for ext in ("nc", "md", "png"):
         assert (tmp_path / f"l63-z.{ext}").exists()
     assert "**w2**" in (tmp_path / "l63-z.md").read_text()
+
+
+def _scores(ds):
+    """Every data variable but the wall-clock one, for exact comparisons."""
+    return ds.drop_vars("seconds_per_cycle")
+
+
+def test_extend_a_run_reproduces_the_full_run(tmp_path):
+    # A run extended by the missing (method, N) with the base's parameters is exactly
+    # the run that made them all at once: every run is seeded by (seed, N, method).
+    # (The B2 tables' KDE-ode at N = 1000: the base tuned the KDE group with KDE-mixture.)
+    kwargs = dict(smoke=True, members=[8, 16], methods=["KDE-ode", "KDE-mixture", "EnKF"])
+    full = run_b2("l63-z", **kwargs)
+    base = run_b2("l63-z", max_members={"KDE-ode": 8}, **kwargs)
+    assert json.loads(base.attrs["max_members"]) == {"KDE-ode": 8}
+    assert np.isnan(base["rmse"].sel({"method": "KDE-ode", "n_members": 16})).all()
+    params = tuned_params_from(base)
+    assert params == tuned_params_from(full)  # same training trajectory and grids
+    more = {"members": [16], "methods": ["KDE-ode"]}
+    extra = run_b2("l63-z", **{**kwargs, **more}, params=params)
+    assert extra.attrs["tuning_scores"] == "{}"  # nothing was tuned again
+    merged = merge_b2(base, extra)
+    xr.testing.assert_identical(_scores(merged).drop_attrs(), _scores(full).drop_attrs())
+    assert merged.attrs["max_members"] == "{}"
+    assert merged.attrs["tuned_params"] == full.attrs["tuned_params"]
+    # From files, in either order of the extensions.
+    base.to_netcdf(tmp_path / "base.nc")
+    extra.to_netcdf(tmp_path / "extra.nc")
+    assert tuned_params_from(tmp_path / "base.nc") == params
+    back = merge_b2(tmp_path / "base.nc", tmp_path / "extra.nc")
+    xr.testing.assert_allclose(_scores(back).drop_attrs(), _scores(full).drop_attrs())
+
+
+def test_merge_order_failures_and_mismatches():
+    kwargs = dict(smoke=True, tune=False, members=[8])
+    enkf = run_b2("l96-10-atan", methods=["EnKF"], **kwargs)
+    kde = run_b2("l96-10-atan", methods=["KDE-mixture"], seeds=[1], **kwargs)
+    merged = merge_b2(enkf, kde)
+    assert list(merged["method"].values) == ["KDE-mixture", "EnKF"]  # B2_METHODS order
+    assert list(merged["seed"].values) == [0, 1]
+    # Runs not made stay missing, and are not reported as failures.
+    assert np.isnan(merged["rmse"].sel({"method": "EnKF", "seed": 1})).all()
+    assert np.isnan(merged["failed"].sel({"method": "EnKF", "seed": 1})).all()
+    assert json.loads(merged.attrs["max_members"]) == {}
+    # A later failed run replaces the earlier value: it is not masked by it.
+    redo = enkf.copy(deep=True)
+    redo["failed"][:] = 1.0
+    redo["rmse"][:] = np.nan
+    again = merge_b2(enkf, redo)
+    assert np.isnan(again["rmse"]).all() and (again["failed"] == 1).all()
+    with pytest.raises(ValueError, match="at least one"):
+        merge_b2(enkf)
+    longer = kde.copy()
+    longer.attrs["n_cycles"] = 30
+    with pytest.raises(ValueError, match="n_cycles"):
+        merge_b2(enkf, longer)
+    with pytest.raises(ValueError, match="case"):
+        merge_b2(enkf, run_b2("l96-20-atan", methods=["EnKF"], **kwargs))
+    other = run_b2("l96-10-atan", methods=["EnKF"], params={"EnKF": {"inflation": 1.3}}, **kwargs)
+    with pytest.raises(ValueError, match="EnKF at N=8"):
+        merge_b2(enkf, other)
+    with pytest.raises(ValueError, match="tuned_params"):
+        tuned_params_from(xr.Dataset())
+
+
+def test_main_params_from_and_merge(tmp_path):
+    common = ["--smoke", "--no-tune", "--members", "8"]
+    assert (
+        b2.main(["l96-10-atan", *common, "--methods", "EnKF", "--out", str(tmp_path / "a")]) == 0
+    )
+    a = tmp_path / "a" / "l96-10-atan.nc"
+    argv = ["l96-10-atan", *common, "--methods", "KDE-mixture", "--params-from", str(a)]
+    assert b2.main([*argv, "--out", str(tmp_path / "b")]) == 0
+    b = tmp_path / "b" / "l96-10-atan.nc"
+    assert b2.main(["l96-10-atan", "--merge", str(a), str(b), "--out", str(tmp_path)]) == 0
+    merged = xr.load_dataset(tmp_path / "l96-10-atan.nc")
+    assert list(merged["method"].values) == ["KDE-mixture", "EnKF"]
+    assert " ; " in merged.attrs["command"] and "--merge" in merged.attrs["merged_by"]
+    assert "| KDE-mixture |" in (tmp_path / "l96-10-atan.md").read_text()
+    with pytest.raises(SystemExit):
+        b2.main(["l63-z", "--merge", str(a), str(b), "--out", str(tmp_path)])
 
 
 def test_time_kde_samplers():

@@ -66,6 +66,8 @@ __all__ = [
     "b2_case",
     "b2_grids",
     "run_b2",
+    "tuned_params_from",
+    "merge_b2",
     "b2_markdown",
     "plot_b2",
     "time_kde_samplers",
@@ -662,7 +664,7 @@ def run_b2(
         if given is not None:
             given = given.get(n, given.get(str(n))) if _keyed_by_n(given) else given
         if given is not None:
-            chosen[key, n] = dict(given)
+            chosen[key, n] = {k: _as_param(v) for k, v in dict(given).items()}
         elif tune:
             to_tune.append((key, n))
         else:
@@ -786,6 +788,179 @@ def run_b2(
         coords={"method": methods, "n_members": members, "seed": seeds},
         attrs=attrs,
     )
+
+
+def tuned_params_from(source):
+    """The tuned parameters recorded by an earlier :func:`run_b2`, for ``params=``.
+
+    Re-running some methods or ensemble sizes with the parameters an earlier run tuned
+    (rather than tuning again) makes the new runs exactly those the earlier run would
+    have made: every run is seeded by ``(seed, N, method)`` alone.
+
+    Parameters
+    ----------
+    source : xarray.Dataset or path-like
+        A dataset returned by :func:`run_b2`, or the netCDF file ``main`` wrote.
+
+    Returns
+    -------
+    dict
+        ``{group: {N: params}}`` for the tuning groups ``"KDE"``, ``"EnKF"`` and
+        ``"SIR-jitter"``, bandwidth rules as tuples.
+
+    Raises
+    ------
+    ValueError
+        If ``source`` carries no ``tuned_params`` attribute.
+
+    Examples
+    --------
+    >>> from dasim.benchmarks.b2 import run_b2, tuned_params_from
+    >>> ds = run_b2("l96-10-atan", smoke=True, methods=["EnKF"], tune=False)
+    >>> tuned_params_from(ds)
+    {'EnKF': {16: {'inflation': 1.05}}}
+    """
+    if isinstance(source, xr.Dataset):
+        attrs = source.attrs
+    else:
+        with xr.open_dataset(source) as ds:
+            attrs = dict(ds.attrs)
+    if "tuned_params" not in attrs:
+        raise ValueError("source has no 'tuned_params' attribute; is it a run_b2 result?")
+    raw = json.loads(attrs["tuned_params"])
+    return {
+        key: {int(n): {k: _as_param(v) for k, v in p.items()} for n, p in by_n.items()}
+        for key, by_n in raw.items()
+    }
+
+
+_MERGE_MUST_MATCH = (
+    "case",
+    "n_cycles",
+    "burn_in",
+    "filter_noise",
+    "train_seed",
+    "train_cycles",
+    "n_reference",
+    "n_reference_sub",
+    "w2_stride",
+)
+
+
+def merge_b2(base, *others):
+    """Combine :func:`run_b2` results that extend one another.
+
+    A run adds methods, ensemble sizes or seeds to ``base`` (e.g. ``KDE-ode`` at
+    ``N = 1000`` with the parameters ``base`` tuned, see :func:`tuned_params_from`).
+    The result holds the union of the coordinates, ordered as :data:`B2_METHODS`, by
+    ``N`` and by seed; where a later dataset ran a ``(method, N, seed)`` (its
+    ``failed`` is 0 or 1) its values are taken, failures included, elsewhere the
+    earlier ones.
+
+    Parameters
+    ----------
+    base : xarray.Dataset or path-like
+        The run to extend (a dataset or its netCDF file).
+    *others : xarray.Dataset or path-like
+        Runs of the same case and setting.
+
+    Returns
+    -------
+    xarray.Dataset
+        The merged dataset. ``attrs`` are ``base``'s with the tuned parameters united,
+        ``max_members`` recomputed, ``wall_seconds`` summed and the commands joined by
+        ``" ; "``.
+
+    Raises
+    ------
+    ValueError
+        If no dataset is to be merged into ``base``, if the runs differ in case or
+        setting (cycles, burn-in, model noise, training trajectory, reference, W2
+        stride), or if they used different parameters for the same tuning group and
+        ``N``.
+
+    Examples
+    --------
+    >>> from dasim.benchmarks.b2 import merge_b2, run_b2
+    >>> a = run_b2("l96-10-atan", smoke=True, methods=["EnKF"], tune=False)
+    >>> b = run_b2("l96-10-atan", smoke=True, methods=["KDE-mixture"], tune=False)
+    >>> merge_b2(a, b)["method"].values.tolist()
+    ['KDE-mixture', 'EnKF']
+    """
+    if not others:
+        raise ValueError("merge_b2 needs at least one dataset to merge into base.")
+    datasets = [_load(d) for d in (base, *others)]
+    first = datasets[0].attrs
+    for i, ds in enumerate(datasets[1:], start=1):
+        for key in _MERGE_MUST_MATCH:
+            a, b = first.get(key), ds.attrs.get(key)
+            if a is not None and b is not None and a != b:
+                raise ValueError(
+                    f"cannot merge: dataset {i} has {key}={b!r}, base has {key}={a!r}."
+                )
+    tuned = {}
+    for i, ds in enumerate(datasets):
+        for key, by_n in json.loads(ds.attrs.get("tuned_params", "{}")).items():
+            for n, p in by_n.items():
+                seen = tuned.setdefault(key, {}).setdefault(n, p)
+                if seen != p:
+                    raise ValueError(
+                        f"cannot merge: dataset {i} ran {key} at N={n} with {p}, an "
+                        f"earlier one with {seen}; reuse them with tuned_params_from."
+                    )
+    merged = datasets[0]
+    for ds in datasets[1:]:
+        old, new = xr.align(merged, ds, join="outer")
+        ran = new["failed"].notnull()  # NaN where a run was not made, 0 or 1 where it was
+        merged = old.copy()
+        for name, var in new.data_vars.items():
+            if name not in old:
+                merged[name] = var
+            elif set(ran.dims) <= set(var.dims):
+                merged[name] = var.where(ran, old[name])
+            else:
+                merged[name] = var.where(var.notnull(), old[name])
+    methods = [m for m in B2_METHODS if m in set(merged["method"].values)]
+    methods += sorted(set(merged["method"].values) - set(methods))
+    merged = merged.sel(
+        {
+            "method": methods,
+            "n_members": np.sort(merged["n_members"].values),
+            "seed": np.sort(merged["seed"].values),
+        }
+    )
+    attrs = dict(first)
+    ran = merged["failed"].notnull().any("seed")
+    largest = int(merged["n_members"].max())
+    max_members = {}
+    for m in methods:
+        ns = merged["n_members"].values[ran.sel({"method": m}).values]
+        if ns.size and int(ns.max()) < largest:
+            max_members[m] = int(ns.max())
+    attrs["max_members"] = json.dumps(max_members)
+    attrs["tuned_params"] = json.dumps(
+        {k: dict(sorted(v.items(), key=lambda kv: int(kv[0]))) for k, v in sorted(tuned.items())}
+    )
+    for key, by_n in tuned.items():
+        for n, p in by_n.items():
+            attrs[f"tuned[{key}][N={n}]"] = ", ".join(f"{k}={_plain(v)}" for k, v in p.items())
+    commands = [ds.attrs["command"] for ds in datasets if "command" in ds.attrs]
+    if commands:
+        attrs["command"] = " ; ".join(commands)
+    walls = [ds.attrs["wall_seconds"] for ds in datasets if "wall_seconds" in ds.attrs]
+    if walls:
+        attrs["wall_seconds"] = float(sum(walls))
+    dates = sorted({str(ds.attrs["date"]) for ds in datasets if "date" in ds.attrs})
+    if dates:
+        attrs["date"] = ", ".join(dates)
+    merged.attrs = attrs
+    return merged
+
+
+def _load(source):
+    if isinstance(source, xr.Dataset):
+        return source
+    return xr.load_dataset(source)
 
 
 def _keyed_by_n(value):
@@ -1039,8 +1214,8 @@ def time_kde_samplers(
 def main(argv=None):
     """Command line: ``python -m dasim.benchmarks.b2 CASE [options]``.
 
-    Runs :func:`run_b2` and writes ``OUT/CASE.nc``, ``OUT/CASE.md`` (the tables) and
-    ``OUT/CASE.png`` (the plot).
+    Runs :func:`run_b2` (or, with ``--merge``, :func:`merge_b2`) and writes
+    ``OUT/CASE.nc``, ``OUT/CASE.md`` (the tables) and ``OUT/CASE.png`` (the plot).
 
     Parameters
     ----------
@@ -1048,7 +1223,11 @@ def main(argv=None):
         Arguments (``sys.argv[1:]`` by default): ``CASE``, ``--members 25,50``,
         ``--seeds 0,1,2``, ``--methods KDE-mixture,EnKF``, ``--max-members KDE-ode=250``,
         ``--cycles``, ``--no-tune``, ``--w2-stride``, ``--n-jobs``, ``--smoke``,
-        ``--out`` (default ``results/b2``), ``--plot`` (PNG path).
+        ``--out`` (default ``results/b2``), ``--plot`` (PNG path), ``--params-from`` (an
+        earlier run's netCDF file whose tuned parameters are reused, see
+        :func:`tuned_params_from`), ``--merge A.nc B.nc ...`` (run nothing: merge
+        earlier runs of ``CASE`` with :func:`merge_b2` and write the tables of the
+        result).
 
     Returns
     -------
@@ -1078,33 +1257,44 @@ def main(argv=None):
     p.add_argument("--smoke", action="store_true")
     p.add_argument("--out", default="results/b2")
     p.add_argument("--plot")
+    p.add_argument("--params-from")
+    p.add_argument("--merge", nargs="+")
     args = p.parse_args(argv)
     members = None if not args.members else [int(v) for v in args.members.split(",")]
     max_members = {
         k: int(v) for k, v in (item.split("=") for item in args.max_members.split(",") if item)
     }
-    start = time.perf_counter()
-    ds = run_b2(
-        args.case,
-        members=members,
-        seeds=[int(v) for v in args.seeds.split(",")],
-        methods=None if not args.methods else args.methods.split(","),
-        n_cycles=args.cycles,
-        tune=not args.no_tune,
-        n_jobs=args.n_jobs,
-        progress=not args.smoke,
-        smoke=args.smoke,
-        max_members=max_members,
-        w2_stride=args.w2_stride,
-    )
-    ds.attrs.update(
-        command=" ".join(
+    if args.merge:
+        ds = merge_b2(*args.merge)
+        if ds.attrs.get("case") != args.case:
+            p.error(f"--merge: the files hold case {ds.attrs.get('case')!r}, not {args.case!r}")
+        ds.attrs["merged_by"] = " ".join(
             ["python -m dasim.benchmarks.b2", *(sys.argv[1:] if argv is None else argv)]
-        ),
-        date=str(date.today()),
-        wall_seconds=time.perf_counter() - start,
-        blas_threads=1,
-    )
+        )
+    else:
+        start = time.perf_counter()
+        ds = run_b2(
+            args.case,
+            members=members,
+            seeds=[int(v) for v in args.seeds.split(",")],
+            methods=None if not args.methods else args.methods.split(","),
+            n_cycles=args.cycles,
+            tune=not args.no_tune,
+            n_jobs=args.n_jobs,
+            progress=not args.smoke,
+            smoke=args.smoke,
+            max_members=max_members,
+            w2_stride=args.w2_stride,
+            params=None if not args.params_from else tuned_params_from(args.params_from),
+        )
+        ds.attrs.update(
+            command=" ".join(
+                ["python -m dasim.benchmarks.b2", *(sys.argv[1:] if argv is None else argv)]
+            ),
+            date=str(date.today()),
+            wall_seconds=time.perf_counter() - start,
+            blas_threads=1,
+        )
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     ds.to_netcdf(out / f"{args.case}.nc")

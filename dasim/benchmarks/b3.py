@@ -317,7 +317,7 @@ def run_b3(
     smoke : bool, default=False
         Tiny settings that run in seconds (checks the plumbing, not the methods).
     n_jobs : int, optional
-        joblib jobs over seeds.
+        Parallel joblib jobs over seeds (serial by default).
     **settings
         Overrides of ``burn_in``, ``n_particles`` (16384), ``window`` (2), ``width`` (128),
         ``depth`` (3), ``batch_size`` (256), ``learning_rate``, ``n_steps`` (64),
