@@ -42,7 +42,13 @@ class SDAAssimilator(WindowedAssimilator):
     n_epochs : int, default=100
         Training epochs; an epoch draws ``epoch_size`` random windows.
     gamma : float, default=1e-2
-        Likelihood variance inflation :math:`\gamma \ge 0`.
+        Likelihood variance inflation :math:`\gamma \ge 0`. It is added to the
+        observation variance ``std**2`` (observation units squared) times
+        :math:`\sigma_t^2/\mu_t^2`, a variance of the *normalised* state, so it carries
+        the units (observation unit / normalised-state unit)^2: for an identity
+        observation of component ``j``, :math:`\gamma \approx s_j^2` (``scale_**2``)
+        makes it the Tweedie denoiser's error variance in physical units. Larger values
+        weaken the guidance early in the reverse process, where :math:`\hat z` is poor.
     n_steps : int, default=64
         Predictor steps of the sampler.
     n_corrections : int, default=1

@@ -232,7 +232,10 @@ class GaussianGuidance:
     schedule : callable
         ``schedule(t) -> (mu, sigma)``.
     gamma : float, default=1e-2
-        Variance inflation factor :math:`\gamma \ge 0`.
+        Variance inflation factor :math:`\gamma \ge 0`, in (units of ``y`` / units of
+        ``x``)^2: it turns the state-space variance :math:`\sigma^2/\mu^2` into an
+        observation-space one (:math:`\gamma = 1` for an identity ``A`` on states and
+        observations in the same units).
     detach : bool, default=False
         Do not differentiate through the network.
 
