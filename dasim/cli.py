@@ -101,9 +101,10 @@ def _run_dapper(python, script, args, what):
     return json.loads(lines[-1]) if lines else {}
 
 
-def _dapper_timings(python, case, n_cycles):
-    """DAPPER's seconds per cycle, ``{label: seconds}``."""
-    return _run_dapper(python, "dapper_timing.py", [case, n_cycles], "timing").get(case, {})
+def _dapper_timings(python, case, n_cycles, repeats=1):
+    """DAPPER's seconds per cycle, ``{label: seconds}`` (fastest of ``repeats`` runs)."""
+    out = _run_dapper(python, "dapper_timing.py", [case, n_cycles, repeats], "timing")
+    return out.get(case, {})
 
 
 def _dapper_accuracy(python, case, seeds):
@@ -216,6 +217,26 @@ def _bench_kde_score(args, out):
     return ds, ds.to_dataframe().to_markdown() if _has_tabulate() else str(ds), None
 
 
+def _bench_speed(args, out):
+    from .benchmarks.speed import speed_markdown, time_filters
+
+    case = args.case.removeprefix("speed-")
+    n_cycles = (20 if args.smoke else 200) if args.cycles is None else args.cycles
+    members = _int_list(args.members) or ([10] if args.smoke else None)
+    repeats = 1 if args.smoke else 3
+    seed = (_int_list(args.seeds) or [0])[0]
+    ds = time_filters(case, n_cycles, members=members, repeats=repeats, seed=seed)
+    if args.dapper_python:
+        timings = _dapper_timings(args.dapper_python, case, n_cycles, repeats)
+        theirs = np.full(ds["seconds_per_cycle"].shape, np.nan)
+        for i, label in enumerate(ds["filter"].values):
+            for j, n in enumerate(ds["n_members"].values):
+                theirs[i, j] = timings.get(f"{label} N={int(n)}", np.nan)
+        ds["dapper_seconds_per_cycle"] = (("filter", "n_members"), theirs)
+        ds.attrs["dapper"] = "dapper_timing.py in " + args.dapper_python
+    return ds, speed_markdown(ds), None
+
+
 def _has_tabulate():
     try:
         import tabulate  # noqa: F401
@@ -236,6 +257,7 @@ def _bench_registry():
     runners = {name: _bench_b1 for name in B1_CASES}
     runners.update({name: _bench_b2 for name in B2_CASES})
     runners.update({name: _bench_b3 for name in B3_CASES})
+    runners.update({f"speed-{name}": _bench_speed for name in B1_CASES})
     runners["kde-score"] = _bench_kde_score
     runners["learned"] = _bench_learned
     return runners
@@ -319,7 +341,8 @@ def main(argv=None):
     bench.add_argument(
         "case",
         help="B1: l63-full, l96-40, l96-10, l96-20; B2: l63-z, l63-atan, l96-10-atan, "
-        "l96-20-atan, l96-40-half; B3: b3-lo, b3-hi, b3-sin, b3-atan; B4: kde-score, learned",
+        "l96-20-atan, l96-40-half; B3: b3-lo, b3-hi, b3-sin, b3-atan; B4: speed-l96-40, "
+        "speed-l63-full (and speed- any B1 case), kde-score, learned",
     )
     bench.add_argument("--members", help="comma-separated ensemble sizes to keep")
     bench.add_argument("--seeds", default="0,1,2")
@@ -330,8 +353,8 @@ def main(argv=None):
     bench.add_argument("--smoke", action="store_true", help="seconds-long version for CI")
     bench.add_argument(
         "--dapper-python",
-        help="a Python with DAPPER: B1 then also runs DAPPER's filters (RMSE per seed, "
-        "ms per cycle) on this machine alongside",
+        help="a Python with DAPPER: B1 and speed-* then also run DAPPER's filters (RMSE "
+        "per seed, ms per cycle) on this machine alongside",
     )
     bench.add_argument("--out", default="results")
     bench.set_defaults(func=_bench)

@@ -83,3 +83,47 @@ def test_dapper_helpers_fail_soft(tmp_path, capsys):
     assert _dapper_accuracy("false", "l63-full", [0]) == {}
     assert _dapper_timings("false", "l63-full", 10) == {}
     assert "DAPPER" in capsys.readouterr().err
+
+
+def test_time_filters_and_speed_table():
+    from dasim.benchmarks.speed import SPEED_FILTERS, speed_markdown, speed_members, time_filters
+
+    assert speed_members("l96-40") == (40, 100, 1000) and speed_members("l63-full")[0] == 10
+    ds = time_filters("l63-full", n_cycles=4, members=[5, 8], repeats=2)
+    assert ds["seconds_per_cycle"].dims == ("filter", "n_members")
+    assert list(ds["filter"].values) == list(SPEED_FILTERS)
+    assert np.all(ds["seconds_per_cycle"].values > 0)
+    assert ds.attrs["repeats"] == 2 and ds.attrs["n_cycles"] == 4
+    table = speed_markdown(ds).splitlines()
+    assert table[0] == "| filter | dasim ms |" and len(table) == 2 + 3 * 2
+    ds["dapper_seconds_per_cycle"] = ds["seconds_per_cycle"] * 2
+    ds["dapper_seconds_per_cycle"][0, 0] = np.nan
+    table = speed_markdown(ds).splitlines()
+    assert table[0].endswith("| dasim / DAPPER |")
+    assert table[2].endswith("| - | - |") and table[3].endswith("| 0.50 |")
+
+
+def test_time_filters_bad_input():
+    from dasim.benchmarks.speed import time_filters
+
+    with pytest.raises(ValueError, match="unknown B1 case"):
+        time_filters("l42")
+    with pytest.raises(ValueError, match="unknown filters"):
+        time_filters("l63-full", filters=["3DVar"])
+    with pytest.raises(ValueError, match="n_cycles"):
+        time_filters("l63-full", n_cycles=1)
+    with pytest.raises(TypeError, match="members"):
+        time_filters("l63-full", members=[2.5])
+    with pytest.raises(ValueError, match="repeats"):
+        time_filters("l63-full", repeats=0)
+
+
+def test_bench_speed_beside_dapper(tmp_path):
+    fake = _fake_dapper(tmp_path, {})
+    argv = ["bench", "speed-l63-full", "--smoke", "--dapper-python", fake, "--out", str(tmp_path)]
+    assert main(argv) == 0
+    ds = xr.load_dataset(tmp_path / "speed-l63-full.nc")
+    assert ds["dapper_seconds_per_cycle"].sel({"filter": "EnKF sqrt", "n_members": 10}) == 0.004
+    assert np.isnan(ds["dapper_seconds_per_cycle"].sel({"filter": "SIR", "n_members": 10}))
+    table = (tmp_path / "speed-l63-full.md").read_text()
+    assert "| EnKF sqrt N=10 |" in table and " 4.00 |" in table

@@ -35,6 +35,7 @@ PUBLIC_MODULES = [
     "dasim.benchmarks.b2",
     "dasim.benchmarks.b3",
     "dasim.benchmarks.kde_score",
+    "dasim.benchmarks.speed",
     "dasim.cli",
     "dasim.assimilators",
     "dasim.plotting",

@@ -1,0 +1,194 @@
+"""B4, classical row: milliseconds a cycle of the EnKF and the particle filter.
+
+:func:`time_filters` times dasim's filters exactly as ``dapper_timing.py`` times
+DAPPER's: the same B1 setting (DAPPER's Lorenz-63 ``sakov2012`` and Lorenz-96
+``sakov2008``), the same configurations (square-root and perturbed-observation EnKF
+with inflation 1.02, no rotation; the regularised particle filter with jitter 0.9 and
+resampling below ESS = 0.2 N), the same ensemble sizes and one BLAS thread. The clock
+covers ``assimilate`` over the whole record, forecasts included, after an untimed
+two-cycle warm-up, and is divided by the number of cycles; with ``repeats`` the fastest
+run counts (both sides). ``dasim bench speed-l96-40 --dapper-python PATH`` runs both sides in
+one run and tabulates them with :func:`speed_markdown`.
+"""
+
+from __future__ import annotations
+
+import numbers
+import time
+
+import numpy as np
+import xarray as xr
+from threadpoolctl import threadpool_limits
+
+from .._validation import check_n_members
+from ..datasets import make_twin_experiment
+from ..filters import EnKF, SIRFilter
+from .b1 import b1_case
+
+__all__ = ["SPEED_FILTERS", "speed_members", "time_filters", "speed_markdown"]
+
+#: The timed configurations, as in ``dapper_timing.py`` (label -> constructor of N).
+SPEED_FILTERS = {
+    "EnKF sqrt": lambda n: EnKF(n_members=n, variant="sqrt", inflation=1.02),
+    "EnKF pert-obs": lambda n: EnKF(n_members=n, variant="stochastic", inflation=1.02),
+    "SIR": lambda n: SIRFilter(n_members=n, jitter=0.9, ess_threshold=0.2),
+}
+
+
+def speed_members(case):
+    """The ensemble sizes B4 times on a B1 case.
+
+    Parameters
+    ----------
+    case : str
+        A B1 case name (``"l96-40"``, ``"l63-full"``, ...).
+
+    Returns
+    -------
+    tuple of int
+        ``(40, 100, 1000)`` on ``"l96-40"`` (N = 40 and N = 1000 are the figures of
+        BENCHMARKS.md), ``(10, 100, 1000)`` elsewhere.
+
+    Examples
+    --------
+    >>> from dasim.benchmarks.speed import speed_members
+    >>> speed_members("l96-40")
+    (40, 100, 1000)
+    """
+    return (40, 100, 1000) if case == "l96-40" else (10, 100, 1000)
+
+
+def time_filters(case="l96-40", n_cycles=200, *, members=None, filters=None, repeats=1, seed=0):
+    """Time dasim's EnKF and particle filter, in seconds a cycle, on a B1 case.
+
+    Parameters
+    ----------
+    case : str, default="l96-40"
+        A B1 case (:data:`dasim.benchmarks.B1_CASES`).
+    n_cycles : int, default=200
+        Assimilation cycles timed per filter and ensemble size.
+    members : sequence of int, optional
+        Ensemble sizes; :func:`speed_members` by default.
+    filters : sequence of str, optional
+        Labels of :data:`SPEED_FILTERS` (all by default).
+    repeats : int, default=1
+        Timed runs per filter and size; the fastest is reported (as :mod:`timeit`
+        advises: slower runs measure the machine's other load, not the code).
+    seed : int, default=0
+        Seed of the twin experiment, the initial ensembles and the filters.
+
+    Returns
+    -------
+    xarray.Dataset
+        ``seconds_per_cycle`` with dims ``(filter, n_members)``; the case, cycles and
+        repeats in ``attrs``.
+
+    Raises
+    ------
+    ValueError
+        For an unknown case or filter label, fewer than 2 cycles or members, or
+        ``repeats`` below 1.
+    TypeError
+        For a non-integer ``n_cycles`` or ensemble size.
+
+    Examples
+    --------
+    >>> from dasim.benchmarks.speed import time_filters
+    >>> ds = time_filters("l63-full", n_cycles=5, members=[10], filters=["EnKF sqrt"])
+    >>> float(ds["seconds_per_cycle"].sel({"filter": "EnKF sqrt", "n_members": 10})) > 0
+    True
+    """
+    c = b1_case(case)
+    n_cycles = check_n_members(n_cycles, "n_cycles")
+    repeats = _check_count(repeats, "repeats")
+    members = [
+        check_n_members(n, "members")
+        for n in (speed_members(case) if members is None else members)
+    ]
+    filters = list(SPEED_FILTERS if filters is None else filters)
+    unknown = [f for f in filters if f not in SPEED_FILTERS]
+    if unknown:
+        raise ValueError(f"unknown filters {unknown}; choose from {list(SPEED_FILTERS)}.")
+    rng = np.random.default_rng(seed)
+    model = c.model
+    _, y = make_twin_experiment(
+        model, c.observation, n_cycles, rng, initial_state=model.climatology(1, rng)[0]
+    )
+    seconds = np.full((len(filters), len(members)), np.nan)
+    with threadpool_limits(1):
+        for i, label in enumerate(filters):
+            for j, n in enumerate(members):
+                est = SPEED_FILTERS[label](n).set_params(
+                    model=model, observation=c.observation, random_state=seed
+                )
+                est.fit(model.climatology(64, rng))
+                init = model.climatology(n, rng)
+                # Untimed warm-up (first-call costs: imports, allocations, caches).
+                est.assimilate(y[:2], initial_ensemble=init, keep_forecast=False)
+                best = np.inf
+                for _ in range(repeats):
+                    start = time.perf_counter()
+                    est.assimilate(y, initial_ensemble=init, keep_forecast=False)
+                    best = min(best, time.perf_counter() - start)
+                seconds[i, j] = best / n_cycles
+    return xr.Dataset(
+        {"seconds_per_cycle": (("filter", "n_members"), seconds)},
+        coords={"filter": filters, "n_members": members},
+        attrs={
+            "case": case,
+            "n_cycles": n_cycles,
+            "repeats": repeats,
+            "seed": int(seed),
+            "blas_threads": 1,
+            "configurations": "EnKF inflation 1.02 (sqrt: no rotation); SIR jitter 0.9, "
+            "resampling below ESS = 0.2 N",
+        },
+    )
+
+
+def _check_count(value, name):
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}.")
+    return int(value)
+
+
+def speed_markdown(ds):
+    """Tabulate milliseconds a cycle in markdown, beside DAPPER's where measured.
+
+    Parameters
+    ----------
+    ds : xarray.Dataset
+        Output of :func:`time_filters`, optionally with ``dapper_seconds_per_cycle``
+        (same dims, NaN where DAPPER did not run).
+
+    Returns
+    -------
+    str
+        One row per filter and size: dasim's ms a cycle, and with DAPPER's figures also
+        DAPPER's and the ratio dasim / DAPPER.
+
+    Examples
+    --------
+    >>> from dasim.benchmarks.speed import speed_markdown, time_filters
+    >>> ds = time_filters("l63-full", n_cycles=5, members=[10], filters=["SIR"])
+    >>> speed_markdown(ds).splitlines()[0]
+    '| filter | dasim ms |'
+    """
+    dapper = "dapper_seconds_per_cycle" in ds
+    head = (
+        "| filter | dasim ms | DAPPER ms | dasim / DAPPER |" if dapper else "| filter | dasim ms |"
+    )
+    lines = [head, "|---|---|---|---|" if dapper else "|---|---|"]
+    for label in ds["filter"].values:
+        for n in ds["n_members"].values:
+            sel = {"filter": label, "n_members": n}
+            ours = 1000 * float(ds["seconds_per_cycle"].sel(sel))
+            row = f"| {label} N={int(n)} | {ours:.2f} |"
+            if dapper:
+                theirs = 1000 * float(ds["dapper_seconds_per_cycle"].sel(sel))
+                if np.isfinite(theirs):
+                    row += f" {theirs:.2f} | {ours / theirs:.2f} |"
+                else:
+                    row += " - | - |"
+            lines.append(row)
+    return "\n".join(lines)
