@@ -39,5 +39,11 @@ def docs(session):
 def bench_smoke(session):
     """Seconds-long versions of every benchmark."""
     session.install(TORCH_CPU, "-e", ".[plot]")
-    for case in ["l63-full", "l96-40", "l96-10", "l96-20"]:
+    cases = [
+        *("l63-full", "l96-40", "l96-10", "l96-20"),  # B1
+        *("l63-z", "l63-atan", "l96-10-atan", "l96-20-atan", "l96-40-half"),  # B2
+        *("b3-lo", "b3-hi", "b3-sin", "b3-atan"),  # B3
+        *("speed-l96-40", "speed-l63-full", "kde-score", "learned"),  # B4
+    ]
+    for case in cases:
         session.run("dasim", "bench", case, "--smoke", "--out", "results/smoke")
