@@ -171,6 +171,11 @@ def test_extend_a_run_reproduces_the_full_run(tmp_path):
     assert tuned_params_from(tmp_path / "base.nc") == params
     back = merge_b2(tmp_path / "base.nc", tmp_path / "extra.nc")
     xr.testing.assert_allclose(_scores(back).drop_attrs(), _scores(full).drop_attrs())
+    # ... and written again: "KDE-ode" alone in extra.nc must not truncate the names.
+    back.to_netcdf(tmp_path / "merged.nc")
+    again = xr.load_dataset(tmp_path / "merged.nc")
+    assert again["method"].values.tolist() == ["KDE-ode", "KDE-mixture", "EnKF"]
+    xr.testing.assert_allclose(_scores(again).drop_attrs(), _scores(full).drop_attrs())
 
 
 def test_merge_order_failures_and_mismatches():

@@ -954,7 +954,9 @@ def merge_b2(base, *others):
     if dates:
         attrs["date"] = ", ".join(dates)
     merged.attrs = attrs
-    return merged
+    # Encodings read from the inputs' files (e.g. a fixed string width fitting only the
+    # shorter method names of one of them) would corrupt the merged file on writing.
+    return merged.drop_encoding()
 
 
 def _load(source):
