@@ -47,6 +47,9 @@ def test_affine_transform_leaves_the_enkf_unchanged(twin):
         ),
     ],
 )
+# 50 members and a sharp arctan observation (noise 0.1): a few cycles' KDE weights
+# collapse, as expected at this size; the test is about units, not the warning.
+@pytest.mark.filterwarnings("ignore::dasim.exceptions.WeightCollapseWarning")
 def test_wrapped_filters_track_the_truth_in_physical_units(filt, twin):
     X, y = twin
     est = TransformedStateFilter(filt, StandardScaler()).fit(X, y)
