@@ -107,6 +107,13 @@ def check_positive(value, name, *, allow_zero=False, allow_array=False):
     return float(arr) if arr.ndim == 0 else arr
 
 
+def check_positive_int(value, name):
+    """Check a count: an integer (not a bool) of at least 1; return it as ``int``."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}.")
+    return int(value)
+
+
 def check_n_members(n, name="n_members"):
     """Check an ensemble size: an integer of at least 2."""
     if isinstance(n, bool) or not isinstance(n, numbers.Integral):

@@ -13,14 +13,13 @@ one run and tabulates them with :func:`speed_markdown`.
 
 from __future__ import annotations
 
-import numbers
 import time
 
 import numpy as np
 import xarray as xr
 from threadpoolctl import threadpool_limits
 
-from .._validation import check_n_members
+from .._validation import check_n_members, check_positive_int
 from ..datasets import make_twin_experiment
 from ..filters import EnKF, SIRFilter
 from .b1 import b1_case
@@ -100,7 +99,7 @@ def time_filters(case="l96-40", n_cycles=200, *, members=None, filters=None, rep
     """
     c = b1_case(case)
     n_cycles = check_n_members(n_cycles, "n_cycles")
-    repeats = _check_count(repeats, "repeats")
+    repeats = check_positive_int(repeats, "repeats")
     members = [
         check_n_members(n, "members")
         for n in (speed_members(case) if members is None else members)
@@ -144,12 +143,6 @@ def time_filters(case="l96-40", n_cycles=200, *, members=None, filters=None, rep
             "resampling below ESS = 0.2 N",
         },
     )
-
-
-def _check_count(value, name):
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}.")
-    return int(value)
 
 
 def speed_markdown(ds):

@@ -37,11 +37,12 @@ from __future__ import annotations
 
 import contextlib
 import math
-import numbers
 import sys
 
 import numpy as np
 from scipy.special import logsumexp
+
+from .._validation import check_positive_int
 
 __all__ = [
     "DEFAULT_MEMORY_BUDGET",
@@ -248,12 +249,6 @@ def observation_log_weights(y_obs, Y_sim, sigma_y):
 # --------------------------------------------------------------------------- tiling
 
 
-def _positive_int(value, name):
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}.")
-    return int(value)
-
-
 def tile_shape(
     n_queries,
     n_centres,
@@ -293,13 +288,13 @@ def tile_shape(
         if isinstance(chunk_size, tuple | list):
             if len(chunk_size) != 2:
                 raise ValueError(f"chunk_size must be an int or a pair, got {chunk_size!r}.")
-            q = _positive_int(chunk_size[0], "chunk_size[0]")
-            c = _positive_int(chunk_size[1], "chunk_size[1]")
+            q = check_positive_int(chunk_size[0], "chunk_size[0]")
+            c = check_positive_int(chunk_size[1], "chunk_size[1]")
         else:
-            q, c = _positive_int(chunk_size, "chunk_size"), n_centres
+            q, c = check_positive_int(chunk_size, "chunk_size"), n_centres
         return min(q, n_queries), min(c, n_centres)
     budget = DEFAULT_MEMORY_BUDGET if memory_budget is None else memory_budget
-    budget = _positive_int(budget, "memory_budget")
+    budget = check_positive_int(budget, "memory_budget")
     elements = max(1, budget // (itemsize * temporaries))
     if target_elements is not None:
         elements = min(elements, target_elements)

@@ -19,10 +19,10 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
 import torch
 from torch import nn
 
+from dasim._validation import check_positive_int
 from dasim.diffusion.windows import check_window, fold_windows, unfold_windows
 
 __all__ = [
@@ -34,12 +34,6 @@ __all__ = [
     "ResMLP",
     "ResidualBlock",
 ]
-
-
-def _check_positive_int(value, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    return int(value)
 
 
 def _time_features(embedding: nn.Module, t, batch_shape: tuple[int, ...], like: torch.Tensor):
@@ -171,9 +165,9 @@ class ResMLP(nn.Module):
         self, in_features: int, out_features: int, hidden=(256, 256, 256), activation=nn.SiLU
     ):
         super().__init__()
-        in_features = _check_positive_int(in_features, "in_features")
-        out_features = _check_positive_int(out_features, "out_features")
-        hidden = tuple(_check_positive_int(h, "hidden") for h in hidden)
+        in_features = check_positive_int(in_features, "in_features")
+        out_features = check_positive_int(out_features, "out_features")
+        hidden = tuple(check_positive_int(h, "hidden") for h in hidden)
         layers: list[nn.Module] = []
         sizes = (in_features, *hidden, out_features)
         for before, after in zip(sizes[:-1], sizes[1:], strict=True):
@@ -234,9 +228,9 @@ class FourierTimeEmbedding(nn.Module):
 
     def __init__(self, n_freq: int = 16, out: int = 32, hidden: int = 256):
         super().__init__()
-        n_freq = _check_positive_int(n_freq, "n_freq")
-        out = _check_positive_int(out, "out")
-        hidden = _check_positive_int(hidden, "hidden")
+        n_freq = check_positive_int(n_freq, "n_freq")
+        out = check_positive_int(out, "out")
+        hidden = check_positive_int(hidden, "hidden")
         self.register_buffer("freqs", math.pi * torch.arange(1, n_freq + 1).float())
         self.mlp = nn.Sequential(nn.Linear(2 * n_freq, hidden), nn.SiLU(), nn.Linear(hidden, out))
         self.out_features = out
@@ -298,10 +292,10 @@ class MLPEpsNet(nn.Module):
         activation=nn.SiLU,
     ):
         super().__init__()
-        self.features = _check_positive_int(features, "features")
-        width = _check_positive_int(width, "width")
-        depth = _check_positive_int(depth, "depth")
-        embedding = _check_positive_int(embedding, "embedding")
+        self.features = check_positive_int(features, "features")
+        width = check_positive_int(width, "width")
+        depth = check_positive_int(depth, "depth")
+        embedding = check_positive_int(embedding, "embedding")
         self.embedding = FourierTimeEmbedding(out=embedding)
         self.network = ResMLP(
             self.features + embedding, self.features, (width,) * depth, activation
@@ -400,13 +394,13 @@ class ConvEpsNet(nn.Module):
         activation=nn.SiLU,
     ):
         super().__init__()
-        self.channels = _check_positive_int(channels, "channels")
-        width = _check_positive_int(width, "width")
-        depth = _check_positive_int(depth, "depth")
-        kernel_size = _check_positive_int(kernel_size, "kernel_size")
+        self.channels = check_positive_int(channels, "channels")
+        width = check_positive_int(width, "width")
+        depth = check_positive_int(depth, "depth")
+        kernel_size = check_positive_int(kernel_size, "kernel_size")
         if kernel_size % 2 == 0:
             raise ValueError(f"kernel_size must be odd, got {kernel_size}")
-        embedding = _check_positive_int(embedding, "embedding")
+        embedding = check_positive_int(embedding, "embedding")
         pad = kernel_size // 2
         self.embedding = FourierTimeEmbedding(out=embedding)
         self.conv_in = nn.Conv1d(
@@ -506,7 +500,7 @@ class LocalScoreNet(nn.Module):
         activation=nn.SiLU,
     ):
         super().__init__()
-        self.n_state = _check_positive_int(n_state, "n_state")
+        self.n_state = check_positive_int(n_state, "n_state")
         self.window = check_window(window)
         size = 2 * self.window + 1
         if isinstance(kernel, nn.Module):

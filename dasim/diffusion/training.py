@@ -18,22 +18,16 @@ import copy
 import math
 import time
 
-import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from dasim._validation import check_positive_int
 from dasim.diffusion.vpsde import broadcast_time, denoising_loss
 from dasim.diffusion.windows import check_window, random_windows
 
 __all__ = ["train_eps_model"]
 
 _MAX_VALID = 4096
-
-
-def _positive_int(value, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    return int(value)
 
 
 def _fixed_noise_loss(model, x, t, eps, schedule, batch_size: int) -> float:
@@ -141,8 +135,8 @@ def train_eps_model(
     """
     if not isinstance(model, torch.nn.Module):
         raise ValueError("model must be a torch.nn.Module")
-    n_epochs = _positive_int(n_epochs, "n_epochs")
-    batch_size = _positive_int(batch_size, "batch_size")
+    n_epochs = check_positive_int(n_epochs, "n_epochs")
+    batch_size = check_positive_int(batch_size, "batch_size")
     learning_rate = float(learning_rate)
     if not (learning_rate >= 0 and math.isfinite(learning_rate)):
         raise ValueError(f"learning_rate must be non-negative and finite, got {learning_rate!r}")
@@ -153,7 +147,7 @@ def train_eps_model(
     if not (0.0 <= validation_fraction < 1.0):
         raise ValueError(f"validation_fraction must be in [0, 1), got {validation_fraction!r}")
     if patience is not None:
-        patience = _positive_int(patience, "patience")
+        patience = check_positive_int(patience, "patience")
         if validation_fraction == 0.0:
             raise ValueError("patience needs a validation set: set validation_fraction > 0")
     if seed is not None and generator is not None:
@@ -212,7 +206,7 @@ def train_eps_model(
             train = data
         if epoch_size is None:
             epoch_size = train.shape[0] * max(1, train.shape[1] // size)
-        epoch_size = _positive_int(epoch_size, "epoch_size")
+        epoch_size = check_positive_int(epoch_size, "epoch_size")
         if valid is not None:
             # all non-overlapping windows of the validation trajectories, at most _MAX_VALID
             starts = torch.arange(0, valid.shape[1] - size + 1, size, device=device)
