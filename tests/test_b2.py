@@ -206,6 +206,8 @@ def test_merge_order_failures_and_mismatches():
     other = run_b2("l96-10-atan", methods=["EnKF"], params={"EnKF": {"inflation": 1.3}}, **kwargs)
     with pytest.raises(ValueError, match="EnKF at N=8"):
         merge_b2(enkf, other)
+    with pytest.raises(ValueError, match="not a run_b2 result"):
+        merge_b2(enkf, xr.Dataset())
     with pytest.raises(ValueError, match="tuned_params"):
         tuned_params_from(xr.Dataset())
 

@@ -765,7 +765,7 @@ def run_b2(
         "smoke": int(bool(smoke)),
     }
     for (key, n), p in sorted(chosen.items()):
-        attrs[f"tuned[{key}][N={n}]"] = ", ".join(f"{k}={_plain(v)}" for k, v in p.items())
+        attrs[f"tuned[{key}][N={n}]"] = _params_label(p)
     if c.w2:
         attrs.update(
             n_reference=int(n_reference),
@@ -820,11 +820,7 @@ def tuned_params_from(source):
     >>> tuned_params_from(ds)
     {'EnKF': {16: {'inflation': 1.05}}}
     """
-    if isinstance(source, xr.Dataset):
-        attrs = source.attrs
-    else:
-        with xr.open_dataset(source) as ds:
-            attrs = dict(ds.attrs)
+    attrs = _load(source).attrs
     if "tuned_params" not in attrs:
         raise ValueError("source has no 'tuned_params' attribute; is it a run_b2 result?")
     raw = json.loads(attrs["tuned_params"])
@@ -874,7 +870,8 @@ def merge_b2(base, *others):
     Raises
     ------
     ValueError
-        If no dataset is to be merged into ``base``, if the runs differ in case or
+        If no dataset is to be merged into ``base``, if one is not a :func:`run_b2`
+        result, if the runs differ in case or
         setting (cycles, burn-in, model noise, training trajectory, reference, W2
         stride), or if they used different parameters for the same tuning group and
         ``N``.
@@ -890,6 +887,9 @@ def merge_b2(base, *others):
     if not others:
         raise ValueError("merge_b2 needs at least one dataset to merge into base.")
     datasets = [_load(d) for d in (base, *others)]
+    for i, ds in enumerate(datasets):
+        if "failed" not in ds or "case" not in ds.attrs:
+            raise ValueError(f"dataset {i} is not a run_b2 result (no 'failed' or 'case').")
     first = datasets[0].attrs
     for i, ds in enumerate(datasets[1:], start=1):
         for key in _MERGE_MUST_MATCH:
@@ -943,7 +943,7 @@ def merge_b2(base, *others):
     )
     for key, by_n in tuned.items():
         for n, p in by_n.items():
-            attrs[f"tuned[{key}][N={n}]"] = ", ".join(f"{k}={_plain(v)}" for k, v in p.items())
+            attrs[f"tuned[{key}][N={n}]"] = _params_label(p)
     commands = [ds.attrs["command"] for ds in datasets if "command" in ds.attrs]
     if commands:
         attrs["command"] = " ; ".join(commands)
@@ -957,6 +957,11 @@ def merge_b2(base, *others):
     # Encodings read from the inputs' files (e.g. a fixed string width fitting only the
     # shorter method names of one of them) would corrupt the merged file on writing.
     return merged.drop_encoding()
+
+
+def _params_label(params):
+    """``"name=value, ..."``: one tuned parameter set as a readable attribute."""
+    return ", ".join(f"{k}={_plain(v)}" for k, v in params.items())
 
 
 def _load(source):
