@@ -18,6 +18,7 @@ from sklearn.base import clone
 from tqdm.auto import tqdm
 
 from .. import metrics
+from .._threads import pinned_blas
 from ..datasets import make_twin_experiment
 
 __all__ = ["Case", "Method", "run_case"]
@@ -103,6 +104,7 @@ class Method:
     params: dict = field(default_factory=dict)
 
 
+@pinned_blas
 def _one_run(case, method, seed, n_cycles):
     """One seed of one method: truth, observations, initial ensemble, filter, metrics."""
     rng = np.random.default_rng(seed)

@@ -35,13 +35,13 @@ only when a tensor is passed or ``backend="torch"`` is asked for.
 
 from __future__ import annotations
 
-import contextlib
 import math
 import sys
 
 import numpy as np
 from scipy.special import logsumexp
 
+from .._threads import single_blas_thread
 from .._validation import check_positive_int
 
 __all__ = [
@@ -386,29 +386,12 @@ def _lse_stats(xs, mu, sbar2, cen, tile, want_acc):
     return row_max, row_sum, acc
 
 
-_BLAS_CONTROLLER = None
-
-
-def _single_threaded_blas():
-    """Context limiting BLAS to one thread (the tiles' products are small: threads spin).
-
-    Measured on the shared 2-core development machine: one N = 10^4, d = 20 score took
-    about 20 s with OpenBLAS's 2 threads and 4 s with one.
-    """
-    global _BLAS_CONTROLLER
-    try:
-        from threadpoolctl import ThreadpoolController
-    except ImportError:  # pragma: no cover - threadpoolctl comes with scikit-learn
-        return contextlib.nullcontext()
-    if _BLAS_CONTROLLER is None:
-        _BLAS_CONTROLLER = ThreadpoolController()
-    return _BLAS_CONTROLLER.limit(limits=1, user_api="blas")
-
-
 def _score_logp_prepared(x, mu, sbar2, cen, tile, want_score=True, want_logp=True):
     """Score and/or log-density for validated queries ``x`` and prepared centres."""
     xs = x - mu * cen.shift
-    with _single_threaded_blas():
+    # One BLAS thread: the tiles' products are small and threads only spin (one
+    # N = 10^4, d = 20 score: about 20 s with OpenBLAS's 2 threads, 4 s with one).
+    with single_blas_thread():
         row_max, row_sum, acc = _lse_stats(xs, mu, sbar2, cen, tile, want_score)
     score = logp = None
     if want_score:

@@ -20,6 +20,7 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 from tqdm.auto import tqdm
 
 from .._math import logsumexp
+from .._threads import pinned_blas
 from .._validation import check_array_finite, check_n_members, check_noise
 from ..models import DynamicalModel, Persistence, as_model
 from ..models._base import _as_generator
@@ -101,6 +102,7 @@ class SequentialFilter(BaseEstimator):
                 f"observation must be an ObservationModel or None, got {self.observation!r}."
             )
 
+    @pinned_blas
     def fit(self, X, y=None):
         """Learn the climatological prior (and any noise levels left to be learned).
 
@@ -180,6 +182,7 @@ class SequentialFilter(BaseEstimator):
         self.climatology_kernel_ = factor * evecs * np.sqrt(np.clip(evals, 0.0, None))
         return self
 
+    @pinned_blas
     def sample(self, n_samples=1, *, random_state=None):
         """Draw states from the fitted climatological prior.
 
@@ -213,6 +216,7 @@ class SequentialFilter(BaseEstimator):
         z = rng.standard_normal(base.shape)
         return base + z @ self.climatology_kernel_.T
 
+    @pinned_blas
     def assimilate(
         self, y, *, initial_ensemble=None, random_state=None, keep_forecast=True, progress=False
     ):
@@ -251,6 +255,7 @@ class SequentialFilter(BaseEstimator):
         out = self._run(y, init, rng, keep_forecast=keep_forecast, progress=progress)
         return self._to_dataset(out, time)
 
+    @pinned_blas
     def score(self, X, y):
         """Negative time-mean CRPS of the analysis ensembles against the true states.
 
