@@ -16,6 +16,7 @@ __all__ = [
     "check_positive",
     "check_n_members",
     "check_noise",
+    "check_torch_device",
 ]
 
 
@@ -167,3 +168,56 @@ def check_noise(noise, dim, name):
         is_diag = np.count_nonzero(arr - np.diag(diag)) == 0
         return (np.sqrt(diag) if is_diag else None), arr.copy()
     raise ValueError(f"{name} must be a scalar, a vector or a matrix, got shape {arr.shape}.")
+
+
+def check_torch_device(device, torch, name="device", types=("cpu", "cuda", "mps")):
+    """Parse a torch device name and check that this machine has it.
+
+    Parameters
+    ----------
+    device : str or torch.device
+        The requested device (not ``"auto"``: resolve that first).
+    torch : module
+        The imported torch module.
+    name : str, default="device"
+        Argument name used in error messages.
+    types : tuple of str, default=("cpu", "cuda", "mps")
+        The device types the caller supports.
+
+    Returns
+    -------
+    str
+        The device as torch writes it (``"cpu"``, ``"cuda:1"``, ...).
+    """
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError, ValueError) as exc:
+        raise ValueError(
+            f"{name}={device!r} is not a torch device name; use 'auto' or one of "
+            f"{', '.join(repr(t) for t in types)} (e.g. 'cuda:1')."
+        ) from exc
+    if dev.type not in types:
+        raise ValueError(
+            f"{name}={device!r}: device type {dev.type!r} is not supported here; use 'auto' "
+            f"or one of {', '.join(repr(t) for t in types)}."
+        )
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(
+                f"{name}={device!r} but CUDA is not available on this machine; use "
+                f"{name}='auto' (CUDA when present, else the CPU) or 'cpu'."
+            )
+        count = torch.cuda.device_count()
+        if dev.index is not None and dev.index >= count:
+            raise ValueError(
+                f"{name}={device!r} but this machine has {count} CUDA device(s) "
+                f"(cuda:0 to cuda:{count - 1})."
+            )
+    if dev.type == "mps":
+        mps = getattr(getattr(torch, "backends", None), "mps", None)
+        if mps is None or not mps.is_available():
+            raise ValueError(
+                f"{name}={device!r} but the Apple MPS backend is not available on this "
+                f"machine; use {name}='auto' or 'cpu'."
+            )
+    return str(dev)

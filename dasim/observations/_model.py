@@ -38,9 +38,13 @@ class ObservationModel(BaseEstimator):
     operator : {"identity", "arctan", "sin", "cube", "square", "abs"} or callable, \
 default="identity"
         The observation operator, applied elementwise to the selected components. A
-        callable receives the selected components, shape ``(..., n_selected)``, and
-        returns ``(..., n_obs)``; it must work on numpy arrays (and on torch tensors for
-        the learned assimilators, which differentiate through it).
+        callable receives the selected components of a whole ensemble, shape
+        ``(..., n_selected)`` (e.g. ``(n_members, n_selected)``), and returns
+        ``(..., n_obs)``, row by row and finite; it must work on numpy arrays (and on torch
+        tensors for :class:`~dasim.assimilators.SDAAssimilator`, which differentiates
+        through it). The estimators' ``fit`` checks the name (an unknown one is an error
+        listing the valid names) and calls a callable once on a few training states to
+        check this contract, before any cycle runs.
     noise_std : float, array of shape (n_obs,) or (n_obs, n_obs), default=1.0
         Observation noise: a standard deviation, one per observed component, or a full
         covariance matrix ``R``.
@@ -49,6 +53,13 @@ default="identity"
     scale : float, default=1.0
         Multiplies the selected components before the operator (``arctan(3 x)`` is
         ``ObservationModel("arctan", scale=3.0)``).
+    coordinates : Coordinates, array-like of shape (n_obs, n_dims) or None, default=None
+        Where each observation sits, for localised filters (see
+        :mod:`dasim.coordinates`): a :class:`~dasim.coordinates.Coordinates` object in the
+        space of the filter's state coordinates, or positions as an array (placed in that
+        space). ``None`` puts each observation at the location of the state component it
+        observes (``indices``); a callable operator then has no location and needs
+        explicit coordinates to be localised.
 
     Examples
     --------
@@ -61,11 +72,14 @@ default="identity"
     (5, 2)
     """
 
-    def __init__(self, operator="identity", noise_std=1.0, indices=None, scale=1.0):
+    def __init__(
+        self, operator="identity", noise_std=1.0, indices=None, scale=1.0, coordinates=None
+    ):
         self.operator = operator
         self.noise_std = noise_std
         self.indices = indices
         self.scale = scale
+        self.coordinates = coordinates
 
     # -- resolution ----------------------------------------------------------------------
     def selected(self, n_state):
@@ -106,13 +120,27 @@ default="identity"
             raise ValueError(f"indices {idx!r} select no component of a {n_state}-state.")
         return out
 
+    def _check_operator(self):
+        """Check ``operator``: a built-in name or a callable."""
+        op = self.operator
+        if callable(op) or (isinstance(op, str) and op in OPERATORS):
+            return
+        if isinstance(op, str):
+            raise ValueError(
+                f"operator={op!r} is not a built-in observation operator; the valid names are "
+                f"{', '.join(map(repr, sorted(OPERATORS)))}, or pass a callable."
+            )
+        raise TypeError(
+            f"operator must be one of {', '.join(map(repr, sorted(OPERATORS)))} or a "
+            f"callable, got {op!r}."
+        )
+
     def _op(self):
+        self._check_operator()
         op = self.operator
         if callable(op):
             return lambda x, xp: op(x)
-        if isinstance(op, str) and op in OPERATORS:
-            return OPERATORS[op]
-        raise ValueError(f"operator must be one of {sorted(OPERATORS)} or a callable, got {op!r}.")
+        return OPERATORS[op]
 
     def _check_scale(self):
         s = self.scale
@@ -133,9 +161,91 @@ default="identity"
         int
             Width of ``apply``'s output.
         """
+        self._check_operator()
         if callable(self.operator):
             return int(self.apply(np.zeros((1, n_state))).shape[-1])
         return int(self.selected(n_state).size)
+
+    def _validate(self, n_state, states=None, data="X", lead_ndim=1):
+        """Check every parameter against a state dimension; return the number of outputs.
+
+        Called by the estimators' ``fit`` before any cycle runs: the operator name, ``scale``,
+        ``indices`` (against ``n_state``) and ``noise_std`` (against the number of outputs).
+        A callable operator is called (twice, the second time with the members in reverse
+        order) on a few rows of ``states``, the user's own states of shape
+        ``(..., n_state)`` (``data`` names them in messages), arranged with ``lead_ndim``
+        leading axes as the estimator will call it; it must return a finite array with the
+        same leading shape, computed row by row.
+        """
+        self._check_operator()
+        self._check_scale()
+        idx = self.selected(n_state)
+        if callable(self.operator):
+            rows = (
+                np.zeros((1, n_state))
+                if states is None
+                else np.asarray(states, dtype=np.float64).reshape(-1, n_state)
+            )
+            p = _probe_size(n_state, idx.size)
+            if lead_ndim == 1:
+                probe = np.resize(rows, (p, n_state))
+            else:
+                probe = np.resize(rows, (2 * p, n_state)).reshape(2, p, n_state)
+            n_obs = self._probe_callable(probe, idx, data)
+        else:
+            n_obs = int(idx.size)
+        check_noise(self.noise_std, n_obs, "noise_std")
+        return n_obs
+
+    def _probe_callable(self, probe, idx, data):
+        op = self.operator
+        name = "the callable observation operator (operator={}) ".format(
+            getattr(op, "__qualname__", None) or type(op).__name__
+        )
+        sel = self._check_scale() * probe[..., idx]
+        lead = probe.shape[:-1]
+        what = (
+            f"{lead[0]} states of {data}"
+            if len(lead) == 1
+            else f"{int(np.prod(lead))} states of {data} arranged as {lead}"
+        )
+        contract = (
+            "A callable observation operator must map an array of shape (n_members, "
+            "n_selected), the observed state components of every member at once (any "
+            "leading axes), to (n_members, n_obs), row by row: it is called with the whole "
+            "ensemble, not once per member."
+        )
+        seen = f"called on {what}, an array of shape {sel.shape}"
+
+        def call(x):
+            try:
+                with np.errstate(all="ignore"):
+                    return np.asarray(op(x), dtype=np.float64)
+            except Exception as exc:
+                raise ValueError(
+                    f"{name}failed when {seen}: {type(exc).__name__}: "
+                    f"{str(exc).rstrip('.')}. {contract}"
+                ) from exc
+
+        out = call(sel)
+        if out.ndim != sel.ndim or out.shape[:-1] != sel.shape[:-1] or out.shape[-1] == 0:
+            expected = "(" + ", ".join([*map(str, sel.shape[:-1]), "n_obs"]) + ")"
+            raise ValueError(
+                f"{name}returned shape {out.shape} when {seen}; expected {expected}. {contract}"
+            )
+        if not np.all(np.isfinite(out)):
+            raise ValueError(
+                f"{name}returned non-finite values (NaN or inf) when {seen}; it "
+                "must return finite observations for the states it will see."
+            )
+        flipped = call(sel[::-1])
+        tol = 1e-5 * max(1.0, float(np.max(np.abs(out))))
+        if flipped.shape != out.shape or not np.allclose(flipped[::-1], out, rtol=1e-5, atol=tol):
+            raise ValueError(
+                f"{name}is not applied row by row: when {seen}, the output for a "
+                f"member changed with the order of the members. {contract}"
+            )
+        return int(out.shape[-1])
 
     def noise_cov(self, n_obs):
         """The observation-noise covariance ``R``, shape ``(n_obs, n_obs)``.
@@ -302,3 +412,12 @@ default="identity"
             white = np.linalg.solve(chol, resid.T).T
             logdet = 2.0 * np.sum(np.log(np.diag(chol)))
         return -0.5 * (np.sum(white**2, axis=1) + logdet + n * np.log(2.0 * np.pi))
+
+
+def _probe_size(n_state, n_selected):
+    """A small ensemble size that differs from the state and selection widths.
+
+    A callable that confuses members with components then gives a wrong shape rather than
+    a silent transpose.
+    """
+    return next(p for p in (2, 3, 4) if p not in (n_state, n_selected))

@@ -12,6 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from dasim import metrics
+from dasim.coordinates import Grid2D, PeriodicGrid1D
 from dasim.datasets import make_twin_experiment
 from dasim.filters import EnKF, KDEDiffusionFilter, SIRFilter, resample
 from dasim.models import FunctionModel, Lorenz63, Lorenz96, Persistence
@@ -34,6 +35,13 @@ BAD_PARAMS = {
     "n_members": [0, 1, -5, 2.5, "ten", None],
     "inflation": [0.0, -1.0, np.nan, np.inf, "big"],
     "localization_radius": [0.0, -2.0, np.nan, "wide"],
+    "state_coordinates": [
+        "ring",
+        np.zeros((2, 1)),
+        np.full((3, 1), np.nan),
+        Grid2D((2, 2)),
+        PeriodicGrid1D(0),
+    ],
     "variant": ["etkf", 3, None],
     "resampling": ["best", 1, None],
     "ess_threshold": [-0.1, 1.5, np.nan, "half"],
