@@ -123,8 +123,7 @@ def _bench_b1(args, out):
     from .benchmarks import b1_case, b1_methods, markdown_table, plot_metric, run_case
 
     case = b1_case(args.case)
-    members = _int_list(args.members)
-    seeds = _int_list(args.seeds)[:1] if args.smoke else _int_list(args.seeds)
+    members, seeds = args.members, args.seeds
     n_cycles = 40 if args.smoke else args.cycles
     ds = run_case(
         case,
@@ -164,12 +163,10 @@ def _bench_b1(args, out):
 def _bench_b2(args, out):
     from .benchmarks.b2 import b2_markdown, plot_b2, run_b2
 
-    members = _int_list(args.members)
-    seeds = _int_list(args.seeds)
     ds = run_b2(
         args.case,
-        members=members,
-        seeds=seeds[:1] if args.smoke else seeds,
+        members=args.members,
+        seeds=args.seeds,
         n_cycles=args.cycles if args.cycles is not None else 100,
         n_jobs=args.n_jobs,
         progress=not args.smoke,
@@ -181,17 +178,14 @@ def _bench_b2(args, out):
 def _bench_b3(args, out):
     from .benchmarks.b3 import b3_markdown, run_b3
 
-    seeds = _int_list(args.seeds)
-    ds = run_b3(
-        args.case, seeds=seeds[:1] if args.smoke else seeds, smoke=args.smoke, n_jobs=args.n_jobs
-    )
+    ds = run_b3(args.case, seeds=args.seeds, smoke=args.smoke, n_jobs=args.n_jobs)
     return ds, b3_markdown(ds), None
 
 
 def _bench_learned(args, out):
     from .benchmarks.learned import time_learned
 
-    kwargs = {"random_state": (_int_list(args.seeds) or [0])[0]}
+    kwargs = {"random_state": args.seeds[0]}
     if args.smoke:
         kwargs.update(n_train_traj=8, n_train_times=64, n_epochs=2, epoch_size=256)
         kwargs.update(width=16, depth=1, n_samples=4, n_steps=4, target_loss=10.0)
@@ -212,8 +206,8 @@ def _bench_learned(args, out):
 def _bench_kde_score(args, out):
     from .benchmarks.kde_score import bench_kde_score
 
-    sizes = _int_list(args.members) or ([200, 1000] if args.smoke else [10**3, 10**4, 10**5])
-    ds = bench_kde_score(n_members=tuple(sizes))
+    sizes = args.members or ([200, 1000] if args.smoke else [10**3, 10**4, 10**5])
+    ds = bench_kde_score(n_members=tuple(sizes), seed=args.seeds[0])
     return ds, ds.to_dataframe().to_markdown() if _has_tabulate() else str(ds), None
 
 
@@ -222,9 +216,9 @@ def _bench_speed(args, out):
 
     case = args.case.removeprefix("speed-")
     n_cycles = (20 if args.smoke else 200) if args.cycles is None else args.cycles
-    members = _int_list(args.members) or ([10] if args.smoke else None)
+    members = args.members or ([10] if args.smoke else None)
     repeats = 1 if args.smoke else 3
-    seed = (_int_list(args.seeds) or [0])[0]
+    seed = args.seeds[0]
     ds = time_filters(case, n_cycles, members=members, repeats=repeats, seed=seed)
     if args.dapper_python:
         timings = _dapper_timings(args.dapper_python, case, n_cycles, repeats)
@@ -245,10 +239,6 @@ def _has_tabulate():
     return True
 
 
-def _int_list(text):
-    return None if text is None else [int(v) for v in str(text).split(",")]
-
-
 def _bench_registry():
     from .benchmarks import B1_CASES
     from .benchmarks.b2 import B2_CASES
@@ -263,25 +253,141 @@ def _bench_registry():
     return runners
 
 
+#: The options of ``dasim bench`` that each kind of case honours (the rest are refused).
+_HONOURED = {
+    "b1": {"members", "seeds", "cycles", "n_jobs", "dapper_python"},
+    "b2": {"members", "seeds", "cycles", "n_jobs"},
+    "b3": {"seeds", "n_jobs"},
+    "speed": {"members", "seeds", "cycles", "dapper_python"},
+    "kde-score": {"members", "seeds"},
+    "learned": {"seeds"},
+}
+#: Kinds of case that run one seed only, and kinds whose --smoke fixes the cycles.
+_ONE_SEED = {"speed", "kde-score", "learned"}
+_SMOKE_FIXES_CYCLES = {"b1", "b2"}
+#: Suffixes that make an --out path a file name, not a directory.
+_FILE_SUFFIXES = {".nc", ".nc4", ".cdf", ".h5", ".md", ".png", ".pdf", ".svg", ".csv", ".json"}
+
+
+def _case_kind(case):
+    from .benchmarks import B1_CASES
+    from .benchmarks.b2 import B2_CASES
+    from .benchmarks.b3 import B3_CASES
+
+    if case in B1_CASES:
+        return "b1"
+    if case in B2_CASES:
+        return "b2"
+    if case in B3_CASES:
+        return "b3"
+    if case.startswith("speed-") and case.removeprefix("speed-") in B1_CASES:
+        return "speed"
+    return case if case in ("kde-score", "learned") else None
+
+
+def _int_list(text):
+    """``"0,1,2"`` -> ``[0, 1, 2]``, for argparse (a clear error on anything else)."""
+    try:
+        values = [int(v) for v in str(text).split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated integers such as 0,1,2, got {text!r}"
+        ) from None
+    return values
+
+
+def _positive_int_list(text):
+    values = _int_list(text)
+    if min(values) < 1:
+        raise argparse.ArgumentTypeError(f"expected positive integers, got {text!r}")
+    return values
+
+
+def _positive_int(text):
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def _n_jobs(text):
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if value == 0:
+        raise argparse.ArgumentTypeError("expected a non-zero integer (-1: all cores), got 0")
+    return value
+
+
+def _check_out(parser, out, written):
+    """``--out`` names a directory: refuse a file name or an existing file, before any work."""
+    path = Path(out)
+    if path.suffix.lower() in _FILE_SUFFIXES or (path.exists() and not path.is_dir()):
+        what = "is an existing file" if path.is_file() else "looks like a file name"
+        suggestion = path.parent / path.stem if path.suffix else "results"
+        parser.error(
+            f"--out is the directory {written} written into, but {out!r} {what}; pass a "
+            f"directory, e.g. --out {suggestion}"
+        )
+    return path
+
+
+def _resolve_bench_args(parser, args):
+    """Check the options against what the case honours; fill in the case's defaults.
+
+    Refuses (``parser.error``, exit status 2) an unknown case, an option the case does not
+    use, several seeds where one is run, and ``--cycles`` where ``--smoke`` fixes them.
+    """
+    kind = _case_kind(args.case)
+    if kind is None:
+        runners = _bench_registry()
+        parser.error(f"unknown case {args.case!r}; choose from {', '.join(sorted(runners))}")
+    given = {
+        name
+        for name in ("members", "seeds", "cycles", "n_jobs", "dapper_python")
+        if getattr(args, name) is not None
+    }
+    refused = sorted(given - _HONOURED[kind])
+    if refused:
+        flags = ", ".join("--" + name.replace("_", "-") for name in refused)
+        usable = ", ".join("--" + n.replace("_", "-") for n in sorted(_HONOURED[kind]))
+        parser.error(
+            f"case {args.case!r} does not use {flags}; of the run options it uses "
+            f"{usable or 'none'} (besides --smoke and --out)"
+        )
+    one_seed = kind in _ONE_SEED or args.smoke
+    if args.seeds is not None and one_seed and len(args.seeds) > 1:
+        why = "--smoke runs one seed" if args.smoke else f"case {args.case!r} runs one seed"
+        parser.error(f"{why}; got --seeds {','.join(map(str, args.seeds))} (pass one seed)")
+    if args.smoke and args.cycles is not None and kind in _SMOKE_FIXES_CYCLES:
+        parser.error("--smoke fixes the number of cycles of this case; drop --cycles or --smoke")
+    if args.seeds is None:
+        args.seeds = [0] if one_seed else [0, 1, 2]
+    if len(set(args.seeds)) != len(args.seeds):
+        parser.error(f"--seeds repeats a seed: {','.join(map(str, args.seeds))}")
+    return args
+
+
 def _bench(args):
     from threadpoolctl import threadpool_limits
 
+    from . import __version__
+
     runners = _bench_registry()
-    if args.case not in runners:
-        print(
-            f"unknown case {args.case!r}; choose from {', '.join(sorted(runners))}",
-            file=sys.stderr,
-        )
-        return 2
-    out = Path(args.out)
+    out = args.out
     out.mkdir(parents=True, exist_ok=True)
     with threadpool_limits(1):
         ds, table, plot = runners[args.case](args, out)
     ds.attrs.update(
         command=" ".join(["dasim", *args.argv]),
         date=str(date.today()),
-        seeds=args.seeds,
+        seeds=",".join(map(str, args.seeds)),
         blas_threads=1,
+        dasim_version=__version__,
     )
     ds.to_netcdf(out / f"{args.case}.nc")
     (out / f"{args.case}.md").write_text(table + "\n")
@@ -300,6 +406,97 @@ def _bench(args):
     return 0
 
 
+_CASES_HELP = (
+    "the case to run. B1 (classical parity with DAPPER): l63-full, l96-40, l96-10, "
+    "l96-20; B2 (KDE diffusion filter): l63-z, l63-atan, l96-10-atan, l96-20-atan, "
+    "l96-40-half; B3 (learned assimilators): b3-lo, b3-hi, b3-sin, b3-atan; B4 (speed): "
+    "speed-CASE for any B1 CASE, kde-score, learned. Settings and results: "
+    "docs/benchmarks.md in the dasim repository"
+)
+
+
+def _parser():
+    from . import __version__
+
+    parser = argparse.ArgumentParser(prog="dasim", description=__doc__)
+    parser.add_argument(
+        "--version",
+        action="version",
+        version=f"%(prog)s {__version__}",
+        help="print dasim's version and exit",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    demo = sub.add_parser(
+        "demo",
+        help="Lorenz-63 twin experiment: a table of scores and a plot",
+        description="Lorenz-63 twin experiment with the EnKF and the SIR filter: prints "
+        "RMSE, CRPS and spread/skill, writes OUT/demo.png (needs matplotlib).",
+    )
+    demo.add_argument(
+        "--cycles", type=_positive_int, default=300, help="assimilation cycles (default: 300)"
+    )
+    demo.add_argument(
+        "--seed", type=int, default=0, help="seed of the experiment and the filters (default: 0)"
+    )
+    demo.add_argument(
+        "--out",
+        default="results",
+        help="directory for demo.png, created if missing (default: results)",
+    )
+    demo.set_defaults(func=_demo, parser=demo)
+    bench = sub.add_parser(
+        "bench",
+        help="run a benchmark case (settings and results: docs/benchmarks.md)",
+        description="Run a benchmark case and write OUT/CASE.nc (the results, with how they "
+        "were made in its attributes), OUT/CASE.md (the table) and, where the case has one, "
+        "OUT/CASE.png. Options a case does not use are refused.",
+    )
+    bench.add_argument("case", metavar="CASE", help=_CASES_HELP)
+    bench.add_argument(
+        "--members",
+        type=_positive_int_list,
+        help="comma-separated ensemble sizes, e.g. 10,100 (default: the case's own; "
+        "kde-score: the sizes timed)",
+    )
+    bench.add_argument(
+        "--seeds",
+        type=_int_list,
+        help="comma-separated seeds, e.g. 0,1,2 (default: 0,1,2 for B1, B2 and B3, one "
+        "seed 0 with --smoke and for the B4 cases, which run one seed)",
+    )
+    bench.add_argument(
+        "--cycles",
+        type=_positive_int,
+        help="cycles per run (default: the case's own); B1 and B2 cases (not with --smoke) "
+        "and speed-* cases (the cycles timed)",
+    )
+    bench.add_argument(
+        "--n-jobs",
+        type=_n_jobs,
+        help="joblib workers for independent runs, -1 for all cores (B1, B2, B3; default: "
+        "joblib's, one unless a joblib.parallel_config says otherwise)",
+    )
+    bench.add_argument(
+        "--smoke",
+        action="store_true",
+        help="a seconds-long version of the case (small sizes, one seed), for CI",
+    )
+    bench.add_argument(
+        "--dapper-python",
+        metavar="PYTHON",
+        help="a Python with DAPPER installed: B1 and speed-* cases then also run DAPPER's "
+        "filters on this machine alongside (RMSE per seed, ms per cycle)",
+    )
+    bench.add_argument(
+        "--out",
+        default="results",
+        help="directory the results are written into, created if missing (default: "
+        "results); a file name such as out.nc is refused",
+    )
+    bench.set_defaults(func=_bench, parser=bench)
+    return parser
+
+
 def main(argv=None):
     """Run the ``dasim`` command (its entry point).
 
@@ -311,7 +508,9 @@ def main(argv=None):
     Returns
     -------
     int
-        Exit status.
+        Exit status. Usage errors (an unknown case, an option the case does not use, an
+        ``--out`` that names a file) exit through ``SystemExit`` with status 2, as
+        :mod:`argparse` does, before any work.
 
     Examples
     --------
@@ -330,37 +529,14 @@ def main(argv=None):
     >>> code, buf.getvalue().startswith("usage: dasim")
     (0, True)
     """
-    parser = argparse.ArgumentParser(prog="dasim", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
-    demo = sub.add_parser("demo", help="Lorenz-63 twin experiment: table and plot")
-    demo.add_argument("--cycles", type=int, default=300)
-    demo.add_argument("--seed", type=int, default=0)
-    demo.add_argument("--out", default="results")
-    demo.set_defaults(func=_demo)
-    bench = sub.add_parser("bench", help="run a benchmark case of BENCHMARKS.md")
-    bench.add_argument(
-        "case",
-        help="B1: l63-full, l96-40, l96-10, l96-20; B2: l63-z, l63-atan, l96-10-atan, "
-        "l96-20-atan, l96-40-half; B3: b3-lo, b3-hi, b3-sin, b3-atan; B4: speed-l96-40, "
-        "speed-l63-full (and speed- any B1 case), kde-score, learned",
-    )
-    bench.add_argument("--members", help="comma-separated ensemble sizes to keep")
-    bench.add_argument("--seeds", default="0,1,2")
-    bench.add_argument(
-        "--cycles", type=int, default=None, help="cycles per run (default: the case's own)"
-    )
-    bench.add_argument("--n-jobs", type=int, default=None)
-    bench.add_argument("--smoke", action="store_true", help="seconds-long version for CI")
-    bench.add_argument(
-        "--dapper-python",
-        help="a Python with DAPPER: B1 and speed-* then also run DAPPER's filters (RMSE "
-        "per seed, ms per cycle) on this machine alongside",
-    )
-    bench.add_argument("--out", default="results")
-    bench.set_defaults(func=_bench)
+    parser = _parser()
     argv = sys.argv[1:] if argv is None else list(argv)
     args = parser.parse_args(argv)
     args.argv = argv
+    written = "demo.png is" if args.command == "demo" else "CASE.nc, CASE.md and CASE.png are"
+    args.out = _check_out(args.parser, args.out, written)
+    if args.command == "bench":
+        _resolve_bench_args(args.parser, args)
     return args.func(args)
 
 

@@ -7,6 +7,12 @@ an ensemble ``(..., n_members, n_state)`` and optional member weights (particle 
 broadcast as in numpy, and each metric returns one value per leading index (a Python
 float when there is none).
 
+The ensemble argument may also be what ``assimilate`` returns: an :class:`xarray.Dataset`
+stands for its ``analysis`` ensemble (dims ``(time, member, state)``) with its member
+``weights`` when it has them (a particle filter's), so ``rmse(X, ds)`` is the RMSE of the
+*weighted* mean; an :class:`xarray.DataArray` with ``member`` and ``state`` dims (e.g.
+``ds["forecast"]``) is put in that order and taken unweighted.
+
 The scorers at the end of the module have the scikit-learn callable-scorer signature
 ``scorer(estimator, X, y) -> float`` (greater is better), so they can be passed to
 ``GridSearchCV(scoring=...)``: they run ``estimator.assimilate(y)`` and compare its
@@ -20,12 +26,14 @@ import numbers
 import warnings
 
 import numpy as np
+import xarray as xr
 
 __all__ = [
     "SCORERS",
     "crps_ensemble",
     "energy_score",
     "get_scorer",
+    "get_scorer_names",
     "log_evidence",
     "neg_crps",
     "neg_energy_score",
@@ -58,6 +66,63 @@ def _as_float_array(value, name):
     return arr.astype(np.float64, copy=False)
 
 
+def _from_xarray(ensemble, weights, e_name, w_name):
+    """Unpack an assimilation Dataset (or a DataArray) into ensemble and weights arrays.
+
+    A Dataset gives its ``analysis`` with dims ordered ``(..., member, state)`` and, when
+    it has them, its ``weights`` broadcast to the same leading dims; a DataArray with
+    ``member`` and ``state`` dims is put in that order. Anything else is returned as is.
+    """
+    if isinstance(ensemble, xr.Dataset):
+        if "analysis" not in ensemble:
+            raise ValueError(
+                f"{e_name} is an xarray.Dataset without an 'analysis' variable (variables: "
+                f"{sorted(ensemble.data_vars)}); pass what assimilate returns, or an array"
+            )
+        has_weights = "weights" in ensemble
+        if has_weights and weights is not None:
+            raise ValueError(
+                f"{w_name} was given but {e_name} is a Dataset with its own 'weights'; pass "
+                f"one of them (e.g. {e_name}['analysis'] with your {w_name})"
+            )
+        da = _member_state_last(ensemble["analysis"], e_name)
+        if has_weights:
+            w = ensemble["weights"]
+            if "member" not in w.dims:
+                raise ValueError(f"the 'weights' of {e_name} have no 'member' dimension")
+            w, _ = xr.broadcast(w, da.isel(state=0, drop=True))
+            weights = w.transpose(*da.dims[:-1]).values
+        return da.values, weights
+    if isinstance(ensemble, xr.DataArray):
+        return _member_state_last(ensemble, e_name).values, weights
+    return ensemble, weights
+
+
+def _member_state_last(da, name):
+    """A DataArray with ``member`` and ``state`` dims put last (positional otherwise)."""
+    if "member" in da.dims and "state" in da.dims:
+        return da.transpose(..., "member", "state")
+    if not ({"member", "state"} & set(da.dims)):
+        return da
+    raise ValueError(
+        f"{name} must have both 'member' and 'state' dimensions (or neither, taken in the "
+        f"order (..., n_members, n_state)), got dims {da.dims}"
+    )
+
+
+def _check_burn_in(burn_in, n_times):
+    """Validate a burn-in against ``n_times`` and return it as an int."""
+    if isinstance(burn_in, bool) or not isinstance(burn_in, numbers.Integral):
+        raise TypeError(f"burn_in must be an integer, got {burn_in!r}")
+    if burn_in < 0:
+        raise ValueError(f"burn_in must be non-negative, got {burn_in}")
+    if burn_in >= n_times:
+        raise ValueError(
+            f"burn_in ({burn_in}) must be smaller than the number of times ({n_times})"
+        )
+    return int(burn_in)
+
+
 def _check_finite(arr, name):
     if np.isnan(arr).any():
         raise ValueError(f"{name} contains NaN")
@@ -80,8 +145,8 @@ def _check_inputs(
     ----------
     truth : array-like of shape (..., n_state) or None
         Verifying state; ignored when ``need_truth`` is False.
-    ensemble : array-like of shape (..., n_members, n_state)
-        Ensemble (or point cloud).
+    ensemble : array-like of shape (..., n_members, n_state), xarray.Dataset or DataArray
+        Ensemble (or point cloud); a Dataset gives its ``analysis`` and ``weights``.
     weights : array-like of shape (..., n_members) or None
         Member weights, broadcastable to the leading shape of the result.
     need_truth : bool, default=True
@@ -101,6 +166,7 @@ def _check_inputs(
         Broadcast leading ("time") shape of the result.
     """
     t_name, e_name, w_name = names
+    ensemble, weights = _from_xarray(ensemble, weights, e_name, w_name)
     ens = _as_float_array(ensemble, e_name)
     tru = _as_float_array(truth, t_name) if need_truth else None
     w = _as_float_array(weights, w_name) if weights is not None else None
@@ -217,10 +283,12 @@ def rmse(truth, ensemble, weights=None):
     ----------
     truth : array-like of shape (..., n_state)
         True state(s).
-    ensemble : array-like of shape (..., n_members, n_state)
-        Ensemble(s); leading dimensions broadcast with those of ``truth``.
+    ensemble : array-like of shape (..., n_members, n_state), xarray.Dataset or DataArray
+        Ensemble(s); leading dimensions broadcast with those of ``truth``. The Dataset
+        ``assimilate`` returns stands for its ``analysis`` with its ``weights`` if any.
     weights : array-like of shape (..., n_members), optional
-        Non-negative member weights, each row summing to one. Uniform when omitted.
+        Non-negative member weights, each row summing to one. Uniform when omitted (and
+        not allowed with a Dataset that has its own).
 
     Returns
     -------
@@ -235,6 +303,14 @@ def rmse(truth, ensemble, weights=None):
     2.0
     >>> rmse(np.zeros((3, 2)), np.ones((3, 5, 2)))
     array([1., 1., 1.])
+
+    What ``assimilate`` returns goes in directly; a particle filter's weights are used:
+
+    >>> import xarray as xr
+    >>> ds = xr.Dataset({"analysis": (("time", "member", "state"), [[[0.0], [4.0]]]),
+    ...                  "weights": (("time", "member"), [[0.75, 0.25]])})
+    >>> rmse([[0.0]], ds)
+    array([1.])
     """
     truth, ensemble, weights, _ = _check_inputs(truth, ensemble, weights)
     err = _weighted_mean(ensemble, weights) - truth
@@ -250,10 +326,12 @@ def spread(ensemble, weights=None):
 
     Parameters
     ----------
-    ensemble : array-like of shape (..., n_members, n_state)
-        Ensemble(s), at least 2 members.
+    ensemble : array-like of shape (..., n_members, n_state), xarray.Dataset or DataArray
+        Ensemble(s), at least 2 members. The Dataset ``assimilate`` returns stands for its
+        ``analysis`` with its ``weights`` if any.
     weights : array-like of shape (..., n_members), optional
-        Non-negative member weights, each row summing to one. Uniform when omitted.
+        Non-negative member weights, each row summing to one. Uniform when omitted (and
+        not allowed with a Dataset that has its own).
 
     Returns
     -------
@@ -319,10 +397,12 @@ def crps_ensemble(truth, ensemble, weights=None):
     ----------
     truth : array-like of shape (..., n_state)
         Verifying observation(s) or true state(s) ``y``.
-    ensemble : array-like of shape (..., n_members, n_state)
-        Ensemble(s); leading dimensions broadcast with those of ``truth``.
+    ensemble : array-like of shape (..., n_members, n_state), xarray.Dataset or DataArray
+        Ensemble(s); leading dimensions broadcast with those of ``truth``. The Dataset
+        ``assimilate`` returns stands for its ``analysis`` with its ``weights`` if any.
     weights : array-like of shape (..., n_members), optional
-        Non-negative member weights, each row summing to one. Uniform when omitted.
+        Non-negative member weights, each row summing to one. Uniform when omitted (and
+        not allowed with a Dataset that has its own).
 
     Returns
     -------
@@ -363,10 +443,12 @@ def energy_score(truth, ensemble, weights=None, chunk_size=_DEFAULT_CHUNK_SIZE):
     ----------
     truth : array-like of shape (..., n_state)
         Verifying state(s) ``y``.
-    ensemble : array-like of shape (..., n_members, n_state)
-        Ensemble(s); leading dimensions broadcast with those of ``truth``.
+    ensemble : array-like of shape (..., n_members, n_state), xarray.Dataset or DataArray
+        Ensemble(s); leading dimensions broadcast with those of ``truth``. The Dataset
+        ``assimilate`` returns stands for its ``analysis`` with its ``weights`` if any.
     weights : array-like of shape (..., n_members), optional
-        Non-negative member weights, each row summing to one. Uniform when omitted.
+        Non-negative member weights, each row summing to one. Uniform when omitted (and
+        not allowed with a Dataset that has its own).
     chunk_size : int, default=2**22
         Largest number of member pairs whose distances are held in memory at once
         (at least one row of ``n_members`` pairs is always used).
@@ -437,13 +519,14 @@ def wasserstein2(a, b, weights_a=None, weights_b=None):
 
     Parameters
     ----------
-    a : array-like of shape (n, d) or (n_times, n, d)
-        First point cloud(s).
-    b : array-like of shape (m, d) or (n_times, m, d)
+    a : array-like of shape (n, d) or (n_times, n, d), xarray.Dataset or DataArray
+        First point cloud(s). The Dataset ``assimilate`` returns stands for its
+        ``analysis`` ensembles with their ``weights`` if any.
+    b : array-like of shape (m, d) or (n_times, m, d), xarray.Dataset or DataArray
         Second point cloud(s), with the same ``d`` (and ``n_times``) as ``a``.
     weights_a : array-like of shape (n,) or (n_times, n), optional
         Non-negative weights of the points of ``a``, each row summing to one.
-        Uniform when omitted.
+        Uniform when omitted (and not allowed with a Dataset that has its own).
     weights_b : array-like of shape (m,) or (n_times, m), optional
         Same for ``b``.
 
@@ -546,15 +629,7 @@ def time_mean(values, burn_in=0):
     arr = _as_float_array(values, "values")
     if arr.ndim < 1:
         raise ValueError("values must have a time axis, got a scalar")
-    if isinstance(burn_in, bool) or not isinstance(burn_in, numbers.Integral):
-        raise TypeError(f"burn_in must be an integer, got {burn_in!r}")
-    if burn_in < 0:
-        raise ValueError(f"burn_in must be non-negative, got {burn_in}")
-    if burn_in >= arr.shape[0]:
-        raise ValueError(
-            f"burn_in ({burn_in}) must be smaller than the number of times in values "
-            f"({arr.shape[0]})"
-        )
+    burn_in = _check_burn_in(burn_in, arr.shape[0])
     return _finish(arr[burn_in:].mean(axis=0))
 
 
@@ -568,9 +643,11 @@ def spread_skill(truth, ensemble, weights=None, *, burn_in=0):
     truth : array-like of shape (n_times, n_state) or (n_state,)
         True states.
     ensemble : array-like of shape (n_times, n_members, n_state) or (n_members, n_state)
-        Ensembles, at least 2 members.
+        Ensembles, at least 2 members; or the Dataset ``assimilate`` returns (its
+        ``analysis`` with its ``weights`` if any).
     weights : array-like of shape (n_times, n_members) or (n_members,), optional
-        Non-negative member weights, each row summing to one. Uniform when omitted.
+        Non-negative member weights, each row summing to one. Uniform when omitted (and
+        not allowed with a Dataset that has its own).
     burn_in : int, default=0
         Number of leading times left out of both time means.
 
@@ -658,13 +735,27 @@ def _assimilate(estimator, X, y, *, transform_X=True):
     return X, analysis, weights, ds
 
 
-def _metric_scorer(metric, X, analysis, weights):
-    values = metric(X, analysis, weights)
-    return -float(time_mean(values))
+def _n_rows(y):
+    """Number of rows (times) of ``y`` without converting it, for an early burn-in check."""
+    shape = np.shape(y)
+    if len(shape) == 0:
+        raise ValueError(f"y must have a time axis, got shape {shape}")
+    return shape[0]
 
 
-def neg_rmse(estimator, X, y):
+def _metric_scorer(metric, estimator, X, y, burn_in):
+    burn_in = _check_burn_in(burn_in, _n_rows(y))
+    X, analysis, weights, _ = _assimilate(estimator, X, y)
+    b = slice(burn_in, None)
+    values = metric(X[b], analysis[b], None if weights is None else weights[b])
+    return -float(np.mean(values))
+
+
+def neg_rmse(estimator, X, y, *, burn_in=0):
     """Scorer: minus the time-mean RMSE of the analysis ensemble mean.
+
+    Every time after the burn-in counts, an unobserved one too (its analysis is the
+    forecast, compared with the truth like any other).
 
     Parameters
     ----------
@@ -676,23 +767,28 @@ def neg_rmse(estimator, X, y):
         True states, row-aligned with ``y``.
     y : array-like of shape (n_times, n_obs)
         Observations passed to ``assimilate``.
+    burn_in : int, default=0
+        Number of leading times left out of the mean (``get_scorer("neg_rmse",
+        burn_in=k)`` binds it for ``GridSearchCV``).
 
     Returns
     -------
     score : float
-        ``-time_mean(rmse(X, analysis, weights))``; greater is better.
+        ``-mean_{t >= burn_in} rmse(X, analysis, weights)``; greater is better.
 
     Examples
     --------
     >>> from sklearn.model_selection import GridSearchCV  # doctest: +SKIP
     >>> GridSearchCV(filt, grid, scoring=neg_rmse)  # doctest: +SKIP
     """
-    X, analysis, weights, _ = _assimilate(estimator, X, y)
-    return _metric_scorer(rmse, X, analysis, weights)
+    return _metric_scorer(rmse, estimator, X, y, burn_in)
 
 
-def neg_crps(estimator, X, y):
+def neg_crps(estimator, X, y, *, burn_in=0):
     """Scorer: minus the time-mean ensemble CRPS of the analysis.
+
+    The same number as the estimators' own ``score(X, y, burn_in=...)``. Every time after
+    the burn-in counts, an unobserved one too.
 
     Parameters
     ----------
@@ -702,11 +798,13 @@ def neg_crps(estimator, X, y):
         True states, row-aligned with ``y``.
     y : array-like of shape (n_times, n_obs)
         Observations passed to ``assimilate``.
+    burn_in : int, default=0
+        Number of leading times left out of the mean.
 
     Returns
     -------
     score : float
-        ``-time_mean(crps_ensemble(X, analysis, weights))``; greater is better.
+        ``-mean_{t >= burn_in} crps_ensemble(X, analysis, weights)``; greater is better.
 
     Examples
     --------
@@ -714,12 +812,13 @@ def neg_crps(estimator, X, y):
     >>> GridSearchCV(filt, grid, scoring={"crps": neg_crps, "rmse": neg_rmse},
     ...              refit="crps")  # doctest: +SKIP
     """
-    X, analysis, weights, _ = _assimilate(estimator, X, y)
-    return _metric_scorer(crps_ensemble, X, analysis, weights)
+    return _metric_scorer(crps_ensemble, estimator, X, y, burn_in)
 
 
-def neg_energy_score(estimator, X, y):
+def neg_energy_score(estimator, X, y, *, burn_in=0):
     """Scorer: minus the time-mean energy score of the analysis ensemble.
+
+    Every time after the burn-in counts, an unobserved one too.
 
     Parameters
     ----------
@@ -729,25 +828,29 @@ def neg_energy_score(estimator, X, y):
         True states, row-aligned with ``y``.
     y : array-like of shape (n_times, n_obs)
         Observations passed to ``assimilate``.
+    burn_in : int, default=0
+        Number of leading times left out of the mean.
 
     Returns
     -------
     score : float
-        ``-time_mean(energy_score(X, analysis, weights))``; greater is better.
+        ``-mean_{t >= burn_in} energy_score(X, analysis, weights)``; greater is better.
 
     Examples
     --------
     >>> from sklearn.model_selection import GridSearchCV  # doctest: +SKIP
     >>> GridSearchCV(filt, grid, scoring=neg_energy_score)  # doctest: +SKIP
     """
-    X, analysis, weights, _ = _assimilate(estimator, X, y)
-    return _metric_scorer(energy_score, X, analysis, weights)
+    return _metric_scorer(energy_score, estimator, X, y, burn_in)
 
 
-def log_evidence(estimator, X, y):
-    """Scorer: time-mean observation log-likelihood ``log p(y_k | y_{1:k-1})``.
+def log_evidence(estimator, X, y, *, burn_in=0):
+    """Scorer: mean observation log-likelihood ``log p(y_k | y_{1:k-1})`` per observed cycle.
 
-    Needs no truth, so it is what one tunes by on real data: ``X`` is ignored.
+    Needs no truth, so it is what one tunes by on real data: ``X`` is ignored. An
+    unobserved cycle (a row of ``y`` that is all NaN) has no evidence: ``assimilate``
+    reports NaN there and this mean leaves it out, so gaps in the data neither reward nor
+    penalise a model. On fully observed data it is the plain time mean.
 
     Parameters
     ----------
@@ -758,25 +861,40 @@ def log_evidence(estimator, X, y):
         Ignored.
     y : array-like of shape (n_times, n_obs)
         Observations passed to ``assimilate``.
+    burn_in : int, default=0
+        Number of leading cycles left out of the mean.
 
     Returns
     -------
     score : float
-        Mean over time of ``log_evidence``; greater is better.
+        Mean of ``log_evidence`` over the observed cycles ``t >= burn_in``; greater is
+        better.
+
+    Raises
+    ------
+    ValueError
+        If no cycle after the burn-in is observed (the mean is undefined).
 
     Examples
     --------
     >>> from sklearn.model_selection import GridSearchCV  # doctest: +SKIP
     >>> GridSearchCV(filt, grid, scoring=log_evidence).fit(X_train, y_train)  # doctest: +SKIP
     """
+    burn_in = _check_burn_in(burn_in, _n_rows(y))
     _, _, _, ds = _assimilate(estimator, X, y, transform_X=False)
     if "log_evidence" not in ds:
         raise ValueError(
             "the Dataset returned by assimilate has no 'log_evidence' variable; "
             f"{type(estimator).__name__} does not report the observation likelihood"
         )
-    values = np.asarray(ds["log_evidence"].values, dtype=np.float64).reshape(-1)
-    return float(time_mean(values))
+    values = np.asarray(ds["log_evidence"].values, dtype=np.float64).reshape(-1)[burn_in:]
+    observed = ~np.isnan(values)
+    if not observed.any():
+        raise ValueError(
+            f"no observed cycle after burn_in={burn_in}: every log_evidence value is NaN "
+            "(every row of y is all NaN), so the mean evidence is undefined"
+        )
+    return float(np.mean(values[observed]))
 
 
 SCORERS = {
@@ -788,30 +906,105 @@ SCORERS = {
 """dict: The scorers of this module by name."""
 
 
-def get_scorer(name):
-    """Return one of the scorers of this module by name.
+class _BurnInScorer:
+    """A scorer of this module with its ``burn_in`` bound (picklable, readable repr)."""
 
-    Parameters
-    ----------
-    name : str
-        One of ``"neg_rmse"``, ``"neg_crps"``, ``"neg_energy_score"``, ``"log_evidence"``.
+    def __init__(self, name, burn_in):
+        self.name = name
+        self.burn_in = burn_in
+
+    def __call__(self, estimator, X, y):
+        return SCORERS[self.name](estimator, X, y, burn_in=self.burn_in)
+
+    def __repr__(self):
+        return f"get_scorer({self.name!r}, burn_in={self.burn_in})"
+
+
+def get_scorer_names():
+    """Return the names of the scorers :func:`get_scorer` knows.
 
     Returns
     -------
-    scorer : callable
-        ``scorer(estimator, X, y) -> float``, greater is better.
+    list of str
+        Sorted names; none of them is one of scikit-learn's own scorer names.
+
+    Examples
+    --------
+    >>> from dasim.metrics import get_scorer_names
+    >>> get_scorer_names()
+    ['log_evidence', 'neg_crps', 'neg_energy_score', 'neg_rmse']
+    """
+    return sorted(SCORERS)
+
+
+def get_scorer(name, *, burn_in=0):
+    """Return a scorer of this module by name, ready for ``GridSearchCV(scoring=...)``.
+
+    scikit-learn's searches accept a string only from their own registry, which cannot be
+    extended, so ``GridSearchCV(scoring="log_evidence")`` is refused; pass
+    ``scoring=get_scorer("log_evidence")`` instead, or a list of names for several
+    metrics. Like :func:`sklearn.metrics.get_scorer`, a callable is returned as is.
+
+    Parameters
+    ----------
+    name : str, list or tuple of str, or callable
+        One of :func:`get_scorer_names` (``"neg_rmse"``, ``"neg_crps"``,
+        ``"neg_energy_score"``, ``"log_evidence"``); a list or tuple of them gives a
+        dict ``{name: scorer}`` for multi-metric searches (``refit=`` one of the names).
+    burn_in : int, default=0
+        Number of leading cycles every returned scorer leaves out of its time mean (such
+        a scorer raises on data with no more cycles than that).
+
+    Returns
+    -------
+    scorer : callable or dict
+        ``scorer(estimator, X, y) -> float``, greater is better (the function itself
+        when ``burn_in=0``); a dict of them for a list of names.
 
     Examples
     --------
     >>> from dasim.metrics import get_scorer
     >>> get_scorer("neg_crps").__name__
     'neg_crps'
+    >>> get_scorer("log_evidence", burn_in=20)
+    get_scorer('log_evidence', burn_in=20)
+    >>> sorted(get_scorer(["neg_crps", "log_evidence"]))
+    ['log_evidence', 'neg_crps']
+
+    In a search (``filt`` a dasim estimator, ``grid`` its parameter grid):
+
+    >>> GridSearchCV(filt, grid, scoring=get_scorer("log_evidence"))  # doctest: +SKIP
     """
+    if isinstance(burn_in, bool) or not isinstance(burn_in, numbers.Integral):
+        raise TypeError(f"burn_in must be an integer, got {burn_in!r}")
+    if burn_in < 0:
+        raise ValueError(f"burn_in must be non-negative, got {burn_in}")
+    if isinstance(name, list | tuple):
+        if not name:
+            raise ValueError("name must list at least one scorer name, got an empty list")
+        names = [_check_scorer_name(n) for n in name]
+        if len(set(names)) != len(names):
+            raise ValueError(f"name lists a scorer twice: {list(name)}")
+        return {n: get_scorer(n, burn_in=burn_in) for n in names}
+    if callable(name):
+        if burn_in != 0:
+            raise ValueError(
+                f"burn_in can be bound to a scorer given by name only, got name={name!r}"
+            )
+        return name
+    name = _check_scorer_name(name)
+    return SCORERS[name] if burn_in == 0 else _BurnInScorer(name, int(burn_in))
+
+
+def _check_scorer_name(name):
     if not isinstance(name, str):
-        raise TypeError(f"name must be a str, got {type(name).__name__}")
-    try:
-        return SCORERS[name]
-    except KeyError:
+        raise TypeError(
+            f"name must be a scorer name (str), a list of names or a callable, got {name!r}"
+        )
+    if name not in SCORERS:
         raise ValueError(
-            f"unknown scorer name {name!r}; valid names are {sorted(SCORERS)}"
-        ) from None
+            f"unknown scorer name {name!r}; valid names are {get_scorer_names()} "
+            "(scikit-learn's own names are for estimators with predict: use "
+            "sklearn.metrics.get_scorer for those)"
+        )
+    return name

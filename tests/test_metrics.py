@@ -585,3 +585,218 @@ def test_scorer_registry():
         assert get_scorer(name) is scorer
         assert scorer.__name__ == name
     assert set(metrics.__all__) >= {"rmse", "spread", "crps_ensemble", "get_scorer"}
+
+
+# --------------------------------------------------------------------------------------
+# An assimilation Dataset as the ensemble argument
+# --------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def sir_run():
+    from dasim.datasets import make_twin_experiment
+    from dasim.filters import SIRFilter
+    from dasim.models import Lorenz63
+    from dasim.observations import ObservationModel
+
+    model = Lorenz63(steps_per_cycle=5, process_noise=0.3)
+    obs = ObservationModel("identity", noise_std=1.0)
+    X, y = make_twin_experiment(model, obs, 15, random_state=2)
+    # resample rarely, so the analysis weights are far from uniform
+    pf = SIRFilter(model, obs, n_members=60, ess_threshold=0.05, random_state=0).fit(X)
+    return X, y, pf, pf.assimilate(y)
+
+
+def test_metrics_take_a_weighted_dataset(sir_run):
+    X, _, _, ds = sir_run
+    a = ds["analysis"].values
+    w = ds["weights"].values
+    assert np.max(np.abs(w - 1.0 / w.shape[1])) > 0.01  # genuinely weighted
+    # the explicit weighted mean, written out
+    mean = np.einsum("tm,tms->ts", w, a)
+    assert_allclose(rmse(X, ds), np.sqrt(np.mean((mean - X) ** 2, axis=1)), rtol=1e-12)
+    assert not np.allclose(rmse(X, ds), rmse(X, a))  # the unweighted mean is another number
+    assert_allclose(crps_ensemble(X, ds), crps_ensemble(X, a, w), rtol=1e-12)
+    assert_allclose(energy_score(X, ds), energy_score(X, a, w), rtol=1e-12)
+    assert_allclose(spread(ds), spread(a, w), rtol=1e-12)
+    assert spread_skill(X, ds, burn_in=3) == pytest.approx(spread_skill(X, a, w, burn_in=3))
+    assert_allclose(wasserstein2(ds, a), wasserstein2(a, a, w), rtol=1e-12)
+
+
+def test_metrics_take_dataarrays_and_reorder_dims(sir_run):
+    X, _, _, ds = sir_run
+    forecast = ds["forecast"]
+    swapped = forecast.transpose("state", "time", "member")
+    assert_allclose(rmse(X, swapped), rmse(X, forecast.values), rtol=1e-12)
+    # a Dataset stored in another dim order gives the same numbers
+    reordered = ds.transpose("member", "state", "time")
+    assert_allclose(crps_ensemble(X, reordered), crps_ensemble(X, ds), rtol=1e-12)
+
+
+def test_metrics_dataset_bad_input(sir_run):
+    X, _, _, ds = sir_run
+    with pytest.raises(ValueError, match="weights"):
+        rmse(X, ds, ds["weights"].values)
+    with pytest.raises(ValueError, match="'analysis'"):
+        rmse(X, ds.drop_vars("analysis"))
+    with pytest.raises(ValueError, match="'member' and 'state'"):
+        rmse(X, ds["analysis"].rename({"member": "sample"}))
+    with pytest.raises(ValueError, match="weights_a"):
+        wasserstein2(ds, ds["analysis"].values, weights_a=ds["weights"].values)
+
+
+# --------------------------------------------------------------------------------------
+# Burn-in, unobserved cycles, scorers by name
+# --------------------------------------------------------------------------------------
+
+
+def test_scorers_burn_in(twin):
+    X, y = twin
+    est = FakeFilter(bias=0.5, weights=[0.5, 0.3, 0.2]).fit(X)
+    ds = est.assimilate(y)
+    a = ds["analysis"].transpose("time", "member", "state").values
+    w = ds["weights"].values
+    for k in (0, 1, 5, len(y) - 1):
+        assert neg_rmse(est, X, y, burn_in=k) == pytest.approx(-np.mean(rmse(X, a, w)[k:]))
+        assert neg_crps(est, X, y, burn_in=k) == pytest.approx(
+            -np.mean(crps_ensemble(X, a, w)[k:])
+        )
+        assert neg_energy_score(est, X, y, burn_in=k) == pytest.approx(
+            -np.mean(energy_score(X, a, w)[k:])
+        )
+        expected = -0.5 * np.mean(np.sum(y[k:] ** 2, axis=1))
+        assert log_evidence(est, X, y, burn_in=k) == pytest.approx(expected)
+        for name in SCORERS:
+            bound = get_scorer(name, burn_in=k)
+            assert bound(est, X, y) == SCORERS[name](est, X, y, burn_in=k)
+
+
+class _CountingFilter(FakeFilter):
+    calls = 0
+
+    def assimilate(self, y):
+        type(self).calls += 1
+        return super().assimilate(y)
+
+
+@pytest.mark.parametrize("name", sorted(SCORERS))
+def test_scorers_check_burn_in_before_any_work(name, twin):
+    X, y = twin
+    est = _CountingFilter().fit(X)
+    _CountingFilter.calls = 0
+    for bad, error in [
+        (-1, ValueError),
+        (len(y), ValueError),
+        (1.5, TypeError),
+        (True, TypeError),
+    ]:
+        with pytest.raises(error, match="burn_in"):
+            SCORERS[name](est, X, y, burn_in=bad)
+    assert _CountingFilter.calls == 0
+    with pytest.raises(ValueError, match="burn_in"):
+        get_scorer(name, burn_in=-1)
+    with pytest.raises(TypeError, match="burn_in"):
+        get_scorer(name, burn_in=2.0)
+
+
+class _GappyFilter(FakeFilter):
+    """Reports NaN log-evidence on the rows of y that are all NaN, as the filters do."""
+
+    def assimilate(self, y):
+        y = np.asarray(y, dtype=float)
+        ds = super().assimilate(np.nan_to_num(y))
+        ds["log_evidence"] = ds["log_evidence"].where(~np.isnan(y).all(axis=1))
+        return ds
+
+
+def test_log_evidence_scorer_ignores_unobserved_cycles(twin):
+    X, y = twin
+    gappy = y.copy()
+    gappy[[0, 3, 4]] = np.nan
+    est = _GappyFilter().fit(X)
+    observed = np.delete(y, [0, 3, 4], axis=0)
+    assert log_evidence(est, X, gappy) == pytest.approx(-0.5 * np.mean(np.sum(observed**2, 1)))
+    # burn-in counts cycles, observed or not
+    rest = y[5:]  # burn_in=3 leaves rows 3.. of which 3 and 4 are unobserved
+    assert log_evidence(est, X, gappy, burn_in=3) == pytest.approx(
+        -0.5 * np.mean(np.sum(rest**2, axis=1))
+    )
+    # fully observed: the plain time mean, as before
+    assert log_evidence(est, X, y) == pytest.approx(-0.5 * np.mean(np.sum(y**2, axis=1)))
+    blank = y.copy()
+    blank[2:] = np.nan
+    with pytest.raises(ValueError, match="no observed cycle"):
+        log_evidence(est, X, blank, burn_in=2)
+
+
+def test_log_evidence_of_a_real_filter_with_gaps(sir_run):
+    X, y, pf, _ = sir_run
+    gappy = y.copy()
+    gappy[[2, 7]] = np.nan
+    ds = pf.assimilate(gappy)
+    values = ds["log_evidence"].values
+    assert np.isnan(values[[2, 7]]).all() and np.isfinite(np.delete(values, [2, 7])).all()
+    assert log_evidence(pf, X, gappy) == pytest.approx(np.nanmean(values))
+    assert np.isfinite(log_evidence(pf, X, gappy))
+    # and on fully observed data nothing changed: the plain mean
+    assert log_evidence(pf, X, y) == pytest.approx(np.mean(pf.assimilate(y)["log_evidence"]))
+
+
+def test_get_scorer_by_name_list_and_callable(twin):
+    import pickle
+
+    import sklearn.metrics
+
+    assert metrics.get_scorer_names() == sorted(SCORERS)
+    assert not set(SCORERS) & set(sklearn.metrics.get_scorer_names())
+    bound = get_scorer("neg_crps", burn_in=3)
+    assert repr(bound) == "get_scorer('neg_crps', burn_in=3)"
+    X, y = twin
+    est = FakeFilter(bias=0.2).fit(X)
+    assert pickle.loads(pickle.dumps(bound))(est, X, y) == bound(est, X, y)
+    both = get_scorer(["neg_crps", "log_evidence"], burn_in=2)
+    assert sorted(both) == ["log_evidence", "neg_crps"]
+    assert both["log_evidence"](est, X, y) == log_evidence(est, X, y, burn_in=2)
+    assert get_scorer(neg_rmse) is neg_rmse
+    with pytest.raises(ValueError, match="burn_in"):
+        get_scorer(neg_rmse, burn_in=2)
+    with pytest.raises(ValueError, match="twice"):
+        get_scorer(["neg_crps", "neg_crps"])
+    with pytest.raises(ValueError, match="at least one"):
+        get_scorer([])
+    with pytest.raises(ValueError, match="sklearn.metrics.get_scorer"):
+        get_scorer("r2")
+
+
+def test_scorers_by_name_in_grid_search(sir_run):
+    X, y, pf, _ = sir_run
+    grid = {"jitter": [0.0, 0.5]}
+    cv = TimeSeriesSplit(2)
+    by_name = GridSearchCV(pf, grid, cv=cv, scoring=get_scorer("log_evidence")).fit(X, y)
+    direct = GridSearchCV(pf, grid, cv=cv, scoring=log_evidence).fit(X, y)
+    assert_allclose(by_name.cv_results_["mean_test_score"], direct.cv_results_["mean_test_score"])
+    multi = GridSearchCV(
+        pf,
+        grid,
+        cv=cv,
+        scoring=get_scorer(["neg_crps", "log_evidence"], burn_in=2),
+        refit="neg_crps",
+    ).fit(X, y)
+    assert {"mean_test_neg_crps", "mean_test_log_evidence"} <= set(multi.cv_results_)
+
+
+def test_score_burn_in_matches_the_scorer_and_metadata_routing(sir_run):
+    import sklearn
+
+    X, y, pf, _ = sir_run
+    for k in (0, 4):
+        assert pf.score(X, y, burn_in=k) == pytest.approx(neg_crps(pf, X, y, burn_in=k))
+    assert pf.score(X, y, burn_in=4) != pytest.approx(pf.score(X, y))
+    with pytest.raises(ValueError, match="burn_in"):
+        pf.score(X, y, burn_in=len(y))
+    grid, cv = {"jitter": [0.0, 0.5]}, TimeSeriesSplit(2)
+    scored = GridSearchCV(pf, grid, cv=cv, scoring=get_scorer("neg_crps", burn_in=3)).fit(X, y)
+    with sklearn.config_context(enable_metadata_routing=True):
+        routed_est = sklearn.clone(pf).set_score_request(burn_in=True)
+        routed = GridSearchCV(routed_est, grid, cv=cv).fit(X, y, burn_in=3)
+    assert_allclose(routed.cv_results_["mean_test_score"], scored.cv_results_["mean_test_score"])
