@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from dasim.benchmarks._smoother import bootstrap_smoother
+from dasim.smoothers import bootstrap_smoother
 
 A, Q, R, P0 = 0.9, 0.5, 0.4, 1.5  # x_t = A x_{t-1} + N(0, Q^2); y_t = x_t + N(0, R^2)
 

@@ -6,8 +6,8 @@ import numpy as np
 from scipy.linalg import solve_triangular
 
 from .._validation import check_positive
+from ..coordinates import _filter_locations, localization_weights
 from ._base import SequentialFilter
-from ._localization import gaspari_cohn, grid_distances
 
 __all__ = ["EnKF"]
 
@@ -36,8 +36,11 @@ class EnKF(SequentialFilter):
     convention: 1.02 inflates the covariance by 1.02^2). With ``localization_radius`` the
     square-root variant becomes the LETKF (one local analysis per state component, all
     vectorised, observations tapered by Gaspari-Cohn in ``R^{-1}``) and the stochastic
-    variant uses Schur-product localisation of the gain's covariances; state components
-    and observed components sit on a 1-D grid (a ring when ``periodic=True``).
+    variant uses Schur-product localisation of the gain's covariances. Distances are
+    measured between the locations of the state components (``state_coordinates``; by
+    default a 1-D grid of unit spacing, a ring when ``periodic=True``) and those of the
+    observations (the observation model's ``coordinates``; by default the locations of
+    the components it observes), see :mod:`dasim.coordinates`.
 
     Parameters
     ----------
@@ -51,10 +54,11 @@ class EnKF(SequentialFilter):
     variant : {"sqrt", "stochastic"}, default="sqrt"
         Square-root (ETKF) or perturbed-observation analysis.
     inflation : float, default=1.0
-        Multiplicative factor on the analysis anomalies (positive).
+        Multiplicative factor on the analysis anomalies, at least 1 (1: no inflation).
     localization_radius : float or None, default=None
-        Gaspari-Cohn radius in grid points (DAPPER convention, see
-        :func:`dasim.filters.gaspari_cohn`); ``None`` for a global analysis.
+        Gaspari-Cohn radius in the units of the state coordinates (grid points by
+        default; DAPPER convention, see :func:`dasim.coordinates.gaspari_cohn`);
+        ``None`` for a global analysis.
     rotate : bool, default=False
         Apply a random mean-preserving orthogonal rotation to the square-root analysis
         anomalies (costs ``O(N^3)``; opt-in). With many more members than observations
@@ -62,9 +66,33 @@ class EnKF(SequentialFilter):
         a few outlying members build up (Sakov and Oke, 2008) and the square-root filter
         degrades: use ``rotate=True`` or ``variant="stochastic"`` there.
     periodic : bool, default=True
-        Whether the localisation grid is periodic.
+        Whether the default localisation grid (``state_coordinates=None``) is periodic;
+        ignored when ``state_coordinates`` is given.
+    state_coordinates : Coordinates, array-like of shape (n_state, n_dims) or None, \
+default=None
+        Locations of the state components for localisation: a
+        :class:`~dasim.coordinates.PeriodicGrid1D`, :class:`~dasim.coordinates.Grid2D`,
+        :class:`~dasim.coordinates.Points`, or positions as an array (Euclidean
+        distance). ``None`` is the 1-D grid ``0, 1, ..., n_state - 1`` (a ring when
+        ``periodic``). Checked against ``X`` (and the observation model's
+        ``coordinates`` against ``n_obs``) in ``fit``.
     random_state : int, RandomState or None, default=None
         Seed for the initial ensemble, model noise, perturbations and rotations.
+    noise : {"moments", "mle"}, default="moments"
+        How ``fit`` learns the noise levels left to be learned: the standard deviations
+        of the persistence model's increments (``model=None``) and of the identity
+        observation's noise (``observation=None``). ``"moments"``: from the increments of
+        ``X`` and from ``y - X`` (or the spread of ``X``). ``"mle"``: starting there,
+        maximise the filter's log-evidence of the observations (``y``, or ``X`` itself
+        when ``y`` is None: fit on the observations alone) over those levels, with common
+        random numbers; a given model or observation model keeps its noise. See
+        :ref:`noise-mle` in the user guide.
+    forecast_first : bool, default=True
+        Whether the initial ensemble stands one cycle before the first row of ``y``
+        (forecast, then analyse, at every cycle) or, with ``False``, is the prior at the
+        time of ``y[0]`` (the first cycle analyses it without a forecast: a known or
+        wide prior at the first observation, as in the local-level model's textbook
+        treatment).
 
     Attributes
     ----------
@@ -80,6 +108,22 @@ class EnKF(SequentialFilter):
         Training states defining the climatological prior.
     climatology_kernel_ : ndarray of shape (n_state, n_state)
         Square-root kernel covariance of the prior KDE.
+    state_coordinates_ : Coordinates
+        The resolved locations of the state components.
+    observation_coordinates_ : Coordinates or None
+        The resolved locations of the observations (``None`` for a callable operator
+        without ``coordinates``: such observations cannot be localised).
+    process_noise_ : ndarray of shape (n_state,)
+        With ``noise="mle"`` and ``model=None``: the learned standard deviations of the
+        persistence model's increments (also in ``model_``).
+    noise_std_ : ndarray of shape (n_obs,)
+        With ``noise="mle"`` and ``observation=None``: the learned observation noise
+        standard deviations (also in ``observation_``).
+    log_evidence_ : float
+        With ``noise="mle"``: the maximised log-evidence, summed over the cycles after
+        the first observed one.
+    n_iter_ : int
+        With ``noise="mle"``: iterations of the optimiser.
 
     See Also
     --------
@@ -110,7 +154,10 @@ class EnKF(SequentialFilter):
         localization_radius=None,
         rotate=False,
         periodic=True,
+        state_coordinates=None,
         random_state=None,
+        noise="moments",
+        forecast_first=True,
     ):
         self.model = model
         self.observation = observation
@@ -120,12 +167,21 @@ class EnKF(SequentialFilter):
         self.localization_radius = localization_radius
         self.rotate = rotate
         self.periodic = periodic
+        self.state_coordinates = state_coordinates
         self.random_state = random_state
+        self.noise = noise
+        self.forecast_first = forecast_first
 
     def _check_params(self):
         if self.variant not in ("sqrt", "stochastic"):
             raise ValueError(f"variant must be 'sqrt' or 'stochastic', got {self.variant!r}.")
         check_positive(self.inflation, "inflation")
+        if self.inflation < 1.0:
+            raise ValueError(
+                f"inflation must be at least 1 (1 means no inflation; it multiplies the "
+                f"analysis anomalies, so a value below 1 would shrink the spread), got "
+                f"{self.inflation!r}."
+            )
         if self.localization_radius is not None:
             check_positive(self.localization_radius, "localization_radius")
         for name in ("rotate", "periodic"):
@@ -134,23 +190,49 @@ class EnKF(SequentialFilter):
 
     _needs_loglik = False
 
+    def fit(self, X, y=None):
+        """Learn the climatological prior and check the localisation coordinates.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_times, n_state)
+            States in time order (a training trajectory). No NaN or inf.
+        y : array-like of shape (n_times, n_obs) or (n_times,), optional
+            Observations row-aligned with ``X`` (NaN where unobserved).
+
+        Returns
+        -------
+        self : object
+            The fitted filter.
+        """
+        super().fit(X, y)
+        self.state_coordinates_, self.observation_coordinates_ = self._locations()
+        return self
+
+    def _locations(self):
+        """The state and observation coordinates, checked against the fitted shapes."""
+        return _filter_locations(
+            self.state_coordinates,
+            self.periodic,
+            self.observation_,
+            self.n_features_in_,
+            self.n_obs_,
+        )
+
     def _start_run(self, n_members, n_state):
         self._taper_xy = self._taper_yy = None
         if self.localization_radius is None:
             return
-        if callable(self.observation_.operator):
+        state, obs = self._locations()
+        if obs is None:
             raise ValueError(
-                "localization_radius needs a componentwise observation operator (a built-in "
-                "operator with indices) to place observations on the grid."
+                "localization_radius needs a location for each observation: a componentwise "
+                "observation operator (a built-in operator with indices) or the observation "
+                "model's coordinates."
             )
-        obs_pos = self.observation_.selected(n_state)
         rad = float(self.localization_radius)
-        self._taper_xy = gaspari_cohn(
-            grid_distances(np.arange(n_state), obs_pos, n_state, self.periodic), rad
-        )
-        self._taper_yy = gaspari_cohn(
-            grid_distances(obs_pos, obs_pos, n_state, self.periodic), rad
-        )
+        self._taper_xy = localization_weights(state, obs, rad)
+        self._taper_yy = localization_weights(obs, obs, rad)
 
     def _log_evidence(self, y, predicted, loglik, log_weights):
         """Gaussian predictive ``log N(y; mean h(E), Cov h(E) + R)``: the EnKF's evidence."""
@@ -169,7 +251,31 @@ class EnKF(SequentialFilter):
         )
 
     def _analysis(self, forecast, y, predicted, loglik, log_weights, rng):
-        n = forecast.shape[0]
+        analysis, _ = self._transform(forecast, y, predicted, rng)
+        return analysis, None, {}
+
+    def _transform(self, forecast, y, predicted, rng, past=None):
+        """The analysis of one cycle, an ensemble-space transform of the forecast.
+
+        Both variants update every member by a linear map of the ensemble anomalies that
+        depends only on the predicted observations, so the same map applies to any other
+        columns attached to the members: ``past`` (``(n_members, n_extra)``, e.g. the
+        ensembles of earlier times for the ensemble Kalman smoother
+        :class:`dasim.smoothers.EnKS`) receives the update the forecast receives, as the
+        augmented state of DAPPER's EnKS would. Inflation applies to the forecast columns
+        only.
+        Localisation (a per-component analysis) has no such shared map: ``past`` must be
+        None then.
+
+        Returns
+        -------
+        analysis : ndarray of shape (n_members, n_state)
+        past_analysis : ndarray of shape (n_members, n_extra) or None
+        """
+        n, d = forecast.shape
+        if past is not None and self._taper_xy is not None:
+            raise ValueError("A localised analysis cannot update past ensembles.")
+        states = forecast if past is None else np.concatenate([forecast, past], axis=1)
         mask = ~np.isnan(y)
         yo = y[mask]
         hx = predicted[:, mask]
@@ -187,8 +293,8 @@ class EnKF(SequentialFilter):
             def whiten(v):
                 return solve_triangular(chol, v.T, lower=True).T
 
-        xbar = forecast.mean(axis=0)
-        anom = (forecast - xbar) / np.sqrt(n - 1)
+        xbar = states.mean(axis=0)
+        anom = (states - xbar) / np.sqrt(n - 1)
         ybar = hx.mean(axis=0)
         yw = whiten(hx - ybar) / np.sqrt(n - 1)
         if self.variant == "sqrt":
@@ -204,7 +310,7 @@ class EnKF(SequentialFilter):
             pert = rng.standard_normal((n, yo.size))
             pert -= pert.mean(axis=0)
             if self._taper_xy is None:
-                analysis = forecast + _gain_increments(yw, whiten(yo - hx) + pert, anom)
+                analysis = states + _gain_increments(yw, whiten(yo - hx) + pert, anom)
             else:
                 if std is not None:
                     cov = np.diag(std**2)
@@ -214,10 +320,13 @@ class EnKF(SequentialFilter):
                 cyy = (yr.T @ yr) * self._taper_yy[np.ix_(mask, mask)] + cov
                 innov = yo - hx + pert @ chol.T
                 analysis = forecast + np.linalg.solve(cyy, innov.T).T @ cxy.T
+        past_analysis = None
+        if past is not None:
+            analysis, past_analysis = analysis[:, :d], analysis[:, d:]
         if self.inflation != 1.0:
             m = analysis.mean(axis=0)
             analysis = m + self.inflation * (analysis - m)
-        return analysis, None, {}
+        return analysis, past_analysis
 
 
 def _eig_psd(a):

@@ -56,6 +56,21 @@ default="systematic"
         "no uniqueness jitter"); ``False`` jitters every particle.
     random_state : int, RandomState or None, default=None
         Seed.
+    noise : {"moments", "mle"}, default="moments"
+        How ``fit`` learns the noise levels left to be learned: the standard deviations
+        of the persistence model's increments (``model=None``) and of the identity
+        observation's noise (``observation=None``). ``"moments"``: from the increments of
+        ``X`` and from ``y - X`` (or the spread of ``X``). ``"mle"``: starting there,
+        maximise the filter's log-evidence of the observations (``y``, or ``X`` itself
+        when ``y`` is None: fit on the observations alone) over those levels, with common
+        random numbers; a given model or observation model keeps its noise. See
+        :ref:`noise-mle` in the user guide.
+    forecast_first : bool, default=True
+        Whether the initial ensemble stands one cycle before the first row of ``y``
+        (forecast, then analyse, at every cycle) or, with ``False``, is the prior at the
+        time of ``y[0]`` (the first cycle analyses it without a forecast: a known or
+        wide prior at the first observation, as in the local-level model's textbook
+        treatment).
 
     Attributes
     ----------
@@ -71,6 +86,17 @@ default="systematic"
         Training states defining the climatological prior.
     climatology_kernel_ : ndarray of shape (n_state, n_state)
         Square-root kernel covariance of the prior KDE.
+    process_noise_ : ndarray of shape (n_state,)
+        With ``noise="mle"`` and ``model=None``: the learned standard deviations of the
+        persistence model's increments (also in ``model_``).
+    noise_std_ : ndarray of shape (n_obs,)
+        With ``noise="mle"`` and ``observation=None``: the learned observation noise
+        standard deviations (also in ``observation_``).
+    log_evidence_ : float
+        With ``noise="mle"``: the maximised log-evidence, summed over the cycles after
+        the first observed one.
+    n_iter_ : int
+        With ``noise="mle"``: iterations of the optimiser.
 
     See Also
     --------
@@ -103,6 +129,8 @@ default="systematic"
         jitter=0.0,
         jitter_duplicates_only=True,
         random_state=None,
+        noise="moments",
+        forecast_first=True,
     ):
         self.model = model
         self.observation = observation
@@ -112,6 +140,8 @@ default="systematic"
         self.jitter = jitter
         self.jitter_duplicates_only = jitter_duplicates_only
         self.random_state = random_state
+        self.noise = noise
+        self.forecast_first = forecast_first
 
     def _check_params(self):
         if self.resampling not in RESAMPLING_METHODS:
@@ -137,11 +167,21 @@ default="systematic"
         return forecast, logw, {"ess": ess, "resampled": float(resample_next)}
 
     def _before_forecast(self, ensemble, log_weights, rng):
+        particles, log_weights, _ = self._resample_step(ensemble, log_weights, rng)
+        return particles, log_weights
+
+    def _resample_step(self, ensemble, log_weights, rng):
+        """Resample (and jitter) when the ESS is below the threshold.
+
+        Returns the particles to forecast, their log-weights, and the indices drawn
+        (``particles[j]`` descends from ``ensemble[idx[j]]``), None when not resampled;
+        the particle smoother traces the genealogy through them.
+        """
         n, d = ensemble.shape
         w = np.exp(log_weights - logsumexp(log_weights))
         w /= w.sum()
         if 1.0 / np.sum(w**2) >= self.ess_threshold * n:
-            return ensemble, log_weights
+            return ensemble, log_weights, None
         idx = resample(w, n, self.resampling, rng)
         particles = ensemble[idx]
         if self.jitter > 0:
@@ -161,4 +201,4 @@ default="systematic"
                 dup = np.ones(n, dtype=bool)
             noise = scale * rng.standard_normal((int(dup.sum()), d)) @ root.T
             particles[dup] += noise
-        return particles, np.full(n, -np.log(n))
+        return particles, np.full(n, -np.log(n)), idx
