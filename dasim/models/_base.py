@@ -52,8 +52,10 @@ def rk4_step(tendency, x, dt):
 class DynamicalModel(BaseEstimator):
     """Base class of dynamical models.
 
-    Subclasses implement :meth:`_propagate` (one noise-free cycle for a whole ensemble)
-    and, where a climatology exists, :meth:`_initial_guess`. Parameters are stored
+    Subclasses implement :meth:`_propagate` (one noise-free cycle for a whole ensemble;
+    a time-dependent model implements ``_propagate_at(ensemble, time)`` instead, which
+    receives the time of the cycle as :meth:`forecast` describes) and, where a
+    climatology exists, :meth:`_initial_guess`. Parameters are stored
     unchanged by ``__init__`` (scikit-learn convention), so models are nested parameters
     of the filters: ``GridSearchCV`` can tune ``model__process_noise``.
 
@@ -81,6 +83,13 @@ class DynamicalModel(BaseEstimator):
     # -- to implement ----------------------------------------------------------------
     def _propagate(self, ensemble):
         raise NotImplementedError
+
+    def _propagate_at(self, ensemble, time):
+        """One noise-free cycle ending at ``time`` (the label of the row it produces).
+
+        Time-independent models ignore ``time``; a time-dependent model overrides this.
+        """
+        return self._propagate(ensemble)
 
     def _initial_guess(self, n, rng):
         raise NotImplementedError(
@@ -154,10 +163,13 @@ class DynamicalModel(BaseEstimator):
         if q is not None and np.ndim(q) <= 1:
             check_positive(q, "process_noise", allow_zero=True, allow_array=True)
 
-    def _forecast_checked(self, ensemble, rng, noise):
-        """One cycle for a validated ``(N, d)`` ensemble: no parameter checks (hot path)."""
+    def _forecast_checked(self, ensemble, rng, noise, time=None):
+        """One cycle for a validated ``(N, d)`` ensemble: no parameter checks (hot path).
+
+        ``time`` is the label of the row the cycle produces (see :meth:`forecast`).
+        """
         with np.errstate(over="ignore", invalid="ignore"):
-            out = np.asarray(self._propagate(ensemble), dtype=np.float64)
+            out = np.asarray(self._propagate_at(ensemble, time), dtype=np.float64)
         if out.shape != ensemble.shape:
             raise ValueError(
                 f"{type(self).__name__} returned shape {out.shape} for an ensemble of "
@@ -171,7 +183,7 @@ class DynamicalModel(BaseEstimator):
         z = rng.standard_normal(out.shape)
         return out + (z * factor if kind == "std" else z @ factor.T)
 
-    def forecast(self, ensemble, random_state=None):
+    def forecast(self, ensemble, random_state=None, *, time=None):
         """Propagate an ensemble over one assimilation cycle, with model noise.
 
         Parameters
@@ -180,6 +192,11 @@ class DynamicalModel(BaseEstimator):
             States at the start of the cycle.
         random_state : int, numpy.random.Generator, RandomState or None
             Seed or generator for the model noise.
+        time : object, optional
+            The time of the cycle: the label of the row the cycle produces (the row
+            index in the filters and in :meth:`simulate`). Passed on to time-dependent
+            models (:class:`FunctionModel` with ``time_arg=True``, which require it);
+            other models ignore it.
 
         Returns
         -------
@@ -192,13 +209,16 @@ class DynamicalModel(BaseEstimator):
         x2 = np.atleast_2d(x)
         noise = self._noise(x2.shape[-1])
         rng = None if noise is None else _as_generator(random_state)
-        return self._forecast_checked(x2, rng, noise).reshape(x.shape)
+        return self._forecast_checked(x2, rng, noise, time).reshape(x.shape)
 
-    def simulate(self, n_times, random_state=None, initial_state=None, process_noise=True):
+    def simulate(
+        self, n_times, random_state=None, initial_state=None, process_noise=True, *, times=None
+    ):
         """Simulate a true trajectory.
 
         The initial state stands one cycle before the first row (the convention of
-        :meth:`dasim.filters.EnKF.assimilate`).
+        :meth:`dasim.filters.EnKF.assimilate`). The cycle that produces row ``k`` is
+        given the time ``times[k]`` (``k`` by default), as the filters do.
 
         Parameters
         ----------
@@ -211,6 +231,10 @@ class DynamicalModel(BaseEstimator):
         process_noise : bool, default=True
             Whether the truth receives the model noise (twin experiments of the
             closed-form diffusion filter paper run the truth without it).
+        times : array-like of shape (n_times,), optional
+            Labels of the rows, passed to a time-dependent model (see :meth:`forecast`);
+            ``0, 1, ..., n_times - 1`` by default, the labels a filter gives the rows of
+            a plain array ``y``.
 
         Returns
         -------
@@ -221,6 +245,12 @@ class DynamicalModel(BaseEstimator):
             raise TypeError(f"n_times must be an integer, got {n_times!r}.")
         if n_times < 1:
             raise ValueError(f"n_times must be at least 1, got {n_times}.")
+        if times is not None:
+            times = np.asarray(times)
+            if times.shape != (n_times,):
+                raise ValueError(
+                    f"times must have shape ({n_times},) (one label per row), got {times.shape}."
+                )
         self._check_params()
         rng = _as_generator(random_state)
         if initial_state is None:
@@ -232,7 +262,7 @@ class DynamicalModel(BaseEstimator):
         out = np.empty((n_times, x.shape[-1]))
         for k in range(n_times):
             with np.errstate(over="ignore", invalid="ignore"):
-                x = self._propagate(x[None, :])[0]
+                x = self._propagate_at(x[None, :], k if times is None else times[k])[0]
             if not np.all(np.isfinite(x)):
                 raise ValueError(f"{type(self).__name__} returned non-finite states at cycle {k}.")
             if process_noise:
@@ -393,9 +423,22 @@ class FunctionModel(DynamicalModel):
     ----------
     func : callable
         Maps an ensemble of shape ``(n_members, n_state)`` to the ensemble one cycle later
-        (same shape). It is called once per cycle with the whole ensemble.
+        (same shape). It is called once per cycle with the whole ensemble, as
+        ``func(ensemble)``, or ``func(ensemble, t)`` when ``time_arg=True``.
     process_noise : float, array of shape (n_state,) or (n_state, n_state), default=0.0
         Additive Gaussian model noise per cycle.
+    time_arg : bool, default=False
+        Whether ``func`` takes the time of the cycle as second argument (a
+        time-dependent model, such as a forcing that varies with time or a linear model
+        ``x_k = M_k x_{k-1}``). ``t`` is the label of the row the cycle produces: in
+        ``assimilate`` and ``score``, the row's entry of the output's ``time``
+        coordinate, i.e. the row index ``k = 0, 1, ...`` of a plain array ``y``, or the
+        index of a pandas ``y`` (the first coordinate of an xarray one); in
+        :meth:`~DynamicalModel.simulate` and :func:`dasim.datasets.make_twin_experiment`,
+        the row index (or the ``times`` given). The initial ensemble stands one cycle
+        before the first row, so the first cycle gets ``t = 0``. To work in physical
+        time, compute it inside ``func`` (for example ``t0 + t * dt``) or label the rows
+        of ``y`` with it.
 
     Examples
     --------
@@ -403,16 +446,38 @@ class FunctionModel(DynamicalModel):
     >>> from dasim.models import FunctionModel
     >>> FunctionModel(lambda x: 0.5 * x).forecast(np.ones((1, 2))).tolist()
     [[0.5, 0.5]]
+    >>> growth = FunctionModel(lambda x, t: (1.0 + 0.1 * t) * x, time_arg=True)
+    >>> growth.simulate(3, initial_state=np.ones(1)).ravel().tolist()  # t = 0, 1, 2
+    [1.0, 1.1, 1.32]
     """
 
-    def __init__(self, func=None, process_noise=0.0):
+    def __init__(self, func=None, process_noise=0.0, time_arg=False):
         self.func = func
         self.process_noise = process_noise
+        self.time_arg = time_arg
+
+    def _check_params(self):
+        super()._check_params()
+        if not isinstance(self.time_arg, bool | np.bool_):
+            raise TypeError(f"time_arg must be a bool, got {self.time_arg!r}.")
 
     def _propagate(self, ensemble):
+        # A time-dependent func has no step without a time: _propagate_at raises.
+        return self._propagate_at(ensemble, None)
+
+    def _propagate_at(self, ensemble, time):
         if not callable(self.func):
             raise TypeError(f"func must be callable, got {self.func!r}.")
-        out = np.asarray(self.func(ensemble), dtype=np.float64)
+        if self.time_arg:
+            if time is None:
+                raise ValueError(
+                    "FunctionModel(time_arg=True) needs the time of the cycle: pass "
+                    "forecast(..., time=t) (the filters and simulate pass it)."
+                )
+            out = self.func(ensemble, time)
+        else:
+            out = self.func(ensemble)
+        out = np.asarray(out, dtype=np.float64)
         if out.shape != ensemble.shape:
             raise ValueError(
                 f"func returned shape {out.shape} for an ensemble of shape {ensemble.shape}."
