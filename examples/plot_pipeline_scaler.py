@@ -3,18 +3,20 @@ Standardised states: pipelines and TransformedStateFilter
 =========================================================
 
 State variables often come in different units, and an isotropic kernel or a network
-works best when every component has a similar scale. dasim offers two ways to
-standardise the state, depending on the estimator:
+works best when every component has a similar scale. How to standardise depends on the
+estimator:
 
-- a learned assimilator sits at the end of a scikit-learn
-  :class:`~sklearn.pipeline.Pipeline`, e.g.
-  ``make_pipeline(StandardScaler(), SDAAssimilator(...))``. It then learns and samples in
-  the transformed space, and its observation operator acts on transformed states;
 - a model-based filter needs physical states for its dynamical model and its observation
-  operator, so it cannot simply follow a transformer. The meta-estimator
+  operator, so it cannot simply follow a transformer in a
+  :class:`~sklearn.pipeline.Pipeline`. The meta-estimator
   :class:`~dasim.compose.TransformedStateFilter` runs the filter in transformed
   coordinates. It maps the states back to physical units whenever the model or the
-  observation operator needs them.
+  observation operator needs them;
+- a learned assimilator (:class:`~dasim.assimilators.SDAAssimilator`,
+  :class:`~dasim.assimilators.SOADAssimilator`) standardises its states itself. It takes
+  the training trajectories, the observation model and ``y`` in physical units and
+  returns physical samples; no scaler is needed. To put a transformer in front of it
+  anyway, use :class:`~dasim.compose.TransformedStateFilter` too.
 
 This page shows both, on a Lorenz-63 state with a third component recorded in different
 units.
@@ -29,9 +31,11 @@ units.
 # :class:`~dasim.models.FunctionModel`. We observe the first two components, with noise
 # of standard deviation 2. The third is never observed: the filters must infer it
 # through the dynamics.
+import warnings
+
 import matplotlib.pyplot as plt
 import numpy as np
-import torch
+from sklearn.base import clone
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
@@ -105,56 +109,73 @@ fig.tight_layout()
 # ``TransformedStateFilter(kde, transformer=...)`` accepts any scikit-learn transformer
 # with an ``inverse_transform`` that is a bijection on states.
 #
-# A learned assimilator in a Pipeline
-# -----------------------------------
-# :class:`~dasim.assimilators.SDAAssimilator` already normalises what its network sees.
-# In a pipeline, however, *everything* it does happens in the transformed space,
-# including its observation operator. So the observations must be expressed there as
-# well. For an identity observation that is a simple change of units: subtract the
-# scaler's mean and divide by its scale. A nonlinear operator on physical states would
-# have to be written as a function of the transformed state.
-n_threads = torch.get_num_threads()
-torch.set_num_threads(1)  # tiny networks train fastest on one thread
-scaler = StandardScaler().fit(X_train)
-mean, scale = scaler.mean_[:2], scaler.scale_[:2]  # of the observed components
-obs_scaled = ObservationModel("identity", noise_std=2.0 / scale, indices=[0, 1])
+# A learned assimilator: physical units throughout
+# -------------------------------------------------
+# :class:`~dasim.assimilators.SDAAssimilator` learns the mean and the scale of each
+# state component in ``fit`` and trains its network on standardised states. Everything
+# else stays in physical units: the observation model acts on physical states, ``y``
+# and its noise are physical, and the samples come back physical. So we fit it on the
+# mixed-unit states as they are, with the same observation model as the filter.
 sda = SDAAssimilator(
-    obs_scaled,
+    obs,
     n_members=32,
     n_epochs=20,
     epoch_size=2048,
     width=64,
     depth=2,
-    gamma=1.0,
+    gamma=0.1,
     learning_rate=3e-3,
     n_steps=32,
     progress=False,
     device="cpu",
     random_state=0,
 )
-pipe = make_pipeline(StandardScaler(), sda).fit(X_train)
-
+sda.fit(X_train)
 window = slice(50, 66)  # SDA samples a whole window at once: 16 states here
-y_scaled = (y[window] - mean) / scale
-print("\npipeline score (-CRPS, scaled units):", round(pipe.score(X[window], y_scaled), 3))
-print(
-    "metrics.neg_crps (the same):         ", round(metrics.neg_crps(pipe, X[window], y_scaled), 3)
-)
+ds = sda.assimilate(y[window])
+print("\nSDA score (-CRPS, physical units):", round(sda.score(X[window], y[window]), 3))
 
 # %%
-# ``assimilate`` belongs to the last step. Its samples are in scaled units, and the
-# scaler maps them back. In physical units we can compare them with the filter over the
-# same window. The comparison favours SDA: its samples condition on the whole window
-# (smoothing), while a filter's analysis at a time uses only the observations up to it.
-# On the other hand the SDA network is trained for seconds.
-ds = pipe[-1].assimilate(y_scaled)
-A = ds["analysis"].values
-A_phys = pipe[0].inverse_transform(A.reshape(-1, 3)).reshape(A.shape)
+# With a transformer in front: TransformedStateFilter
+# ---------------------------------------------------
+# ``make_pipeline(StandardScaler(), sda)`` would run *everything* in scaled units, the
+# observation operator and ``y`` included, and a scikit-learn scaler rejects 3-D
+# trajectories ``(n_trajectories, n_times, n_state)``. ``TransformedStateFilter``
+# accepts them and keeps ``y`` and the samples physical. Here the training series is cut
+# into 10 trajectories of 100 states. Since SDA standardises anyway, a scaler changes
+# nothing but round-off; a transformer earns its place when it does more (a PCA that
+# decorrelates the components, for instance). Its parameters nest as usual
+# (``filter__gamma``).
+wrapped = TransformedStateFilter(clone(sda), StandardScaler()).fit(X_train.reshape(10, 100, 3))
+ds_wrapped = wrapped.assimilate(y[window])
+print("wrapped score (-CRPS, physical units):", round(wrapped.score(X[window], y[window]), 3))
+
+# %%
+# In physical units we can compare the samples with the filter over the same window.
+# The comparison favours SDA: its samples condition on the whole window (smoothing),
+# while a filter's analysis at a time uses only the observations up to it. On the other
+# hand the SDA network is trained for seconds.
 print(f"\n{'window 50-65':<20} {'RMSE x':>7} {'RMSE z':>7}")
-candidates = {"SDA pipeline": A_phys, "standardised KDE": ds_std["analysis"].values[window]}
+candidates = {
+    "SDA": ds["analysis"].values,
+    "SDA, 3-D, wrapped": ds_wrapped["analysis"].values,
+    "standardised KDE": ds_std["analysis"].values[window],
+}
 for name, ens in candidates.items():
     rmse_x = metrics.time_mean(metrics.rmse(X[window, :1], ens[..., :1]))
     rmse_z = metrics.time_mean(metrics.rmse(X[window, 2:], ens[..., 2:]))
     print(f"{name:<20} {rmse_x:>7.3f} {rmse_z:>7.3f}")
+
+# %%
+# A units mistake is caught
+# -------------------------
+# In a plain pipeline the assimilator is fitted on scaled states, so physical ``y``
+# does not match what its observation operator produces. It says so with a
+# :class:`~dasim.exceptions.UnitsWarning` instead of returning a poor posterior
+# silently.
+pipe = make_pipeline(StandardScaler(), clone(sda)).fit(X_train)
+with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always")
+    pipe[-1].assimilate(y[window])
+print("\n" + "\n".join(f"{w.category.__name__}: {w.message}" for w in caught))
 plt.show()
-torch.set_num_threads(n_threads)

@@ -9,10 +9,15 @@ and a guided predictor-corrector sampler draws samples of the smoothing posterio
 
 Conventions shared by the subclasses:
 
-* the network works on normalised features ``z = (x - net_mean_) / net_scale_``;
-  observation operators always act on *physical* states ``x = z * scale_ + mean_`` (in a
-  :class:`~sklearn.pipeline.Pipeline`, "physical" means the space the assimilator is fitted
-  in, i.e. after the preceding transformers);
+* the network works on standardised features ``z = (x - net_mean_) / net_scale_``, learned
+  by ``fit``; everything else is in *physical* units, the units of the states given to
+  ``fit``: observation operators act on ``x = z * scale_ + mean_``, ``y`` and the noise
+  are in the units of ``h``, outputs are physical states (in a
+  :class:`~sklearn.pipeline.Pipeline`, "physical" means the space the assimilator is
+  fitted in, i.e. after the preceding transformers; :class:`~dasim.compose.TransformedStateFilter`
+  keeps them physical);
+* torch runs with ``n_threads`` CPU threads inside ``fit``, ``sample`` and ``assimilate``,
+  and the previous thread count is restored afterwards;
 * ``y`` is ``(n_times, n_obs)`` row-aligned with the window; a row of NaN is an unobserved
   time, a partly NaN row observes its finite entries only;
 * outputs are numpy arrays and :class:`xarray.Dataset` objects, never tensors;
@@ -22,8 +27,11 @@ Conventions shared by the subclasses:
 
 from __future__ import annotations
 
+import contextlib
 import numbers
+import threading
 import time
+import warnings
 
 import numpy as np
 import xarray as xr
@@ -31,13 +39,18 @@ from sklearn.base import BaseEstimator, clone
 from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from .._validation import check_array_finite, check_noise
+from .._provenance import device_label, estimator_attrs, seed_source
+from .._validation import check_array_finite, check_noise, check_torch_device
+from ..exceptions import UnitsWarning
 from ..filters._base import (
     _attr_value,
+    _check_burn_in,
+    _check_states_finite,
     _named_validation,
     _neg_crps,
     _score_inputs,
     _time_coordinate,
+    _validate_states,
 )
 from ..observations import ObservationModel
 
@@ -78,13 +91,68 @@ def _check_float(value, name, *, minimum=0.0, strict=True, maximum=None, strict_
 def _resolve_device(device, torch):
     if device == "auto" or device is None:
         return "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "numpy":
+        raise ValueError(
+            "device='numpy' is for KDEDiffusionFilter only; the learned assimilators need "
+            "torch: use device='auto', 'cpu' or 'cuda'."
+        )
+    return check_torch_device(device, torch, "device")
+
+
+def _default_n_threads():
+    """Torch threads used when ``n_threads=None``: half the physical cores, 1 to 4.
+
+    The networks here are small (a few hundred thousand weights, batches of a few hundred
+    windows): a second thread gains little, while threads that compete with other work for
+    the cores lose a lot (on a busy 2-core machine, training took 18.6 s with torch's
+    default of one thread per core against 1.1 s with one thread).
+    """
+    import joblib
+
+    return max(1, min(4, joblib.cpu_count(only_physical_cores=True) // 2))
+
+
+def _check_n_threads(n_threads):
+    if n_threads is None:
+        return None
+    return _check_int(n_threads, "n_threads", 1)
+
+
+_THREADS_LOCK = threading.Lock()
+_THREADS_STATE = {"depth": 0, "previous": None}
+
+
+@contextlib.contextmanager
+def _torch_threads(torch, n_threads):
+    """Run the block with ``torch.set_num_threads(n_threads)``, then restore the count.
+
+    ``torch.set_num_threads`` is process-wide, so the blocks of a process share one
+    setting: the first block entered sets it and the last one left restores the count from
+    before (blocks running concurrently under joblib's threading backend, or nested, keep
+    the first block's count rather than undo each other's).
+    """
+    with _THREADS_LOCK:
+        if _THREADS_STATE["depth"] == 0:
+            _THREADS_STATE["previous"] = torch.get_num_threads()
+            if n_threads != _THREADS_STATE["previous"]:
+                torch.set_num_threads(n_threads)
+        _THREADS_STATE["depth"] += 1
     try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError) as exc:
-        raise ValueError(f"device must be 'auto' or a torch device, got {device!r}.") from exc
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device={device!r} was asked for but CUDA is not available.")
-    return str(dev)
+        yield
+    finally:
+        with _THREADS_LOCK:
+            _THREADS_STATE["depth"] -= 1
+            if _THREADS_STATE["depth"] == 0:
+                if torch.get_num_threads() != _THREADS_STATE["previous"]:
+                    torch.set_num_threads(_THREADS_STATE["previous"])
+                _THREADS_STATE["previous"] = None
+
+
+#: Units check: a column of ``y`` whose root-mean-square distance from the training mean
+#: of ``h``, in units of ``sqrt(obs_scale_**2 + noise_std**2)``, exceeds this (about 1 for
+#: observations of the training climatology) gets a warning if most of its values also
+#: lie outside the training range of ``h``.
+_UNITS_TOLERANCE = 3.0
 
 
 def _seed_from(random_state):
@@ -169,7 +237,7 @@ class WindowedAssimilator(BaseEstimator):
 
     def _validate_params(self):
         _check_int(self.n_members, "n_members", 1)
-        _check_int(self.window, "window", 0)
+        _check_int(self.window, "window", 1)
         _check_int(self.n_epochs, "n_epochs", 1)
         _check_int(self.n_steps, "n_steps", 1)
         _check_int(self.n_corrections, "n_corrections", 0)
@@ -200,6 +268,7 @@ class WindowedAssimilator(BaseEstimator):
             raise ValueError(f"kernel must be 'mlp' or 'conv', got {self.kernel!r}.")
         if not isinstance(self.progress, bool | np.bool_):
             raise ValueError(f"progress must be a bool, got {self.progress!r}.")
+        _check_n_threads(self.n_threads)
         rs = self.random_state
         if isinstance(rs, bool) or not (
             rs is None or isinstance(rs, numbers.Integral | np.random.RandomState)
@@ -248,10 +317,13 @@ class WindowedAssimilator(BaseEstimator):
         self.mean_ = self.net_mean_[:n_state].copy()
         self.scale_ = self.net_scale_[:n_state].copy()
         data = (feats - self.net_mean_) / self.net_scale_
+        self._fit_obs_stats(X)
+        self.n_threads_ = self._n_threads()
 
         from ..diffusion.training import train_eps_model
 
         seed = _seed_from(self.random_state)
+        self.training_seed_ = seed  # recorded in the attrs of every result
         self.net_config_ = {
             "n_state": int(feats.shape[-1]),
             "window": k,
@@ -260,31 +332,32 @@ class WindowedAssimilator(BaseEstimator):
             "depth": int(self.depth),
             "gaussian_skip": bool(self.gaussian_skip),
         }
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed % (2**63))
-            net = self._build_net(torch)
-        net = net.to(self.device_)
         # A single short trajectory cannot spare states for validation: train on all.
         vf = float(self.validation_fraction)
         if n_traj == 1 and vf > 0 and n_times - max(2 * k + 1, round(vf * n_times)) < 2 * k + 1:
             vf = 0.0
         patience = self.patience if vf > 0 else None
-        self.history_ = train_eps_model(
-            net,
-            torch.as_tensor(data, dtype=torch.float32),
-            self._schedule(torch),
-            window=k,
-            n_epochs=int(self.n_epochs),
-            batch_size=int(self.batch_size),
-            learning_rate=float(self.learning_rate),
-            weight_decay=float(self.weight_decay),
-            epoch_size=self.epoch_size,
-            validation_fraction=vf,
-            patience=patience,
-            seed=(seed + 1) % (2**63),
-            device=self.device_,
-            progress=bool(self.progress),
-        )
+        with _torch_threads(torch, self.n_threads_):
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(seed % (2**63))
+                net = self._build_net(torch)
+            net = net.to(self.device_)
+            self.history_ = train_eps_model(
+                net,
+                torch.as_tensor(data, dtype=torch.float32),
+                self._schedule(torch),
+                window=k,
+                n_epochs=int(self.n_epochs),
+                batch_size=int(self.batch_size),
+                learning_rate=float(self.learning_rate),
+                weight_decay=float(self.weight_decay),
+                epoch_size=self.epoch_size,
+                validation_fraction=vf,
+                patience=patience,
+                seed=(seed + 1) % (2**63),
+                device=self.device_,
+                progress=bool(self.progress),
+            )
         net.requires_grad_(False)
         net.eval()
         self.score_net_ = net
@@ -315,17 +388,21 @@ class WindowedAssimilator(BaseEstimator):
         n_times = 2 * k + 1 if n_times is None else _check_int(n_times, "n_times", 2 * k + 1)
         torch = _import_torch(type(self).__name__)
         gen = self._generator(torch, random_state)
-        z = self._sampler(torch).sample(
-            self.score_net_,
-            (n_samples, n_times, self.net_config_["n_state"]),
-            generator=gen,
-            device=self.device_,
-            dtype=torch.float32,
-        )
+        with _torch_threads(torch, self._n_threads()):
+            z = self._sampler(torch).sample(
+                self.score_net_,
+                (n_samples, n_times, self.net_config_["n_state"]),
+                generator=gen,
+                device=self.device_,
+                dtype=torch.float32,
+            )
         return self._to_physical(z)
 
     def assimilate(self, y, *, random_state=None, n_members=None):
         """Draw samples of the smoothing posterior of the window given ``y``.
+
+        The whole window is sampled at once (there are no cycles), so unlike the
+        sequential filters a failure leaves no partial result to return.
 
         Parameters
         ----------
@@ -345,11 +422,17 @@ class WindowedAssimilator(BaseEstimator):
             window, physical units); per-time diagnostics ``obs_residual`` (root-mean-square
             of ``y - h(x)`` over observed entries and members, NaN where unobserved),
             ``log_likelihood`` (member mean of ``log p(y_t | x_t)``, 0 where unobserved) and
-            ``n_observed``; the parameters and ``sampling_seconds`` in ``attrs``.
+            ``n_observed``; in ``attrs`` how the result was made: the parameters at their
+            resolved values (``device`` as used, e.g. ``"cuda:0"``, ``n_members`` drawn,
+            ``<name>_requested`` where that differs from the constructor's value),
+            ``random_state`` (the integer seed of this run: passing it back repeats the
+            run) and ``seed_source``, ``training_seed`` (the seed ``fit`` trained with),
+            ``dasim_version``, ``numpy_version``, ``torch_version`` and
+            ``sampling_seconds``; every value a str, int or float.
         """
         return self._assimilate(y, random_state=random_state, n_members=n_members)
 
-    def score(self, X, y):
+    def score(self, X, y, *, burn_in=0):
         """Negative time-mean CRPS of the posterior samples against the true states.
 
         Runs :meth:`assimilate` on ``y`` with the estimator's ``random_state`` (so the
@@ -361,20 +444,31 @@ class WindowedAssimilator(BaseEstimator):
             True states, row-aligned with ``y``.
         y : array-like of shape (n_times, n_obs) or (n_times,)
             Observations.
+        burn_in : int, default=0
+            Number of leading times left out of the time mean; must be smaller than
+            ``n_times``. In a search, pass
+            ``scoring=dasim.metrics.get_scorer("neg_crps", burn_in=k)``: the same score.
 
         Returns
         -------
         float
-            ``-mean_t CRPS_t`` (greater is better).
+            ``-mean_t CRPS_t`` over ``t >= burn_in`` (greater is better).
         """
         X, y = _score_inputs(self, X, y, self._check_obs)
+        burn_in = _check_burn_in(burn_in, y.shape[0])
         ds = self._assimilate(y, random_state=None, n_members=None)
-        return _neg_crps(X, ds["analysis"].values)
+        return _neg_crps(X, ds["analysis"].values, burn_in=burn_in)
 
     # ------------------------------------------------------------------ validation
     def _validate_training_data(self, X, y):
         X_arr = np.asarray(X) if not hasattr(X, "toarray") else X
         if getattr(X_arr, "ndim", 2) == 3:
+            try:
+                X3 = np.asarray(X_arr, dtype=np.float64)
+            except (TypeError, ValueError):
+                X3 = None  # check_array_finite below says what is wrong
+            if X3 is not None:
+                _check_states_finite(X3)
             X = check_array_finite(X, "X", ndim=3)
             self.n_features_in_ = X.shape[-1]
             if y is not None:
@@ -388,7 +482,7 @@ class WindowedAssimilator(BaseEstimator):
                     )
             return X, y
         if y is None:
-            X = _named_validation("X", validate_data, self, X, dtype=np.float64)
+            X = _validate_states(self, X)
         else:
             X, y = _named_validation(
                 "X",
@@ -397,10 +491,11 @@ class WindowedAssimilator(BaseEstimator):
                 X,
                 y,
                 validate_separately=(
-                    {"dtype": np.float64},
+                    {"dtype": np.float64, "ensure_all_finite": False},
                     {"dtype": np.float64, "ensure_2d": False, "ensure_all_finite": "allow-nan"},
                 ),
             )
+            _check_states_finite(X)
             y = np.asarray(y, dtype=np.float64)
             if y.ndim == 1:
                 y = y[:, None]
@@ -459,7 +554,9 @@ class WindowedAssimilator(BaseEstimator):
             observations = [clone(o, safe=False) for o in given]
         stds, widths = [], []
         for j, obs in enumerate(observations):
-            n = obs.n_obs(n_state)
+            # Every parameter checked against n_state; a callable probed on states of X,
+            # arranged (n_members, n_times, n_state) as the sampler calls it.
+            n = obs._validate(n_state, X, data="X", lead_ndim=2)
             std, _ = check_noise(obs.noise_std, n, "observation.noise_std")
             if std is None:
                 raise ValueError(
@@ -546,6 +643,60 @@ class WindowedAssimilator(BaseEstimator):
         x = z[..., :n_state].detach().cpu().double().numpy()
         return x * self.scale_ + self.mean_
 
+    def _n_threads(self):
+        """The torch thread count for this call: ``n_threads``, or the default."""
+        n_threads = _check_n_threads(getattr(self, "n_threads", None))
+        return _default_n_threads() if n_threads is None else n_threads
+
+    def _fit_obs_stats(self, X):
+        """Set ``obs_mean_`` and ``obs_scale_`` (and the range) of ``h`` over the states ``X``."""
+        h = np.asarray(self._predict_obs(X), dtype=np.float64).reshape(-1, self.n_obs_)
+        h = np.where(np.isfinite(h), h, np.nan)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # a column never finite
+            mean, scale = np.nanmean(h, axis=0), np.nanstd(h, axis=0)
+            low, high = np.nanmin(h, axis=0), np.nanmax(h, axis=0)
+        self.obs_mean_ = np.where(np.isfinite(mean), mean, 0.0)
+        self.obs_scale_ = np.where(np.isfinite(scale) & (scale > 0), scale, 1.0)
+        self._obs_range_ = np.stack([low, high])  # NaN where h was never finite
+
+    def _check_units(self, y):
+        """Warn when a column of ``y`` lies far from what ``h`` gives on the training states.
+
+        ``z = (y - obs_mean_) / sqrt(obs_scale_**2 + noise_std**2)`` has a mean square of
+        about 1 when ``y`` is drawn from the training climatology. A column gets a
+        :class:`UnitsWarning` when the root mean square of ``z`` over its observed entries
+        exceeds ``_UNITS_TOLERANCE`` *and* most of them lie outside the range of ``h``
+        over the training states: a correct window can sit at an extreme of the
+        climatology, but hardly beyond everything the training data held.
+        """
+        if not hasattr(self, "_obs_range_"):  # fitted by an older dasim
+            return
+        low, high = self._obs_range_
+        z = (y - self.obs_mean_) / np.sqrt(self.obs_scale_**2 + self.obs_std_**2)
+        observed = ~np.isnan(y)
+        count = observed.sum(axis=0)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            rms = np.sqrt(np.nansum(z**2, axis=0) / count)
+            outside = (observed & ((y < low) | (y > high))).sum(axis=0) / count
+        bad = np.flatnonzero((count > 0) & (rms > _UNITS_TOLERANCE) & (outside > 0.5))
+        if bad.size == 0:
+            return
+        j = int(bad[np.argmax(rms[bad])])
+        warnings.warn(
+            f"y looks like it is in other units than the training data: the observed values "
+            f"of column {j} lie {rms[j]:.3g} standard deviations (root mean square) from the "
+            f"mean {self.obs_mean_[j]:.3g} of the observation operator over the training "
+            f"states (standard deviation {self.obs_scale_[j]:.3g}, noise "
+            f"{self.obs_std_[j]:.3g}; {outside[j]:.0%} of them outside its training range "
+            f"[{low[j]:.3g}, {high[j]:.3g}]), or the training data do not cover them. Give y "
+            f"and the observation model in the units of the states {type(self).__name__} "
+            "was fitted on; after a scaler in a Pipeline those are scaled units "
+            "(dasim.compose.TransformedStateFilter keeps them physical).",
+            UnitsWarning,
+            stacklevel=4,
+        )
+
     def _predict_obs(self, x):
         """Noise-free observations of physical states ``(..., n_state) -> (..., n_obs)``."""
         return np.concatenate([o.apply(x) for o in self.observations_], axis=-1)
@@ -556,32 +707,39 @@ class WindowedAssimilator(BaseEstimator):
         y = self._check_obs(y)
         n_members = self.n_members if n_members is None else n_members
         n_members = _check_int(n_members, "n_members", 1)
+        n_threads = self._n_threads()
+        self._check_units(y)
         torch = _import_torch(type(self).__name__)
-        gen = self._generator(torch, random_state)
+        rs = self.random_state if random_state is None else random_state
+        seed = _seed_from(rs)  # recorded, so the run can be repeated
+        gen = self._generator(torch, seed)
         schedule = self._schedule(torch)
         n_times = y.shape[0]
         start = time.perf_counter()
-        if np.isnan(y).all() and kwargs.get("background") is None:
-            eps_model, post_step, refresh = self.score_net_, None, True
-        else:
-            eps_model, post_step, refresh = self._guidance(
-                y, self.score_net_, schedule, torch, **kwargs
+        with _torch_threads(torch, n_threads):
+            if np.isnan(y).all() and kwargs.get("background") is None:
+                eps_model, post_step, refresh = self.score_net_, None, True
+            else:
+                eps_model, post_step, refresh = self._guidance(
+                    y, self.score_net_, schedule, torch, **kwargs
+                )
+            z = self._sampler(torch).sample(
+                eps_model,
+                (n_members, n_times, self.net_config_["n_state"]),
+                generator=gen,
+                post_step=post_step,
+                refresh_score_in_corrector=refresh,
+                device=self.device_,
+                dtype=torch.float32,
             )
-        z = self._sampler(torch).sample(
-            eps_model,
-            (n_members, n_times, self.net_config_["n_state"]),
-            generator=gen,
-            post_step=post_step,
-            refresh_score_in_corrector=refresh,
-            device=self.device_,
-            dtype=torch.float32,
-        )
         seconds = time.perf_counter() - start
         x = self._to_physical(z)  # (member, time, state)
         analysis = np.swapaxes(x, 0, 1)
         diags = self._diagnostics(analysis, y)
         diags.update(self._extra_diagnostics(z, y))
-        return self._to_dataset(analysis, diags, time_coord, seconds)
+        run = {"seed": seed, "seed_source": seed_source(random_state, self.random_state)}
+        run.update(kwargs)
+        return self._to_dataset(analysis, diags, time_coord, seconds, run=run)
 
     def _diagnostics(self, analysis, y):
         """Per-time observation residual, log-likelihood and count (vectorised over time)."""
@@ -600,7 +758,7 @@ class WindowedAssimilator(BaseEstimator):
             "n_observed": n_obs_t,
         }
 
-    def _to_dataset(self, analysis, diags, time_coord, seconds):
+    def _to_dataset(self, analysis, diags, time_coord, seconds, run=None):
         n_times, n_members, n_state = analysis.shape
         data = {"analysis": (("time", "member", "state"), analysis)}
         for name, values in diags.items():
@@ -610,11 +768,20 @@ class WindowedAssimilator(BaseEstimator):
             "member": np.arange(n_members),
             "state": np.arange(n_state),
         }
-        attrs = {"estimator": type(self).__name__}
-        for key, value in self.get_params(deep=False).items():
+        run = {} if run is None else dict(run)
+        seed = run.pop("seed", None)
+        attrs = estimator_attrs(
+            self,
+            seed=_attr_value(self.random_state) if seed is None else seed,
+            seed_source=run.pop("seed_source", "not recorded: the estimator's random_state"),
+            device=device_label(self.device_),
+            overrides={"n_members": n_members},
+        )
+        attrs["training_seed"] = _attr_value(getattr(self, "training_seed_", None))
+        for key, value in run.items():  # per-run options (e.g. SOAD's background)
             attrs[key] = _attr_value(value)
         attrs["sampling_seconds"] = float(seconds)
-        attrs["device"] = str(self.device_)
+        attrs["torch_version"] = _import_torch(type(self).__name__).__version__
         return xr.Dataset(data, coords=coords, attrs=attrs)
 
     # ------------------------------------------------------------------ pickling

@@ -25,6 +25,13 @@ class SOADAssimilator(WindowedAssimilator):
     first frame) from their forward-diffused law while :math:`r_t` exceeds their noise. The
     state part of :math:`z` is returned, in physical units.
 
+    Everything outside the network is in physical units: ``h`` acts on physical states,
+    ``y`` and its noise are in the units of ``h``; ``fit`` learns the mean and standard
+    deviation of every channel of :math:`z` (``net_mean_``, ``net_scale_``) and the
+    observations and their noise enter the likelihood and the corrector in the
+    standardised units of their ``h`` channel, so the results do not depend on the units
+    of ``x`` or ``y``.
+
     Parameters
     ----------
     observation : ObservationModel, list of ObservationModel, or None, default=None
@@ -86,6 +93,9 @@ class SOADAssimilator(WindowedAssimilator):
         Langevin step computed per sample (SDA's rule; widens the posterior on small
         problems) or shared by the batch (see
         :class:`~dasim.diffusion.sampling.PredictorCorrector`).
+    n_threads : int or None, default=None
+        Torch CPU threads while training and sampling, restored afterwards; ``None``: half
+        the physical cores, 1 to 4 (see :class:`SDAAssimilator`).
 
     Attributes
     ----------
@@ -95,6 +105,12 @@ class SOADAssimilator(WindowedAssimilator):
         Normalisation of the state part.
     net_mean_, net_scale_ : ndarray of shape ``(n_state + n_obs_,)``
         Normalisation of every augmented channel.
+    obs_mean_, obs_scale_ : ndarray of shape (n_obs_,)
+        Mean and standard deviation of ``h`` over the training states (the ``h`` part of
+        ``net_mean_`` and ``net_scale_``), for the units check of :meth:`assimilate` (see
+        :class:`SDAAssimilator`).
+    n_threads_ : int
+        The torch thread count used by ``fit``.
     observations_ : list of ObservationModel
         The resolved observation models.
     n_obs_ : int
@@ -103,6 +119,9 @@ class SOADAssimilator(WindowedAssimilator):
         Training history.
     device_ : str
         The torch device used.
+    training_seed_ : int
+        The seed ``fit`` initialised and trained the network with (recorded as
+        ``training_seed`` in the ``attrs`` of every result).
     n_features_in_ : int
         Number of state components.
 
@@ -164,6 +183,7 @@ class SOADAssimilator(WindowedAssimilator):
         gaussian_skip=True,
         progress=True,
         step_size="sample",
+        n_threads=None,
     ):
         self.observation = observation
         self.n_members = n_members
@@ -190,6 +210,7 @@ class SOADAssimilator(WindowedAssimilator):
         self.patience = patience
         self.gaussian_skip = gaussian_skip
         self.progress = progress
+        self.n_threads = n_threads
 
     def _check_extra_params(self):
         _check_float(self.sigma_x, "sigma_x")
@@ -206,6 +227,9 @@ class SOADAssimilator(WindowedAssimilator):
         self, y, *, random_state=None, n_members=None, background=None, background_std=None
     ):
         """Draw samples of the smoothing posterior of the window given ``y``.
+
+        The whole window is sampled at once (there are no cycles), so unlike the
+        sequential filters a failure leaves no partial result to return.
 
         Parameters
         ----------

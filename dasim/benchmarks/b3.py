@@ -15,8 +15,15 @@ case        observation                times           noise std
 ``b3-atan`` :math:`\arctan(3 x_1)`     every 4th       0.1
 ==========  =========================  ==============  =========
 
+SDA and SOAD are given the physical trajectories, with each case's operator composed with
+the normalisation (they standardise their states internally); their samples are
+normalised for the metrics. SDA runs with the paper's :math:`\gamma = 10^{-2}` in the
+paper's convention, in the squared units of the observations of the normalised states
+(``gamma_units="observation"``), not scaled by the training variance of each case's
+operator (the estimator's default).
+
 The reference posterior is a bootstrap particle filter-smoother
-(:func:`~dasim.benchmarks._smoother.bootstrap_smoother`) with the true dynamics, started
+(:func:`dasim.smoothers.bootstrap_smoother`) with the true dynamics, started
 from the stationary law (a pool of training states). Reported per case and method: W1 to
 the reference (exact EMD, Euclidean cost on flattened trajectories; for the reference, the
 floor between two independent smoother runs), RMSE of the posterior mean, the mean
@@ -36,7 +43,7 @@ from joblib import Parallel, delayed
 
 from ..models import Lorenz63
 from ..observations import ObservationModel
-from ._smoother import bootstrap_smoother
+from ..smoothers import bootstrap_smoother
 
 __all__ = ["B3_CASES", "b3_markdown", "b3_observation", "plot_b3", "run_b3", "simulate_lorenz"]
 
@@ -120,6 +127,25 @@ def simulate_lorenz(n_traj, n_times, *, burn_in=1024, random_state=None):
     return out
 
 
+class _OnNormalised:
+    """``x -> h((x - mean) / std)``: a B3 operator (on normalised states) on physical ones."""
+
+    def __init__(self, observation, mean, std):
+        self.observation = observation
+        self.mean = mean
+        self.std = std
+
+    def __call__(self, x):
+        if type(x).__module__.startswith("torch"):
+            return self.observation.apply((x - x.new_tensor(self.mean)) / x.new_tensor(self.std))
+        return self.observation.apply((np.asarray(x, dtype=np.float64) - self.mean) / self.std)
+
+
+def _on_physical(observation, mean, std):
+    """The observation model of a B3 case for physical Lorenz-63 states."""
+    return ObservationModel(_OnNormalised(observation, mean, std), noise_std=observation.noise_std)
+
+
 def _w1(a, b):
     import ot
 
@@ -156,6 +182,7 @@ def _settings(smoke, n_train_traj, n_train_times, n_epochs, n_test, n_samples, o
         "n_steps": 64,
         "n_corrections": 1,
         "gamma": 1e-2,
+        "gamma_units": "observation",
         "epoch_size": None,
     }
     if smoke:
@@ -185,6 +212,9 @@ def _one_seed(cases, seed, s):
     test = simulate_lorenz(s["n_test"], WINDOW_LENGTH, burn_in=s["burn_in"], random_state=rng)
     flat = train.reshape(-1, 3)
     mean, std = flat.mean(axis=0), flat.std(axis=0)
+    # The cases, the reference and the metrics live on normalised states; the assimilators
+    # get physical ones (they standardise internally) with the operators mapped to them.
+    train_phys = train
     train = (train - mean) / std
     test = (test - mean) / std
     pool = train.reshape(-1, 3)
@@ -209,11 +239,19 @@ def _one_seed(cases, seed, s):
         "epoch_size": s["epoch_size"],
         "progress": False,
         "device": "cpu" if s.get("cpu", False) else "auto",
+        "n_threads": s.get("n_threads"),
     }
     first_obs, _ = b3_observation(cases[0])
-    sda = SDAAssimilator(first_obs, gamma=s["gamma"], random_state=seed, **common)
+    # The paper's gamma, in the squared units of y (the cases observe normalised states).
+    sda = SDAAssimilator(
+        _on_physical(first_obs, mean, std),
+        gamma=s["gamma"],
+        gamma_units=s["gamma_units"],
+        random_state=seed,
+        **common,
+    )
     start = time.perf_counter()
-    sda.fit(train)
+    sda.fit(train_phys)
     sda_train = time.perf_counter() - start
 
     keys = ("w1", "rmse", "log_likelihood", "train_seconds", "sample_seconds")
@@ -222,13 +260,16 @@ def _one_seed(cases, seed, s):
     for c, case in enumerate(cases):
         obs, every = b3_observation(case)
         unobserved = np.arange(WINDOW_LENGTH) % every != 0
-        soad = SOADAssimilator(obs, random_state=seed, **common)
+        obs_phys = _on_physical(obs, mean, std)
+        soad = SOADAssimilator(obs_phys, random_state=seed, **common)
         start = time.perf_counter()
-        soad.fit(train)
+        soad.fit(train_phys)
         soad_train = time.perf_counter() - start
-        # SDA's prior is observation-free: reuse the network, re-resolve the operator.
-        sda.set_params(observation=obs)
-        sda._resolve_observation(train[:1], None)
+        # SDA's prior is observation-free: reuse the network, re-resolve the operator
+        # and its training statistics.
+        sda.set_params(observation=obs_phys)
+        sda._resolve_observation(train_phys[:1], None)
+        sda._fit_obs_stats(train_phys)
         per = {k: [] for k in keys}
         floors = []
         for w in range(s["n_test"]):
@@ -262,7 +303,7 @@ def _one_seed(cases, seed, s):
             row = {}
             for name, est, fit_s in (("SDA", sda, sda_train), ("SOAD", soad, soad_train)):
                 ds = est.assimilate(y, random_state=int(rng.integers(2**31)))
-                samples = np.swapaxes(ds["analysis"].values, 0, 1)
+                samples = (np.swapaxes(ds["analysis"].values, 0, 1) - mean) / std
                 row[name] = (samples, fit_s, ds.attrs["sampling_seconds"])
             row["reference"] = (ref, 0.0, ref_seconds)
             for m, name in enumerate(METHODS):
@@ -321,7 +362,10 @@ def run_b3(
     **settings
         Overrides of ``burn_in``, ``n_particles`` (16384), ``window`` (2), ``width`` (128),
         ``depth`` (3), ``batch_size`` (256), ``learning_rate``, ``n_steps`` (64),
-        ``n_corrections`` (1), ``gamma`` (1e-2), ``epoch_size``, ``cpu`` (bool).
+        ``n_corrections`` (1), ``gamma`` (1e-2), ``gamma_units`` (``"observation"``:
+        SDA's convention, as in the paper; see
+        :class:`~dasim.assimilators.SDAAssimilator`), ``epoch_size``, ``cpu`` (bool),
+        ``n_threads`` (the assimilators' torch threads; default: theirs).
 
     Returns
     -------
@@ -427,45 +471,108 @@ def plot_b3(ds, path=None):
     return fig
 
 
-def main(argv=None):
-    """Command line: ``python -m dasim.benchmarks.b3 --cases b3-sin b3-atan --out b3.nc``."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--cases", nargs="+", default=list(B3_CASES))
-    parser.add_argument("--n-train-traj", type=int, default=1024)
-    parser.add_argument("--n-train-times", type=int, default=1024)
-    parser.add_argument("--n-epochs", type=int, default=10)
-    parser.add_argument("--epoch-size", type=int, default=None)
-    parser.add_argument("--n-test", type=int, default=8)
-    parser.add_argument("--n-samples", type=int, default=64)
-    parser.add_argument("--n-steps", type=int, default=64)
-    parser.add_argument("--width", type=int, default=128)
-    parser.add_argument("--depth", type=int, default=3)
-    parser.add_argument("--n-particles", type=int, default=16384)
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0])
-    parser.add_argument("--threads", type=int, default=None)
-    parser.add_argument("--smoke", action="store_true")
-    parser.add_argument("--out", default=None, help="netCDF output")
-    parser.add_argument("--plot", default=None, help="PNG output")
-    args = parser.parse_args(argv)
-    if args.threads:
-        import torch
+#: Size options of the command line that ``--smoke`` fixes, and those it leaves to the user.
+_SMOKE_FIXED = {
+    "n_train_traj": "training trajectories (default: 1024)",
+    "n_train_times": "states per training trajectory (default: 1024)",
+    "n_epochs": "training epochs (default: 10)",
+    "n_test": "test windows per case and seed (default: 8)",
+    "n_samples": "posterior samples per window and method (default: 64)",
+}
+_OVERRIDES = {
+    "epoch_size": "windows per epoch (default: n_train_traj * (n_train_times // 5))",
+    "n_steps": "sampler steps (default: 64)",
+    "width": "score network width (default: 128)",
+    "depth": "score network depth (default: 3)",
+    "n_particles": "particles of the reference smoother (default: 16384)",
+}
 
-        torch.set_num_threads(args.threads)
-    ds = run_b3(
-        args.cases,
-        n_train_traj=args.n_train_traj,
-        n_train_times=args.n_train_times,
-        n_epochs=args.n_epochs,
-        n_test=args.n_test,
-        n_samples=args.n_samples,
-        seeds=tuple(args.seeds),
-        smoke=args.smoke,
-        epoch_size=args.epoch_size,
-        n_steps=args.n_steps,
-        width=args.width,
-        depth=args.depth,
-        n_particles=args.n_particles,
+
+def _parser():
+    """The argument parser of :func:`main` (every option with its help)."""
+    from ..cli import _positive_int
+
+    parser = argparse.ArgumentParser(
+        prog="python -m dasim.benchmarks.b3",
+        description=__doc__.splitlines()[0]
+        + " Settings and results: docs/benchmarks_b3.md. Prints the table; --out and "
+        "--plot write the results and the plot.",
     )
+    add = parser.add_argument
+    add(
+        "--cases",
+        nargs="+",
+        default=list(B3_CASES),
+        choices=list(B3_CASES),
+        help="the cases to run (default: all)",
+    )
+    # The sizes default to None so that one given with --smoke, which fixes it, can be
+    # refused; run_b3's own defaults apply otherwise.
+    for name, text in _SMOKE_FIXED.items():
+        add("--" + name.replace("_", "-"), type=_positive_int, help=text + "; not with --smoke")
+    for name, text in _OVERRIDES.items():
+        add("--" + name.replace("_", "-"), type=_positive_int, help=text)
+    add("--seeds", type=int, nargs="+", default=[0], help="seeds, space-separated (default: 0)")
+    add(
+        "--threads",
+        type=_positive_int,
+        default=None,
+        help="torch threads for training and sampling (the assimilators' n_threads; "
+        "default: theirs)",
+    )
+    add(
+        "--smoke",
+        action="store_true",
+        help="a seconds-long version (tiny training set, network and reference)",
+    )
+    add(
+        "--out",
+        default=None,
+        metavar="FILE.nc",
+        help="netCDF file the results are written to (default: none)",
+    )
+    add(
+        "--plot",
+        default=None,
+        metavar="FILE.png",
+        help="PNG file the plot is written to (default: none)",
+    )
+    return parser
+
+
+def main(argv=None):
+    """Command line: ``python -m dasim.benchmarks.b3 --cases b3-sin b3-atan --out b3.nc``.
+
+    Parameters
+    ----------
+    argv : list of str, optional
+        Arguments (``sys.argv[1:]`` by default); ``--help`` lists them.
+
+    Returns
+    -------
+    xarray.Dataset
+        The result of :func:`run_b3`.
+
+    Examples
+    --------
+    >>> from dasim.benchmarks.b3 import main
+    >>> ds = main(["--cases", "b3-hi", "--smoke"])  # doctest: +SKIP
+    """
+    from pathlib import Path
+
+    parser = _parser()
+    args = parser.parse_args(argv)
+    for flag, path in (("--out", args.out), ("--plot", args.plot)):
+        if path is not None and Path(path).is_dir():
+            parser.error(f"{flag} is a file to write, but {path!r} is a directory")
+    given = {name: getattr(args, name) for name in _SMOKE_FIXED if getattr(args, name)}
+    if args.smoke and given:
+        flags = ", ".join("--" + name.replace("_", "-") for name in given)
+        parser.error(f"--smoke fixes {flags}; drop those options or --smoke")
+    given.update({name: getattr(args, name) for name in _OVERRIDES if getattr(args, name)})
+    if args.threads:
+        given["n_threads"] = args.threads
+    ds = run_b3(args.cases, seeds=tuple(args.seeds), smoke=args.smoke, **given)
     print(b3_markdown(ds))
     if args.out:
         ds.to_netcdf(args.out)
