@@ -7,26 +7,44 @@ import warnings
 
 import numpy as np
 
-from .._validation import check_positive
+from .._validation import check_positive, check_torch_device
 from ..exceptions import WeightCollapseWarning
 from ._base import SequentialFilter
 
-__all__ = ["KDEDiffusionFilter"]
+__all__ = ["KDEDiffusionFilter", "PAPER_PARAMS"]
 
 _RULES = ("scott", "silverman")
+#: Observation-bandwidth specs in units of the observation noise R^(1/2).
+_NOISE_RULES = ("noise", "ess")
+
+#: The paper's configuration (Binder, Dasgupta and Oberai 2026), kept runnable as one
+#: parameter set: ``KDEDiffusionFilter(model, obs, **KDEDiffusionFilter.PAPER_PARAMS)``.
+PAPER_PARAMS = {
+    "kernel": "isotropic",
+    "shrink": False,
+    "bandwidth_x": "scott",
+    "bandwidth_y": 1.0,
+    "schedule": "ve",
+    "sampler": "ode",
+    "rtol": 1e-5,
+    "atol": 1e-5,
+    "likelihood": "simulated",
+}
 
 
-def _check_bandwidth(value, name):
+def _check_bandwidth(value, name, rules=_RULES):
     """Validate a bandwidth spec: float > 0, a rule name, or a (rule, factor) pair."""
     if isinstance(value, str):
-        if value not in _RULES:
+        if value not in rules:
             raise ValueError(
-                f"{name} must be a positive float, one of {_RULES}, or a "
+                f"{name} must be a positive float, one of {rules}, or a "
                 f"(rule, factor) pair; got {value!r}."
             )
         return
     if isinstance(value, tuple | list) and len(value) == 2 and isinstance(value[0], str):
-        _check_bandwidth(value[0], name)
+        if value[0] == "ess":
+            raise ValueError(f"{name}='ess' takes no factor (set ess_target), got {value!r}.")
+        _check_bandwidth(value[0], name, rules)
         factor = value[1]
         if (
             isinstance(factor, bool)
@@ -53,6 +71,23 @@ def _resolve_bandwidth(value, ensemble):
     if isinstance(value, tuple | list):
         return bandwidth_rule(ensemble, value[0], float(value[1]))
     return float(value)
+
+
+def _relative_bandwidth(value, n_members, n_state):
+    """The covariance kernel's relative bandwidth h: a rule's constant (times a factor)."""
+    from ..diffusion.kde_sampling import rule_constant
+
+    if isinstance(value, str):
+        return rule_constant(value, n_members, n_state)
+    if isinstance(value, tuple | list):
+        return float(value[1]) * rule_constant(value[0], n_members, n_state)
+    return float(value)
+
+
+def _noise_units(value):
+    """Whether an observation-bandwidth spec is in units of the observation noise."""
+    head = value[0] if isinstance(value, tuple | list) else value
+    return isinstance(head, str) and head in _NOISE_RULES
 
 
 class KDEDiffusionFilter(SequentialFilter):
@@ -93,12 +128,24 @@ class KDEDiffusionFilter(SequentialFilter):
     n_members : int, default=250
         Ensemble size (at least 2).
     bandwidth_x : float, {"scott", "silverman"} or (rule, factor), default="scott"
-        State bandwidth ``sigma_x``: absolute, a rule recomputed from every forecast
-        ensemble (isotropic: the rule's factor times the root mean variance), or a
-        multiple of a rule, e.g. ``("scott", 0.5)``.
-    bandwidth_y : float, {"scott", "silverman"} or (rule, factor), default=1.0
-        Observation bandwidth ``sigma_y`` (rules apply to the simulated observations).
-        Ignored when ``likelihood="known"``.
+        State bandwidth. With ``kernel="isotropic"``: ``sigma_x``, absolute, a rule
+        recomputed from every forecast ensemble (the rule's factor times the root mean
+        variance), or a multiple of a rule, e.g. ``("scott", 0.5)``. With
+        ``kernel="covariance"``: the relative bandwidth ``h`` of the kernel ``h^2 C``, a
+        number (below 1 with ``shrink``) or a rule's dimensionless constant ``c(N, d)``
+        (times a factor), which depends on ``n_members`` and the state dimension only,
+        never on the ensemble's spread, so it cannot feed back on itself.
+    bandwidth_y : float, {"scott", "silverman", "noise", "ess"} or (rule, factor), \
+default=1.0
+        Observation bandwidth ``sigma_y``. A float is absolute (observation units) and
+        the rules ``"scott"``/``"silverman"`` apply to the simulated observations (the
+        paper's choices). ``"noise"`` or ``("noise", c)`` is ``c R^(1/2)``, in units of the
+        observation noise (the weights are the Gaussian log-likelihood of ``y*`` given the
+        simulated ``y_i`` under ``R``, divided by ``c^2``). ``"ess"`` picks ``c`` each
+        cycle as the smallest value that keeps the weights' effective sample size at
+        least ``ess_target * n_members`` (bisection on the tempered log-weights): the
+        weights cannot collapse. With ``likelihood="known"`` only ``"ess"`` is used (it
+        tempers the exact likelihood, never sharpening it); other values are ignored.
     sigma_max : float or None, default=None
         VE schedule's total standard deviation at ``t = 1`` (must exceed ``sigma_x``).
         ``None``: ten times the larger of the forecast ensemble's root-mean-square
@@ -117,7 +164,8 @@ class KDEDiffusionFilter(SequentialFilter):
     device : {"auto", "numpy", "cpu", "cuda"} or str, default="auto"
         ``"numpy"``: the float64 numpy reference; ``"cpu"``/``"cuda"``/``"cuda:1"``:
         torch on that device; ``"auto"``: torch on CUDA when torch and a GPU are
-        available, numpy otherwise. Resolved in ``fit`` to ``device_``.
+        available, numpy otherwise. Resolved in ``fit`` to ``device_``; a device this
+        machine does not have (or ``"mps"``, which has no float64) is an error there.
     random_state : int, RandomState or None, default=None
         Seed.
     n_steps : int, default=1000
@@ -130,6 +178,42 @@ class KDEDiffusionFilter(SequentialFilter):
         Warn when the weights' effective sample size falls below
         ``max(2, ess_warning * n_members)`` (weight collapse: one member carries almost all
         the mass; consider a larger ``bandwidth_y``); 0 never warns.
+    noise : {"moments", "mle"}, default="moments"
+        How ``fit`` learns the noise levels left to be learned: the standard deviations
+        of the persistence model's increments (``model=None``) and of the identity
+        observation's noise (``observation=None``). ``"moments"``: from the increments of
+        ``X`` and from ``y - X`` (or the spread of ``X``). ``"mle"``: starting there,
+        maximise the filter's log-evidence of the observations (``y``, or ``X`` itself
+        when ``y`` is None: fit on the observations alone) over those levels, with common
+        random numbers; a given model or observation model keeps its noise. See
+        :ref:`noise-mle` in the user guide.
+    forecast_first : bool, default=True
+        Whether the initial ensemble stands one cycle before the first row of ``y``
+        (forecast, then analyse, at every cycle) or, with ``False``, is the prior at the
+        time of ``y[0]`` (the first cycle analyses it without a forecast: a known or
+        wide prior at the first observation, as in the local-level model's textbook
+        treatment).
+    kernel : {"isotropic", "covariance"}, default="isotropic"
+        State kernel: ``sigma_x^2 I`` (the paper's) or ``h^2 C``, the weighted forecast
+        covariance scaled by the relative bandwidth (the regularised particle filter's
+        kernel; :class:`~dasim.diffusion.kde_sampling.CovarianceKernel`). The same kernel
+        serves the closed-form score of the ODE and SDE samplers and the mixture sampler.
+    shrink : bool, default=False
+        With ``kernel="covariance"``: shrink the kernel centres toward the weighted mean
+        by ``sqrt(1 - h^2)`` (Liu and West 2001), so that the analysis mixture has exactly
+        the weighted ensemble's mean and covariance and the kernel does not widen the
+        ensemble cycle after cycle.
+    ess_target : float, default=0.5
+        With ``bandwidth_y="ess"``: the fraction of ``n_members`` the weights' effective
+        sample size is kept at, in ``(0, 1]``.
+    max_stages : int, default=1
+        Progressive correction (Musso, Oudjane and Le Gland 2001), with
+        ``likelihood="known"`` and ``bandwidth_y="ess"``: the analysis assimilates the
+        likelihood in up to ``max_stages`` tempered stages, each with the largest exponent
+        that keeps the ESS at ``ess_target * n_members`` and a fresh draw of the KDE
+        conditional, until the exponents add up to 1. The ``bandwidth_y`` diagnostic is
+        ``1/sqrt`` of the exponent assimilated (1 when all of it was), ``n_stages`` the
+        stages used.
 
     Attributes
     ----------
@@ -147,6 +231,17 @@ class KDEDiffusionFilter(SequentialFilter):
         Training states defining the climatological prior.
     climatology_kernel_ : ndarray of shape (n_state, n_state)
         Square-root kernel covariance of the prior KDE.
+    process_noise_ : ndarray of shape (n_state,)
+        With ``noise="mle"`` and ``model=None``: the learned standard deviations of the
+        persistence model's increments (also in ``model_``).
+    noise_std_ : ndarray of shape (n_obs,)
+        With ``noise="mle"`` and ``observation=None``: the learned observation noise
+        standard deviations (also in ``observation_``).
+    log_evidence_ : float
+        With ``noise="mle"``: the maximised log-evidence, summed over the cycles after
+        the first observed one.
+    n_iter_ : int
+        With ``noise="mle"``: iterations of the optimiser.
 
     See Also
     --------
@@ -174,7 +269,10 @@ class KDEDiffusionFilter(SequentialFilter):
     True
     """
 
-    _diagnostics = ("ess", "n_steps", "nfev", "bandwidth_x", "bandwidth_y")
+    _diagnostics = ("ess", "n_steps", "nfev", "bandwidth_x", "bandwidth_y", "n_stages")
+
+    #: The paper's configuration as one parameter set (see the module's ``PAPER_PARAMS``).
+    PAPER_PARAMS = PAPER_PARAMS
 
     def __init__(
         self,
@@ -195,6 +293,12 @@ class KDEDiffusionFilter(SequentialFilter):
         beta_max=50.0,
         chunk_size=None,
         ess_warning=0.01,
+        noise="moments",
+        forecast_first=True,
+        kernel="isotropic",
+        shrink=False,
+        ess_target=0.5,
+        max_stages=1,
     ):
         self.model = model
         self.observation = observation
@@ -213,10 +317,42 @@ class KDEDiffusionFilter(SequentialFilter):
         self.beta_max = beta_max
         self.chunk_size = chunk_size
         self.ess_warning = ess_warning
+        self.noise = noise
+        self.forecast_first = forecast_first
+        self.kernel = kernel
+        self.shrink = shrink
+        self.ess_target = ess_target
+        self.max_stages = max_stages
 
     def _check_params(self):
         _check_bandwidth(self.bandwidth_x, "bandwidth_x")
-        _check_bandwidth(self.bandwidth_y, "bandwidth_y")
+        _check_bandwidth(self.bandwidth_y, "bandwidth_y", _RULES + _NOISE_RULES)
+        if self.kernel not in ("isotropic", "covariance"):
+            raise ValueError(
+                f"kernel must be one of ('isotropic', 'covariance'), got {self.kernel!r}."
+            )
+        if not isinstance(self.shrink, bool | np.bool_):
+            raise TypeError(f"shrink must be a bool, got {self.shrink!r}.")
+        if self.shrink and self.kernel != "covariance":
+            raise ValueError("shrink=True needs kernel='covariance'.")
+        if self.shrink and isinstance(self.bandwidth_x, numbers.Real) and not self.bandwidth_x < 1:
+            raise ValueError(
+                "bandwidth_x is the relative bandwidth h with kernel='covariance' and must "
+                f"be below 1 with shrink=True (centres shrunk by sqrt(1 - h^2)), got "
+                f"{self.bandwidth_x!r}."
+            )
+        et = self.ess_target
+        if isinstance(et, bool) or not isinstance(et, numbers.Real) or not 0 < et <= 1:
+            raise ValueError(f"ess_target must be in (0, 1], got {et!r}.")
+        ms = self.max_stages
+        if isinstance(ms, bool) or not isinstance(ms, numbers.Integral) or ms < 1:
+            raise ValueError(f"max_stages must be a positive integer, got {ms!r}.")
+        if ms > 1 and not (self.likelihood == "known" and self.bandwidth_y == "ess"):
+            raise ValueError(
+                "max_stages > 1 (progressive correction) needs likelihood='known' and "
+                f"bandwidth_y='ess', got likelihood={self.likelihood!r} and "
+                f"bandwidth_y={self.bandwidth_y!r}."
+            )
         if self.sigma_max is not None:
             check_positive(self.sigma_max, "sigma_max")
         for name, options in [
@@ -253,28 +389,83 @@ class KDEDiffusionFilter(SequentialFilter):
             ) from None
         if dev == "auto":
             return "cuda" if torch.cuda.is_available() else "numpy"
-        try:
-            resolved = torch.device(dev)
-        except RuntimeError as exc:
-            raise ValueError(f"device {dev!r} is not a valid torch device.") from exc
-        if resolved.type == "cuda" and not torch.cuda.is_available():
-            raise ValueError(f"device={dev!r} but CUDA is not available.")
-        return str(resolved)
+        # float64 throughout, so no MPS; checked here, in fit, not at the first cycle.
+        return check_torch_device(dev, torch, "device", types=("cpu", "cuda"))
 
     def _analysis(self, forecast, y, predicted, loglik, log_weights, rng):
-        from ..diffusion.kde import observation_log_weights
+        covariance = self.kernel == "covariance"
+        if covariance:
+            sigma_x = _relative_bandwidth(self.bandwidth_x, *forecast.shape)
+            if self.shrink and not sigma_x < 1:
+                raise ValueError(
+                    f"bandwidth_x={self.bandwidth_x!r} gives a relative bandwidth h = "
+                    f"{sigma_x:.3g}, which must be below 1 with shrink=True."
+                )
+        else:
+            sigma_x = _resolve_bandwidth(self.bandwidth_x, forecast)
+        if self.max_stages > 1:
+            return self._progressive_analysis(forecast, y, loglik, sigma_x, rng)
+        log_w, sigma_y = self._observation_weights(y, predicted, loglik, rng)
+        analysis, info = self._draw(forecast, log_w, sigma_x, rng)
+        ess = float(info["ess"])
+        self._warn_collapse(ess, forecast.shape[0])
+        diag = {
+            "ess": ess,
+            "n_steps": float(info.get("n_steps", np.nan)),
+            "nfev": float(info.get("nfev", np.nan)),
+            "bandwidth_x": sigma_x,
+            "bandwidth_y": float(np.mean(sigma_y)),
+            "n_stages": 1.0,
+        }
+        return analysis, None, diag
+
+    def _progressive_analysis(self, ensemble, y, loglik, sigma_x, rng):
+        """Progressive correction: stages of ESS-targeted tempering until the exponent is 1.
+
+        Each stage takes the largest exponent ``beta_s`` (at most what is left of 1) that
+        keeps the weights' ESS at ``ess_target * N``, samples the tempered KDE conditional,
+        and re-evaluates the likelihood at the new members (Musso, Oudjane and Le Gland
+        2001). The diagnostic ``bandwidth_y`` is ``1/sqrt(sum_s beta_s)``: 1 when the whole
+        likelihood was assimilated within ``max_stages``.
+        """
+        from ..diffusion.kde_sampling import tempered_log_weights
+
+        n = ensemble.shape[0]
+        target = self.ess_target * n
+        done, ess_min, n_steps, nfev, stages = 0.0, np.inf, 0.0, 0.0, 0
+        while stages < self.max_stages and done < 1.0 - 1e-12:
+            if stages > 0:
+                predicted = self.observation_.apply(ensemble)
+                loglik = self.observation_._log_likelihood(
+                    y, predicted, self._noise_std, self._noise_cov
+                )
+            log_w, beta = tempered_log_weights(loglik, target, max_exponent=1.0 - done)
+            ensemble, info = self._draw(ensemble, log_w, sigma_x, rng)
+            done += beta
+            stages += 1
+            ess_min = min(ess_min, float(info["ess"]))
+            n_steps += float(info.get("n_steps", 0.0))
+            nfev += float(info.get("nfev", 0.0))
+            if beta <= 0.0:
+                break
+        self._warn_collapse(ess_min, n)
+        diag = {
+            "ess": ess_min,
+            "n_steps": n_steps,
+            "nfev": nfev,
+            "bandwidth_x": sigma_x,
+            "bandwidth_y": 1.0 / np.sqrt(done) if done > 0 else np.inf,
+            "n_stages": float(stages),
+        }
+        return ensemble, None, diag
+
+    def _draw(self, forecast, log_w, sigma_x, rng):
+        """One draw of the KDE conditional with log-weights ``log_w`` (any sampler)."""
         from ..diffusion.kde_sampling import kde_analysis
 
-        sigma_x = _resolve_bandwidth(self.bandwidth_x, forecast)
-        mask = ~np.isnan(y)
-        if self.likelihood == "known":
-            log_w = loglik
-            sigma_y = np.nan
-        else:
-            sim = self.observation_._add_noise(predicted, rng, self._noise_std, self._noise_cov)
-            sigma_y = _resolve_bandwidth(self.bandwidth_y, sim[:, mask])
-            log_w = observation_log_weights(y, sim, sigma_y)
-        if self.sigma_max is None:
+        if self.kernel == "covariance":
+            sigma_max = self.sigma_max  # in whitened units; None: chosen by kde_analysis
+        elif self.sigma_max is None:
             spread = np.sqrt(np.sum(np.var(forecast, axis=0)))
             sigma_max = 10.0 * max(spread, sigma_x)
         else:
@@ -284,7 +475,7 @@ class KDEDiffusionFilter(SequentialFilter):
                     f"sigma_max={sigma_max} must exceed the state bandwidth sigma_x={sigma_x}."
                 )
         torch_backend = self.device_ != "numpy"
-        analysis, info = kde_analysis(
+        return kde_analysis(
             forecast,
             log_w,
             sigma_x=sigma_x,
@@ -299,20 +490,44 @@ class KDEDiffusionFilter(SequentialFilter):
             backend="torch" if torch_backend else "numpy",
             device=self.device_ if torch_backend else None,
             chunk_size=self.chunk_size,
+            kernel=self.kernel,
+            shrink=self.shrink,
         )
-        ess = float(info["ess"])
-        if self.ess_warning > 0 and ess < max(2.0, self.ess_warning * forecast.shape[0]):
+
+    def _warn_collapse(self, ess, n):
+        if self.ess_warning > 0 and ess < max(2.0, self.ess_warning * n):
             warnings.warn(
                 f"KDEDiffusionFilter: the observation weights collapsed (ESS {ess:.1f} of "
-                f"{forecast.shape[0]}); consider a larger bandwidth_y.",
+                f"{n}); consider a larger bandwidth_y.",
                 WeightCollapseWarning,
-                stacklevel=2,
+                stacklevel=3,
             )
-        diag = {
-            "ess": ess,
-            "n_steps": float(info.get("n_steps", np.nan)),
-            "nfev": float(info.get("nfev", np.nan)),
-            "bandwidth_x": sigma_x,
-            "bandwidth_y": float(np.mean(sigma_y)),
-        }
-        return analysis, None, diag
+
+    def _observation_weights(self, y, predicted, loglik, rng):
+        """Log-weights of the members and the observation bandwidth used.
+
+        Returns the log-weights and ``sigma_y``: absolute for the paper's specs, the factor
+        ``c`` of ``c R^(1/2)`` for ``"noise"`` and ``"ess"``, NaN for the untempered known
+        likelihood.
+        """
+        from ..diffusion.kde import observation_log_weights
+        from ..diffusion.kde_sampling import tempered_log_weights
+
+        spec = self.bandwidth_y
+        target = self.ess_target * predicted.shape[0]
+        if self.likelihood == "known":
+            if spec == "ess":
+                log_w, beta = tempered_log_weights(loglik, target, max_exponent=1.0)
+                return log_w, 1.0 / np.sqrt(beta) if beta > 0 else np.inf
+            return loglik, np.nan
+        sim = self.observation_._add_noise(predicted, rng, self._noise_std, self._noise_cov)
+        if not _noise_units(spec):
+            sigma_y = _resolve_bandwidth(spec, sim[:, ~np.isnan(y)])
+            return observation_log_weights(y, sim, sigma_y), sigma_y
+        # -|R^(-1/2) (y* - y_i)|^2 / 2 (plus a constant): the distance in noise units.
+        ell = self.observation_._log_likelihood(y, sim, self._noise_std, self._noise_cov)
+        if spec == "ess":
+            log_w, beta = tempered_log_weights(ell, target)
+            return log_w, 1.0 / np.sqrt(beta) if beta > 0 else np.inf
+        c = 1.0 if isinstance(spec, str) else float(spec[1])
+        return ell / c**2, c

@@ -1,0 +1,135 @@
+"""Property tests of the covariance-shaped kernel and the ESS-targeted bandwidth.
+
+* The state-space score of the covariance-kernel KDE is the gradient of its log-density
+  (central finite differences), and both equal the closed form written directly in state
+  coordinates: the mixture sum_i pi_i N(x; m + a (x_i - m), sigmabar(t)^2 C), where the
+  VE schedule in whitened units has sigmabar(0) = h.
+* After shrinkage the mixture's mean and covariance are exactly the weighted ensemble's.
+* The ESS-targeted tempering meets its target, and is the largest exponent that does.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from scipy.special import logsumexp
+from scipy.stats import multivariate_normal
+
+from dasim.diffusion.kde import effective_sample_size
+from dasim.diffusion.kde_sampling import CovarianceKernel, tempered_log_weights
+from dasim.diffusion.schedules import VESchedule
+
+SETTINGS = settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+@st.composite
+def ensembles(draw, min_n=2):
+    d = draw(st.integers(1, 4))
+    n = draw(st.integers(max(min_n, d + 2), 12))
+    seed = draw(st.integers(0, 2**31 - 1))
+    rng = np.random.default_rng(seed)
+    mix = rng.normal(size=(d, d)) + 2.0 * np.eye(d)
+    scale = 10.0 ** draw(st.floats(-2.0, 2.0))
+    X = scale * rng.normal(size=(n, d)) @ mix + scale * rng.normal(size=d)
+    log_w = draw(st.one_of(st.none(), st.just("random")))
+    if log_w == "random":
+        log_w = rng.normal(size=n) * draw(st.floats(0.0, 5.0))
+    return X, log_w
+
+
+def direct_log_density(kernel, x, t, log_w, schedule):
+    """log sum_i pi_i N(x; m + a (x_i - m), sigmabar(t)^2 C) in state coordinates, by scipy."""
+    n = kernel.centres.shape[0]
+    pi_log = np.zeros(n) if log_w is None else np.asarray(log_w, dtype=float)
+    pi_log = pi_log - logsumexp(pi_log)
+    var = float(schedule.sigmabar(t)) ** 2  # sigmabar includes the bandwidth h at t_end
+    centres = kernel.from_latent(kernel.centres)
+    comps = np.array(
+        [multivariate_normal(c, var * kernel.cov).logpdf(x) for c in centres]
+    ).reshape(n, -1)
+    return logsumexp(comps + pi_log[:, None], axis=0)
+
+
+@SETTINGS
+@given(ensembles(), st.floats(0.05, 0.95), st.booleans(), st.floats(0.0, 1.0))
+def test_score_is_gradient_of_log_density_and_matches_direct_form(problem, h, shrink, t):
+    X, log_w = problem
+    kernel = CovarianceKernel(X, log_w, h, shrink=shrink)
+    if kernel.rank < X.shape[1]:
+        return  # degenerate draws: the state-space density does not exist
+    sched = VESchedule(h, h * 8.0)
+    rng = np.random.default_rng(0)
+    x = kernel.mean + rng.normal(size=(3, X.shape[1])) @ kernel.sqrt_cov.T
+    score = kernel.score(x, t, log_w, sched)
+    logp = kernel.log_density(x, t, log_w, sched)
+    np.testing.assert_allclose(
+        logp, direct_log_density(kernel, x, t, log_w, sched), rtol=1e-9, atol=1e-9
+    )
+    # Central differences along the kernel's principal axes (columns of B, C = B B^T),
+    # with a step that is small on the kernel's own scale h in every direction.
+    for j in range(kernel.rank):
+        direction = kernel.sqrt_cov[:, j]
+        step = 1e-5 * h
+        fd = (
+            kernel.log_density(x + step * direction, t, log_w, sched)
+            - kernel.log_density(x - step * direction, t, log_w, sched)
+        ) / (2 * step)
+        along = score @ direction
+        tol = 1e-5 * (np.abs(along) + 1.0 / h)
+        assert np.all(np.abs(fd - along) <= tol), (fd, along)
+
+
+@SETTINGS
+@given(ensembles(), st.floats(0.01, 0.99))
+def test_shrunk_mixture_has_the_weighted_mean_and_covariance(problem, h):
+    X, log_w = problem
+    kernel = CovarianceKernel(X, log_w, h, shrink=True)
+    pi = np.exp(
+        (np.zeros(len(X)) if log_w is None else log_w)
+        - logsumexp(np.zeros(len(X)) if log_w is None else log_w)
+    )
+    m = pi @ X
+    C = ((X - m) * pi[:, None]).T @ (X - m)
+    mean, cov = kernel.mixture_moments(log_w)
+    scale = np.abs(X).max() + 1.0
+    np.testing.assert_allclose(mean, m, rtol=0, atol=1e-10 * scale)
+    np.testing.assert_allclose(cov, C, rtol=0, atol=1e-10 * scale**2)
+    # Without shrinkage the jitter widens the covariance by h^2 C: the test has power.
+    _, wide = CovarianceKernel(X, log_w, h, shrink=False).mixture_moments(log_w)
+    np.testing.assert_allclose(wide, (1 + h * h) * C, rtol=0, atol=1e-10 * scale**2)
+
+
+@SETTINGS
+@given(
+    st.integers(2, 300),
+    st.integers(0, 2**31 - 1),
+    st.floats(0.1, 1e4),
+    st.floats(0.0, 1.0),
+)
+def test_tempering_meets_the_ess_target_and_is_the_largest_that_does(n, seed, spread, frac):
+    rng = np.random.default_rng(seed)
+    ell = -0.5 * (spread * rng.standard_normal(n)) ** 2
+    target = 1.0 + frac * (n - 1)
+    log_w, beta = tempered_log_weights(ell, target)
+    ess = effective_sample_size(log_w)
+    assert ess >= target * (1 - 1e-9)
+    if beta < 1e8:  # not capped: a slightly larger exponent misses the target
+        assert effective_sample_size(ell * beta * (1 + 1e-6)) < target * (1 + 1e-9) or (
+            np.isclose(ess, target, rtol=1e-6)
+        )
+    np.testing.assert_allclose(log_w - log_w.max(), beta * (ell - ell.max()), atol=1e-12)
+
+
+def test_tempering_respects_its_cap_and_rejects_bad_targets():
+    ell = -0.5 * np.linspace(0.0, 3.0, 20) ** 2
+    log_w, beta = tempered_log_weights(ell, 2.0, max_exponent=1.0)
+    assert beta == 1.0  # the untempered likelihood already keeps ESS >= 2
+    np.testing.assert_allclose(log_w - log_w.max(), ell - ell.max())
+    for bad in (0.5, 21.0, np.nan):
+        try:
+            tempered_log_weights(ell, bad)
+        except ValueError as exc:
+            assert "target_ess" in str(exc)
+        else:
+            raise AssertionError(f"target {bad} accepted")
