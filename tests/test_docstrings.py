@@ -24,8 +24,10 @@ validate = validate_module.validate
 #: The public modules whose ``__all__`` is checked.
 PUBLIC_MODULES = [
     "dasim.filters",
+    "dasim.smoothers",
     "dasim.models",
     "dasim.observations",
+    "dasim.coordinates",
     "dasim.datasets",
     "dasim.metrics",
     "dasim.compose",
@@ -229,6 +231,7 @@ def test_every_public_module_is_listed():
     # dasim.benchmarks, ...).
     packages = {
         "dasim.filters",
+        "dasim.smoothers",
         "dasim.models",
         "dasim.observations",
         "dasim.assimilators",

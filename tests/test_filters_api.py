@@ -85,11 +85,26 @@ def test_missing_observations(make, twin):
 
     assert np.allclose(ds["analysis"][3], ds["forecast"][3])
     assert np.allclose(analysis_weights(3), forecast_weights(3))
-    assert ds["log_evidence"][3] == 0.0
+    assert np.isnan(ds["log_evidence"][3])  # an unobserved cycle has no evidence
+    assert np.isfinite(np.delete(ds["log_evidence"].values, 3)).all()
     analysis_mean = analysis_weights(5) @ ds["analysis"][5].values
     forecast_mean = forecast_weights(5) @ ds["forecast"][5].values
     assert not np.allclose(analysis_mean, forecast_mean)
     assert np.all(np.isfinite(ds["analysis"].values))
+
+
+def test_noise_mle_ignores_unobserved_cycles():
+    # The evidence of an unobserved cycle is NaN; the maximum-likelihood search sums the
+    # evidence of the observed cycles only (a NaN sum would stall it at its start).
+    rng = np.random.default_rng(0)
+    x = np.cumsum(rng.normal(size=80))[:, None]
+    y = x + 2.0 * rng.normal(size=x.shape)
+    y[[10, 40, 41, 42]] = np.nan
+    moments = EnKF(n_members=50, random_state=0).fit(x, y)
+    mle = EnKF(noise="mle", n_members=50, random_state=0).fit(x, y)
+    assert np.isfinite(mle.log_evidence_)
+    assert not np.allclose(mle.noise_std_, moments.observation_.noise_std)
+    assert not np.allclose(mle.process_noise_, moments.model_.process_noise)
 
 
 def test_partial_nan_equals_subset_observation(twin):
@@ -146,13 +161,14 @@ def test_gridsearch_picks_by_score():
     X_all, y_all = make_twin_experiment(MODEL, OBS, 120, random_state=5)
     search = GridSearchCV(
         EnKF(MODEL, OBS, n_members=10, random_state=0),
-        {"inflation": [0.5, 1.0, 1.05]},
+        {"inflation": [1.0, 1.05, 3.0]},
         cv=TimeSeriesSplit(3),
     ).fit(X_all, y_all)
     scores = search.cv_results_["mean_test_score"]
-    assert search.best_params_["inflation"] == [0.5, 1.0, 1.05][int(np.argmax(scores))]
-    # Deflation below 1 is the worst choice on a chaotic system.
-    assert np.argmin(scores) == 0
+    assert search.best_params_["inflation"] == [1.0, 1.05, 3.0][int(np.argmax(scores))]
+    # Tripling the spread every cycle is the worst choice (inflation below 1, deflation,
+    # is refused by fit).
+    assert np.argmin(scores) == 2
     # Nested parameters of the model and observation are tunable too, with any scorer.
     search = GridSearchCV(
         EnKF(MODEL, OBS, n_members=10, random_state=0),
@@ -256,6 +272,7 @@ def test_diverging_model_names_the_cycle(rng, blow):
 
     est = EnKF(FunctionModel(blows_up), ObservationModel(noise_std=1.0), n_members=5)
     est.set_params(random_state=0).fit(rng.normal(size=(20, 2)))
+    calls["n"] = 0  # fit calls the model once, to check its shapes
     with pytest.raises(ValueError, match="cycle 3"):
         est.assimilate(rng.normal(size=(10, 2)))
 

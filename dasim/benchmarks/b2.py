@@ -1218,6 +1218,84 @@ def time_kde_samplers(
 
 
 # ------------------------------------------------------------------------ command line
+def _parser():
+    """The argument parser of :func:`main` (every option with its help)."""
+    from ..cli import _int_list, _n_jobs, _positive_int, _positive_int_list
+
+    p = argparse.ArgumentParser(
+        prog="python -m dasim.benchmarks.b2",
+        description="B2: the closed-form KDE diffusion filter against the EnKF and the "
+        "particle filters (settings and results: docs/benchmarks_b2.md). Writes "
+        "OUT/CASE.nc, OUT/CASE.md and OUT/CASE.png.",
+    )
+    p.add_argument("case", choices=sorted(B2_CASES), help="the B2 setting to run")
+    p.add_argument(
+        "--members",
+        type=_positive_int_list,
+        help="comma-separated ensemble sizes, e.g. 25,50 (default: the case's own; 16 "
+        "with --smoke)",
+    )
+    p.add_argument(
+        "--seeds",
+        type=_int_list,
+        help="comma-separated scored seeds (default: 0,1,2; 0 with --smoke, which runs one)",
+    )
+    p.add_argument(
+        "--methods",
+        help=f"comma-separated methods to run (default: all of {', '.join(B2_METHODS)})",
+    )
+    p.add_argument(
+        "--max-members",
+        default="",
+        help="largest ensemble per method, e.g. KDE-ode=250 (comma-separated METHOD=N)",
+    )
+    p.add_argument(
+        "--cycles",
+        type=_positive_int,
+        help="cycles per run (default: 100; --smoke fixes 25 and refuses this option)",
+    )
+    p.add_argument(
+        "--no-tune",
+        action="store_true",
+        help="skip the GridSearchCV tuning of the bandwidths and inflation (use defaults)",
+    )
+    p.add_argument(
+        "--w2-stride",
+        type=_positive_int,
+        default=1,
+        help="compute W2 to the reference every this many cycles (default: 1)",
+    )
+    p.add_argument(
+        "--n-jobs",
+        type=_n_jobs,
+        default=None,
+        help="joblib workers for the independent runs, -1 for all cores",
+    )
+    p.add_argument(
+        "--smoke", action="store_true", help="a seconds-long version (small sizes, one seed)"
+    )
+    p.add_argument(
+        "--out",
+        default="results/b2",
+        help="directory the results are written into, created if missing (default: "
+        "results/b2); a file name such as out.nc is refused",
+    )
+    p.add_argument("--plot", help="PNG file for the plot (default: OUT/CASE.png)")
+    p.add_argument(
+        "--params-from",
+        metavar="FILE.nc",
+        help="an earlier run's netCDF file whose tuned parameters are reused (those groups "
+        "are not tuned again)",
+    )
+    p.add_argument(
+        "--merge",
+        nargs="+",
+        metavar="FILE.nc",
+        help="run nothing: merge earlier runs of CASE and write the tables of the result",
+    )
+    return p
+
+
 def main(argv=None):
     """Command line: ``python -m dasim.benchmarks.b2 CASE [options]``.
 
@@ -1249,28 +1327,41 @@ def main(argv=None):
     """
     import sys
     from datetime import date
-    from pathlib import Path
 
-    p = argparse.ArgumentParser(prog="python -m dasim.benchmarks.b2", description=__doc__)
-    p.add_argument("case", choices=sorted(B2_CASES))
-    p.add_argument("--members")
-    p.add_argument("--seeds", default="0,1,2")
-    p.add_argument("--methods")
-    p.add_argument("--max-members", default="")
-    p.add_argument("--cycles", type=int, default=100)
-    p.add_argument("--no-tune", action="store_true")
-    p.add_argument("--w2-stride", type=int, default=1)
-    p.add_argument("--n-jobs", type=int, default=None)
-    p.add_argument("--smoke", action="store_true")
-    p.add_argument("--out", default="results/b2")
-    p.add_argument("--plot")
-    p.add_argument("--params-from")
-    p.add_argument("--merge", nargs="+")
+    from ..cli import _check_out
+
+    p = _parser()
     args = p.parse_args(argv)
-    members = None if not args.members else [int(v) for v in args.members.split(",")]
-    max_members = {
-        k: int(v) for k, v in (item.split("=") for item in args.max_members.split(",") if item)
-    }
+    out = _check_out(p, args.out, "CASE.nc, CASE.md and CASE.png are")
+    if args.smoke and args.seeds is not None and len(args.seeds) > 1:
+        p.error(f"--smoke runs one seed; got --seeds {','.join(map(str, args.seeds))}")
+    if args.smoke and args.cycles is not None:
+        p.error("--smoke fixes the number of cycles (25); drop --cycles or --smoke")
+    if args.merge:
+        given = [
+            flag
+            for flag, value in [
+                ("--members", args.members),
+                ("--seeds", args.seeds),
+                ("--methods", args.methods),
+                ("--max-members", args.max_members or None),
+                ("--cycles", args.cycles),
+                ("--no-tune", args.no_tune or None),
+                ("--n-jobs", args.n_jobs),
+                ("--smoke", args.smoke or None),
+                ("--params-from", args.params_from),
+            ]
+            if value is not None
+        ]
+        if given:
+            p.error(f"--merge runs nothing, so {', '.join(given)} would be ignored; drop it")
+    members = args.members
+    try:
+        max_members = {
+            k: int(v) for k, v in (item.split("=") for item in args.max_members.split(",") if item)
+        }
+    except ValueError:
+        p.error(f"--max-members must be METHOD=N[,METHOD=N...], got {args.max_members!r}")
     if args.merge:
         ds = merge_b2(*args.merge)
         if ds.attrs.get("case") != args.case:
@@ -1283,9 +1374,9 @@ def main(argv=None):
         ds = run_b2(
             args.case,
             members=members,
-            seeds=[int(v) for v in args.seeds.split(",")],
+            seeds=[0, 1, 2] if args.seeds is None else args.seeds,
             methods=None if not args.methods else args.methods.split(","),
-            n_cycles=args.cycles,
+            n_cycles=100 if args.cycles is None else args.cycles,
             tune=not args.no_tune,
             n_jobs=args.n_jobs,
             progress=not args.smoke,
@@ -1302,7 +1393,6 @@ def main(argv=None):
             wall_seconds=time.perf_counter() - start,
             blas_threads=1,
         )
-    out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     ds.to_netcdf(out / f"{args.case}.nc")
     table = b2_markdown(ds)

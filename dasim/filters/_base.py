@@ -20,11 +20,14 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 from tqdm.auto import tqdm
 
 from .._math import logsumexp
+from .._provenance import attr_value, device_label, estimator_attrs, seeded_rng
 from .._threads import pinned_blas
 from .._validation import check_array_finite, check_n_members, check_noise
-from ..models import DynamicalModel, Persistence, as_model
+from ..exceptions import AssimilationError
+from ..models import DynamicalModel, FunctionModel, Persistence, as_model
 from ..models._base import _as_generator
 from ..observations import ObservationModel
+from ._noise_mle import check_noise_param, fit_noise_mle
 
 __all__ = ["SequentialFilter"]
 
@@ -43,6 +46,9 @@ class SequentialFilter(BaseEstimator):
     _weighted = False
     #: Whether the analysis or the evidence uses the members' log-likelihoods.
     _needs_loglik = True
+    #: Whether ``_analysis`` revises earlier analyses (smoothers): during a run
+    #: ``self._past`` is then a view of the analyses of cycles ``0 .. k-1``.
+    _revises_past = False
 
     # ------------------------------------------------------------------ subclass hooks
     def _check_params(self):
@@ -101,6 +107,7 @@ class SequentialFilter(BaseEstimator):
             raise TypeError(
                 f"observation must be an ObservationModel or None, got {self.observation!r}."
             )
+        check_noise_param(self)  # noise and forecast_first
 
     @pinned_blas
     def fit(self, X, y=None):
@@ -118,16 +125,27 @@ class SequentialFilter(BaseEstimator):
         -------
         self : object
             The fitted filter.
+
+        Notes
+        -----
+        Every parameter is checked here, before any cycle runs: the filter's own, the
+        model's (``process_noise`` against the state dimension included) and the
+        observation model's (operator name, ``indices``, ``noise_std``). A model without a
+        fixed ``n_state`` (a callable, a :class:`~dasim.models.FunctionModel`) and a
+        callable observation operator are each called once on a few rows of ``X`` to
+        check that they take a whole ensemble ``(n_members, n_state)`` and return the
+        right shape (and, for the operator, finite values).
         """
         self._validate_common()
         self._check_params()
-        X = _named_validation("X", validate_data, self, X, dtype=np.float64, ensure_min_samples=2)
+        labels = _time_coordinate(X if y is None else y)  # for a time-dependent model
+        X = _validate_states(self, X, ensure_min_samples=2)
         if y is not None:
             y = self._as_2d_obs(check_array_finite(y, "y", ndim=(1, 2), allow_nan=True), "y")
             if y.shape[0] != X.shape[0]:
                 raise ValueError(
                     f"X and y must have the same number of rows, got {X.shape[0]} and "
-                    f"{y.shape[0]}."
+                    f"{y.shape[0]}.{_transposed_hint(X)}"
                 )
         n_state = X.shape[1]
 
@@ -138,11 +156,7 @@ class SequentialFilter(BaseEstimator):
             self.model_ = Persistence(process_noise=q)
         else:
             self.model_ = copy.deepcopy(as_model(self.model))
-            if self.model_.n_state is not None and self.model_.n_state != n_state:
-                raise ValueError(
-                    f"X has {n_state} state components but the model has "
-                    f"n_state={self.model_.n_state}."
-                )
+            _check_model(self.model_, X)
 
         # The observation model: given, or the identity with noise learned from y - X.
         if self.observation is None:
@@ -167,11 +181,18 @@ class SequentialFilter(BaseEstimator):
             )
         else:
             self.observation_ = copy.deepcopy(self.observation)
-        self.n_obs_ = self.observation_.n_obs(n_state)
-        self.observation_.noise_cov(self.n_obs_)  # validates noise_std against n_obs
+        # Every observation parameter checked against n_state; a callable probed on X.
+        try:
+            self.n_obs_ = self.observation_._validate(n_state, X)
+        except ValueError as exc:
+            hint = _transposed_hint(X)
+            if not hint:
+                raise
+            raise ValueError(f"{str(exc).rstrip('.')}.{hint}") from exc
         if y is not None and y.shape[1] != self.n_obs_:
             raise ValueError(
-                f"y has {y.shape[1]} columns but the observation operator gives {self.n_obs_}."
+                f"y has {y.shape[1]} columns (shape {y.shape}) but the observation operator "
+                f"gives {self.n_obs_}: y must have shape (n_times, {self.n_obs_})."
             )
 
         # Climatological prior: a Gaussian KDE of the training states (Scott's rule).
@@ -180,6 +201,8 @@ class SequentialFilter(BaseEstimator):
         evals, evecs = np.linalg.eigh(cov)
         factor = X.shape[0] ** (-1.0 / (n_state + 4))
         self.climatology_kernel_ = factor * evecs * np.sqrt(np.clip(evals, 0.0, None))
+        if getattr(self, "noise", "moments") == "mle":  # see _noise_mle.py
+            fit_noise_mle(self, X if y is None else y, times=labels)
         return self
 
     @pinned_blas
@@ -233,7 +256,11 @@ class SequentialFilter(BaseEstimator):
         initial_ensemble : array-like of shape (n_members, n_state), optional
             The starting ensemble; ``n_members`` draws from :meth:`sample` by default.
         random_state : int, RandomState, numpy.random.Generator or None
-            Seed; ``None`` uses the estimator's ``random_state``.
+            Seed; ``None`` uses the estimator's ``random_state``. The integer seed the
+            run actually used is recorded in ``attrs["random_state"]`` (drawn from a
+            RandomState, a Generator or, for ``None`` everywhere, numpy's global
+            RandomState), so ``assimilate(y, random_state=ds.attrs["random_state"])``
+            repeats the run.
         keep_forecast : bool, default=True
             Whether to return the forecast ensembles (set False to halve memory).
         progress : bool, default=False
@@ -244,24 +271,64 @@ class SequentialFilter(BaseEstimator):
         xarray.Dataset
             ``analysis`` and ``forecast`` with dims ``(time, member, state)``, ``weights``
             ``(time, member)`` for weighted filters, ``log_evidence`` (the per-cycle
-            ``log p(y_k | y_{1:k-1})`` estimated from the forecast ensemble), the
-            method's per-cycle diagnostics, and the parameters in ``attrs``.
+            ``log p(y_k | y_{1:k-1})`` estimated from the forecast ensemble; NaN at an
+            unobserved cycle, a row of ``y`` that is all NaN), the method's per-cycle
+            diagnostics, and in ``attrs`` how the result was made: the parameters at
+            their resolved values (``model`` and ``observation`` as fitted, ``n_members``
+            of the ensemble used, ``<name>_requested`` where that differs from the
+            constructor's value), ``random_state`` (the seed used) and ``seed_source``,
+            ``device``, ``initial_ensemble``, ``dasim_version`` and ``numpy_version``;
+            every value a str, int or float, so the Dataset writes to netCDF.
+
+        Raises
+        ------
+        dasim.exceptions.AssimilationError
+            If the run fails at cycle ``k``: the model or the observation operator raises
+            or returns non-finite values, every member has zero likelihood, or the
+            analysis fails. The message names the cycle; the exception's ``partial`` is
+            the Dataset above for cycles ``0 .. k-1`` (what a run on ``y[:k]`` returns)
+            and its ``cycle`` is ``k``, so a long run is not lost. It is a
+            ``ValueError``.
         """
         check_is_fitted(self)
+        for name, flag in (("keep_forecast", keep_forecast), ("progress", progress)):
+            if not isinstance(flag, bool | np.bool_):
+                raise TypeError(f"{name} must be a bool, got {flag!r}.")
         time = _time_coordinate(y)
         y = self._check_obs(y)
-        rng = self._rng(random_state)
+        rng, seed, seed_source = seeded_rng(random_state, self.random_state)
         init = self._initial(initial_ensemble, rng)
-        out = self._run(y, init, rng, keep_forecast=keep_forecast, progress=progress)
-        return self._to_dataset(out, time)
+        run = {
+            "seed": seed,
+            "seed_source": seed_source,
+            "n_members": init.shape[0],
+            "initial_ensemble": "drawn from the climatological prior (sample)"
+            if initial_ensemble is None
+            else "given",
+        }
+
+        def partial(out, k):  # the Dataset of cycles 0 .. k-1, for AssimilationError
+            return self._to_dataset(out, None if time is None else time[:k], run=run)
+
+        out = self._run(
+            y,
+            init,
+            rng,
+            keep_forecast=keep_forecast,
+            progress=progress,
+            partial=partial,
+            times=time,
+        )
+        return self._to_dataset(out, time, run=run)
 
     @pinned_blas
-    def score(self, X, y):
+    def score(self, X, y, *, burn_in=0):
         """Negative time-mean CRPS of the analysis ensembles against the true states.
 
         Runs :meth:`assimilate` on ``y`` from the climatological prior with the
         estimator's ``random_state``; the same definition for every dasim estimator, so
-        ``GridSearchCV`` ranks methods alike.
+        ``GridSearchCV`` ranks methods alike. Every cycle after the burn-in counts, an
+        unobserved one too (its analysis is the forecast).
 
         Parameters
         ----------
@@ -269,16 +336,22 @@ class SequentialFilter(BaseEstimator):
             True states, row-aligned with ``y``.
         y : array-like of shape (n_times, n_obs) or (n_times,)
             Observations.
+        burn_in : int, default=0
+            Number of leading cycles left out of the time mean (the filter's spin-up
+            from the prior); must be smaller than ``n_times``. In a search, pass
+            ``scoring=dasim.metrics.get_scorer("neg_crps", burn_in=k)``: the same score.
 
         Returns
         -------
         float
-            ``-mean_t CRPS_t`` (greater is better).
+            ``-mean_t CRPS_t`` over ``t >= burn_in`` (greater is better).
         """
+        time = _time_coordinate(y)  # the labels a time-dependent model sees
         X, y = _score_inputs(self, X, y, self._check_obs)
+        burn_in = _check_burn_in(burn_in, y.shape[0])
         rng = self._rng(None)
-        out = self._run(y, self._initial(None, rng), rng, keep_forecast=False)
-        return _neg_crps(X, out["analysis"], out.get("weights"))
+        out = self._run(y, self._initial(None, rng), rng, keep_forecast=False, times=time)
+        return _neg_crps(X, out["analysis"], out.get("weights"), burn_in=burn_in)
 
     # ------------------------------------------------------------------ internals
     def _rng(self, random_state):
@@ -319,11 +392,15 @@ class SequentialFilter(BaseEstimator):
         y = self._as_2d_obs(y, "y")
         if y.shape[1] != self.n_obs_:
             raise ValueError(
-                f"y has {y.shape[1]} columns but the observation operator gives {self.n_obs_}."
+                f"y has {y.shape[1]} columns (shape {y.shape}) but the observation operator "
+                f"gives {self.n_obs_}: y must have shape (n_times, {self.n_obs_})."
             )
         return y
 
-    def _run(self, y, ensemble, rng, *, keep_forecast=True, progress=False):
+    def _run(
+        self, y, ensemble, rng, *, keep_forecast=True, progress=False, partial=None, times=None
+    ):
+        # times: the row labels passed to a time-dependent model (None: the row index).
         n_times = y.shape[0]
         n_members, n_state = ensemble.shape
         analysis = np.empty((n_times, n_members, n_state))
@@ -333,7 +410,7 @@ class SequentialFilter(BaseEstimator):
         if self._weighted:
             log_weights = np.full(n_members, -np.log(n_members))
             all_weights = np.empty((n_times, n_members))
-        log_evidence = np.zeros(n_times)
+        log_evidence = np.full(n_times, np.nan)  # NaN: an unobserved cycle has no evidence
         diags = {name: np.full(n_times, np.nan) for name in self._diagnostics}
         # Resolved once per run: the loop below must not re-validate the noise each cycle.
         self._noise_std, self._noise_cov = check_noise(
@@ -343,19 +420,59 @@ class SequentialFilter(BaseEstimator):
         model = self.model_
         model._check_params()
         noise = model._noise(n_state)
+        # forecast_first=False: the initial ensemble is the prior at the time of y[0].
+        first = 0 if _check_forecast_first(getattr(self, "forecast_first", True)) else 1
+
+        def collect(n):
+            """The output arrays of cycles 0 .. n-1."""
+            out = {"analysis": analysis[:n], "log_evidence": log_evidence[:n]}
+            out.update({name: values[:n] for name, values in diags.items()})
+            if keep_forecast:
+                out["forecast"] = forecast[:n]
+            if all_weights is not None:
+                out["weights"] = all_weights[:n]
+            return out
+
+        def failure(k, message):
+            """An AssimilationError for cycle k carrying the result of cycles 0 .. k-1."""
+            ds = None
+            if partial is not None:
+                try:  # copies: the partial result must not pin the full-length arrays
+                    ds = partial({key: v.copy() for key, v in collect(k).items()}, k)
+                except Exception:  # never hide the original failure
+                    ds = None
+            kept = f"the {k} cycle(s) before it are kept in the exception's .partial Dataset"
+            return AssimilationError(f"{message.rstrip('.')}; {kept}.", cycle=k, partial=ds)
+
         cycles = tqdm(range(n_times), desc=type(self).__name__, disable=not progress)
         for k in cycles:
-            if log_weights is not None:
-                ensemble, log_weights = self._before_forecast(ensemble, log_weights, rng)
-            try:
-                ensemble = model._forecast_checked(ensemble, rng, noise)
-            except ValueError as exc:
-                raise ValueError(f"Forecast failed at cycle {k}: {exc}") from exc
+            if self._revises_past:
+                self._past = analysis[:k]
+            if k >= first:
+                if log_weights is not None:
+                    ensemble, log_weights = self._before_forecast(ensemble, log_weights, rng)
+                try:
+                    ensemble = model._forecast_checked(
+                        ensemble, rng, noise, k if times is None else times[k]
+                    )
+                except Exception as exc:
+                    raise failure(k, f"Forecast failed at cycle {k}: {_describe(exc)}") from exc
             if keep_forecast:
                 forecast[k] = ensemble
             yk = y[k]
             if not np.all(np.isnan(yk)):
-                predicted = self.observation_.apply(ensemble)
+                try:
+                    predicted = self.observation_.apply(ensemble)
+                except Exception as exc:
+                    raise failure(
+                        k, f"The observation operator failed at cycle {k}: {_describe(exc)}"
+                    ) from exc
+                if not np.all(np.isfinite(predicted[:, ~np.isnan(yk)])):
+                    raise failure(
+                        k,
+                        f"The observation operator returned non-finite values at cycle {k} "
+                        "for some forecast members",
+                    )
                 loglik = (
                     self.observation_._log_likelihood(
                         yk, predicted, self._noise_std, self._noise_cov
@@ -365,26 +482,25 @@ class SequentialFilter(BaseEstimator):
                 )
                 log_evidence[k] = self._log_evidence(yk, predicted, loglik, log_weights)
                 if not np.isfinite(log_evidence[k]):
-                    raise ValueError(
+                    raise failure(
+                        k,
                         f"Every member has zero likelihood at cycle {k}: the observation is "
-                        "incompatible with the whole forecast ensemble."
+                        "incompatible with the whole forecast ensemble",
                     )
-                ensemble, log_weights, diag = self._analysis(
-                    ensemble, yk, predicted, loglik, log_weights, rng
-                )
+                try:
+                    ensemble, log_weights, diag = self._analysis(
+                        ensemble, yk, predicted, loglik, log_weights, rng
+                    )
+                except ValueError as exc:  # LinAlgError included
+                    raise failure(k, f"The analysis failed at cycle {k}: {exc}") from exc
                 if not np.all(np.isfinite(ensemble)):
-                    raise ValueError(f"The analysis produced non-finite states at cycle {k}.")
+                    raise failure(k, f"The analysis produced non-finite states at cycle {k}")
                 for name, value in diag.items():
                     diags[name][k] = value
             analysis[k] = ensemble
             if all_weights is not None:
                 all_weights[k] = np.exp(log_weights)
-        out = {"analysis": analysis, "log_evidence": log_evidence, **diags}
-        if keep_forecast:
-            out["forecast"] = forecast
-        if all_weights is not None:
-            out["weights"] = all_weights
-        return out
+        return collect(n_times)
 
     def _log_evidence(self, y, predicted, loglik, log_weights):
         """Estimate ``log p(y_k | y_{1:k-1})`` from the forecast ensemble.
@@ -406,7 +522,7 @@ class SequentialFilter(BaseEstimator):
     def _start_run(self, n_members, n_state):
         """Hook called before the first cycle (e.g. to precompute localisation)."""
 
-    def _to_dataset(self, out, time):
+    def _to_dataset(self, out, time, run=None):
         n_times, n_members, n_state = out["analysis"].shape
         dims3 = ("time", "member", "state")
         data = {"analysis": (dims3, out["analysis"])}
@@ -422,10 +538,122 @@ class SequentialFilter(BaseEstimator):
             "member": np.arange(n_members),
             "state": np.arange(n_state),
         }
-        attrs = {"estimator": type(self).__name__}
-        for key, value in self.get_params(deep=False).items():
-            attrs[key] = _attr_value(value)
-        return xr.Dataset(data, coords=coords, attrs=attrs)
+        return xr.Dataset(data, coords=coords, attrs=self._provenance(run, n_members))
+
+    def _provenance(self, run, n_members):
+        """The ``attrs`` of a result: how it was made (see :mod:`dasim._provenance`).
+
+        ``run`` holds what ``assimilate`` resolved (``seed``, ``seed_source``,
+        ``initial_ensemble``); without it (a caller that does not pass it) the seed is
+        recorded as the estimator's ``random_state`` with a source that says so.
+        """
+        run = {} if run is None else run
+        seed = run.get("seed")
+        if seed is None:
+            seed = _attr_value(self.random_state)
+        attrs = estimator_attrs(
+            self,
+            seed=seed,
+            seed_source=run.get("seed_source", "not recorded: the estimator's random_state"),
+            device=device_label(getattr(self, "device_", "numpy")),
+            # the ensemble run (a smoother may return another number of trajectories)
+            overrides={"n_members": run.get("n_members", n_members)},
+        )
+        if "initial_ensemble" in run:
+            attrs["initial_ensemble"] = run["initial_ensemble"]
+        return attrs
+
+
+def _check_forecast_first(value):
+    """Validate the ``forecast_first`` parameter (a bool) and return it."""
+    if not isinstance(value, bool | np.bool_):
+        raise TypeError(f"forecast_first must be a bool, got {value!r}.")
+    return bool(value)
+
+
+def _describe(exc):
+    """``exc``'s message, prefixed by its type unless it is a plain ValueError."""
+    return str(exc) if type(exc) is ValueError else f"{type(exc).__name__}: {exc}"
+
+
+def _validate_states(estimator, X, **kwargs):
+    """``validate_data`` on states ``X``, with dasim's own message for NaN and inf."""
+    X = _named_validation(
+        "X", validate_data, estimator, X, dtype=np.float64, ensure_all_finite=False, **kwargs
+    )
+    _check_states_finite(X)
+    return X
+
+
+def _check_states_finite(X, name="X"):
+    """Raise a ``ValueError`` naming ``name`` if the states hold NaN or inf."""
+    finite = np.isfinite(X)
+    if finite.all():
+        return
+    where = tuple(int(i) for i in np.argwhere(~finite)[0])
+    kind = "NaN" if np.isnan(X[where]) else "inf"
+    raise ValueError(
+        f"{name} contains {kind} (at index {where}; non-finite entries: "
+        f"{int(np.sum(~finite))}): states must be finite. dasim does not impute missing "
+        f"states; drop or fill those rows (a missing observation is a NaN in y, not in "
+        f"{name})."
+    )
+
+
+def _transposed_hint(X):
+    """A hint appended to shape errors when ``X`` has fewer rows than columns."""
+    if X.shape[0] >= X.shape[1]:
+        return ""
+    return f" X has shape {X.shape}: is it transposed? fit expects (n_times, n_state)."
+
+
+def _check_model(model, X):
+    """Validate a resolved model against training states ``X`` before any cycle runs.
+
+    Checks the model's parameters (``process_noise`` against the state dimension
+    included) and ``X``'s width against a known ``n_state``. A model with no fixed
+    ``n_state`` (a :class:`~dasim.models.FunctionModel`, a plain callable, a user's
+    subclass) is called once on a few rows of ``X`` to check that it maps an ensemble
+    ``(n_members, n_state)`` to the same shape.
+    """
+    n_times, n_state = X.shape
+    name = type(model).__name__
+    func = getattr(model, "func", None)
+    if isinstance(model, FunctionModel) and callable(func):
+        name = f"FunctionModel(func={getattr(func, '__qualname__', type(func).__name__)})"
+    hint = _transposed_hint(X)
+    if model.n_state is not None and model.n_state != n_state:
+        raise ValueError(
+            f"X has {n_state} state components but the model {name} has n_state="
+            f"{model.n_state}: X must have shape (n_times, {model.n_state}), got "
+            f"{X.shape}.{hint}"
+        )
+    if isinstance(model, FunctionModel) and not callable(model.func):
+        raise TypeError(f"model: FunctionModel's func must be callable, got {model.func!r}.")
+    model._check_params()
+    model._noise(n_state)  # process_noise against the state dimension
+    if model.n_state is not None:
+        return
+    from ..observations._model import _probe_size
+
+    probe = np.resize(X, (_probe_size(n_state, n_state), n_state))
+    contract = (
+        "The model must map an ensemble of shape (n_members, n_state) to the states one "
+        "cycle later, same shape: it is called once per cycle with every member, not once "
+        "per member."
+    )
+    seen = f"called on {probe.shape[0]} states of X, an array of shape {probe.shape}"
+    try:
+        with np.errstate(all="ignore"):
+            # time 0: the first cycle of a plain-array run (time-dependent models).
+            out = np.asarray(model._propagate_at(probe.copy(), 0), dtype=np.float64)
+    except Exception as exc:
+        raise ValueError(
+            f"model={name} failed when {seen}: {type(exc).__name__}: "
+            f"{str(exc).rstrip('.')}. {contract}{hint}"
+        ) from exc
+    if out.shape != probe.shape:
+        raise ValueError(f"model={name} returned shape {out.shape} when {seen}. {contract}{hint}")
 
 
 def _score_inputs(estimator, X, y, check_obs):
@@ -435,7 +663,7 @@ def _score_inputs(estimator, X, y, check_obs):
     requires ``y`` (checked by ``check_obs``) and matches the numbers of rows.
     """
     check_is_fitted(estimator)
-    X = _named_validation("X", validate_data, estimator, X, reset=False, dtype=np.float64)
+    X = _validate_states(estimator, X, reset=False)
     if y is None:
         raise ValueError("score needs the observations y.")
     y = check_obs(y)
@@ -446,11 +674,20 @@ def _score_inputs(estimator, X, y, check_obs):
     return X, y
 
 
-def _neg_crps(X, analysis, weights=None):
-    """The default score of every dasim estimator: minus the time-mean CRPS."""
+def _neg_crps(X, analysis, weights=None, burn_in=0):
+    """The default score of every dasim estimator: minus the time-mean CRPS after burn-in."""
     from ..metrics import crps_ensemble
 
-    return -float(np.mean(crps_ensemble(X, analysis, weights)))
+    if weights is not None:
+        weights = weights[burn_in:]
+    return -float(np.mean(crps_ensemble(X[burn_in:], analysis[burn_in:], weights)))
+
+
+def _check_burn_in(burn_in, n_times):
+    """Validate ``score``'s ``burn_in`` against the number of cycles, before any work."""
+    from ..metrics import _check_burn_in as check
+
+    return check(burn_in, n_times)
 
 
 def _named_validation(name, func, *args, **kwargs):
@@ -465,12 +702,8 @@ def _named_validation(name, func, *args, **kwargs):
 
 
 def _attr_value(value):
-    """Make a parameter value storable as a netCDF attribute."""
-    if isinstance(value, bool) or value is None:
-        return str(value)
-    if isinstance(value, numbers.Number | str):
-        return value
-    return repr(value)
+    """Make a parameter value storable as a netCDF attribute (no memory addresses)."""
+    return attr_value(value)
 
 
 def _time_coordinate(y):
