@@ -63,14 +63,16 @@ class SDAAssimilator(WindowedAssimilator):
     n_epochs : int, default=100
         Training epochs; an epoch draws ``epoch_size`` random windows.
     gamma : float, default=1e-2
-        Likelihood variance inflation :math:`\gamma \ge 0`, dimensionless: the term
-        :math:`\gamma\, c^2 \sigma_t^2/\mu_t^2` added to the noise variance is
-        :math:`\gamma` times the Tweedie denoiser's error variance on standardised states
-        (:math:`\sigma_t^2/\mu_t^2`) in units of the observation's training variance
-        :math:`c^2` (``obs_scale_**2``). It is SDA's :math:`\gamma` on standardised states
-        and observations, whatever their physical units. Larger values weaken the guidance
-        early in the reverse process, where :math:`\hat z` is poor. ``gamma_units`` says
-        in which units it is given.
+        Likelihood variance inflation :math:`\gamma \ge 0`: the term
+        :math:`\gamma\, c^2 \sigma_t^2/\mu_t^2` added to the noise variance, where
+        :math:`\sigma_t^2/\mu_t^2` is the Tweedie denoiser's error variance on standardised
+        states. With the default ``gamma_units="standardised"``, :math:`c` is
+        ``obs_scale_`` (the observations' training standard deviation) and :math:`\gamma`
+        is dimensionless: SDA's :math:`\gamma` on standardised states and observations,
+        whatever their physical units. With ``gamma_units="observation"``, :math:`c = 1`
+        and :math:`\gamma` is in the squared units of ``y``, as in SDA's paper and code.
+        Larger values weaken the guidance early in the reverse process, where
+        :math:`\hat z` is poor.
     n_steps : int, default=64
         Predictor steps of the sampler.
     n_corrections : int, default=1
@@ -83,18 +85,16 @@ class SDAAssimilator(WindowedAssimilator):
     random_state : int, RandomState or None, default=None
         Seed of the network initialisation, training and sampling.
     gamma_units : {"standardised", "observation"}, default="standardised"
-        Units of ``gamma``. ``"standardised"``: dimensionless, as above (:math:`c` =
+        The units of ``gamma``. ``"standardised"``: dimensionless (:math:`c` =
         ``obs_scale_``), so that a value carries over between problems whatever the units
         of ``y``. ``"observation"``: the convention of Rozet and Louppe (2023) and their
-        code, :math:`c = 1`: the inflation :math:`\gamma\, \sigma_t^2/\mu_t^2` is added to
-        ``std**2`` in the squared units of ``y``, which makes :math:`\gamma` mean the same
-        as ``"standardised"`` only when ``y`` has unit training variance (the paper's
-        normalised Lorenz-63 states observed by the identity). The two are the same
-        likelihood: ``gamma_units="observation"`` with ``gamma=g`` is
-        ``"standardised"`` with :math:`\gamma = g / c_j^2` for observation component
+        code (:math:`c = 1`), the squared units of ``y``; it agrees with
+        ``"standardised"`` where the observations have unit variance over the training
+        states, as the paper's identity observations of normalised Lorenz-63 states do.
+        The two are one likelihood: ``"observation"`` with ``gamma=g`` is
+        ``"standardised"`` with :math:`\gamma = g / c_j^2` on observation component
         :math:`j`. Use ``"observation"`` to rerun a configuration published with SDA's
-        :math:`\gamma` on a problem whose observations are not standardised (benchmark B3
-        does, for ``b3-sin`` and ``b3-atan``).
+        :math:`\gamma` on observations that are not standardised (benchmark B3 does).
     width, depth : int, default=128, 3
         Size of the kernel network.
     kernel : {"mlp", "conv"}, default="mlp"

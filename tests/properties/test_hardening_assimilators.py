@@ -30,6 +30,7 @@ BAD_PARAMS = {
     "n_corrections": [-1, 0.5],
     "tau": [0.0, -0.25, np.nan],
     "gamma": [-1.0, np.nan, "big"],
+    "gamma_units": ["physical", None, 1],
     "learning_rate": [0.0, -1e-3, np.inf],
     "batch_size": [0, -8],
     "width": [0, -4],

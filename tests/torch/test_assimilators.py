@@ -273,6 +273,8 @@ def test_b3_smoke(tmp_path):
     assert ds["w1"].dims == ("case", "method", "seed")
     assert list(ds["method"].values) == ["SDA", "SOAD", "reference"]
     assert np.all(np.isfinite(ds["w1_floor"].values))
+    # SDA runs with the paper's gamma, in the paper's convention (the squared units of y)
+    assert ds.attrs["gamma"] == 1e-2 and ds.attrs["gamma_units"] == "observation"
     assert "| b3-sin | SOAD |" in b3_markdown(ds)
     plot_b3(ds, tmp_path / "b3.png")
     assert (tmp_path / "b3.png").stat().st_size > 0
