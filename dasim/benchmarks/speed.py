@@ -9,6 +9,9 @@ covers ``assimilate`` over the whole record, forecasts included, after an untime
 two-cycle warm-up, and is divided by the number of cycles; with ``repeats`` the fastest
 run counts (both sides). ``dasim bench speed-l96-40 --dapper-python PATH`` runs both sides in
 one run and tabulates them with :func:`speed_markdown`.
+
+:func:`time_kde_ode` is the KDE filter's row: score evaluations and milliseconds a cycle of
+its samplers and ODE solvers on a B2 case (issue #14).
 """
 
 from __future__ import annotations
@@ -24,7 +27,14 @@ from ..datasets import make_twin_experiment
 from ..filters import EnKF, SIRFilter
 from .b1 import b1_case
 
-__all__ = ["SPEED_FILTERS", "speed_members", "time_filters", "speed_markdown"]
+__all__ = [
+    "SPEED_FILTERS",
+    "KDE_SAMPLERS",
+    "speed_members",
+    "time_filters",
+    "speed_markdown",
+    "time_kde_ode",
+]
 
 #: The timed configurations, as in ``dapper_timing.py`` (label -> constructor of N).
 SPEED_FILTERS = {
@@ -185,3 +195,139 @@ def speed_markdown(ds):
                     row += " - | - |"
             lines.append(row)
     return "\n".join(lines)
+
+
+#: The KDE filter's samplers timed by :func:`time_kde_ode` (label -> parameters on top of
+#: ``KDEDiffusionFilter.PAPER_PARAMS``): the exact mixture, the paper's RK45 and the
+#: fixed-step solvers of the probability-flow ODE at their default 20 score evaluations.
+KDE_SAMPLERS = {
+    "mixture": {"sampler": "mixture"},
+    "rk45": {"sampler": "ode", "ode_solver": "rk45"},
+    "heun": {"sampler": "ode", "ode_solver": "heun"},
+    "ab2": {"sampler": "ode", "ode_solver": "ab2"},
+    "ab3": {"sampler": "ode", "ode_solver": "ab3"},
+}
+
+
+def time_kde_ode(
+    case="l63-z",
+    n_members=1000,
+    n_cycles=5,
+    *,
+    samplers=None,
+    bandwidth_x=0.2,
+    bandwidth_y=2.0,
+    repeats=1,
+    seed=0,
+):
+    """Score evaluations and seconds a cycle of the KDE filter's samplers on a B2 case.
+
+    Every sampler runs the paper's configuration (``KDEDiffusionFilter.PAPER_PARAMS``,
+    numpy backend, one BLAS thread) with the given bandwidths (B2's tuned values at
+    N = 1000 on ``l63-z`` by default) on the same truth, observations, initial ensemble
+    and seed as B2. The clock covers ``assimilate`` over ``n_cycles`` cycles, forecasts
+    included, after an untimed one-cycle warm-up; with ``repeats`` the fastest run counts.
+
+    Parameters
+    ----------
+    case : str, default="l63-z"
+        A B2 case (:data:`dasim.benchmarks.b2.B2_CASES`).
+    n_members : int, default=1000
+        Ensemble size.
+    n_cycles : int, default=5
+        Cycles timed.
+    samplers : sequence of str, optional
+        Labels of :data:`KDE_SAMPLERS` (all by default).
+    bandwidth_x, bandwidth_y : float, default=0.2, 2.0
+        State and observation bandwidths.
+    repeats : int, default=1
+        Timed runs per sampler; the fastest is reported.
+    seed : int, default=0
+        Seed of the twin experiment, the initial ensemble and the filter.
+
+    Returns
+    -------
+    xarray.Dataset
+        ``seconds_per_cycle``, ``nfev`` (score evaluations a cycle, mean over the cycles)
+        and ``n_steps`` (ODE steps a cycle: accepted steps for RK45, 0 for the mixture),
+        dim ``sampler``; ``ratio_to_mixture`` (seconds a cycle over the mixture's) when
+        the mixture was timed.
+
+    Examples
+    --------
+    >>> from dasim.benchmarks.speed import time_kde_ode
+    >>> ds = time_kde_ode(n_members=20, n_cycles=2, samplers=["mixture", "ab3"])
+    >>> ds["nfev"].values.tolist()
+    [0.0, 20.0]
+    """
+    import warnings
+
+    from ..filters import KDEDiffusionFilter
+    from . import b2
+
+    c = b2.b2_case(case)
+    n_members = check_n_members(n_members, "n_members")
+    n_cycles = check_n_members(n_cycles, "n_cycles")
+    repeats = check_positive_int(repeats, "repeats")
+    samplers = list(KDE_SAMPLERS if samplers is None else samplers)
+    unknown = [label for label in samplers if label not in KDE_SAMPLERS]
+    if unknown:
+        raise ValueError(f"unknown samplers {unknown}; choose from {list(KDE_SAMPLERS)}.")
+    X, y = b2._twin(c, n_cycles, seed)
+    init = b2._initial_ensemble(c, n_members, seed)
+    rows = []
+    for label in samplers:
+        params = {
+            **KDEDiffusionFilter.PAPER_PARAMS,
+            **KDE_SAMPLERS[label],
+            "bandwidth_x": bandwidth_x,
+            "bandwidth_y": bandwidth_y,
+        }
+        est = KDEDiffusionFilter(
+            b2._filter_model(c),
+            c.observation,
+            n_members=n_members,
+            device="numpy",
+            random_state=seed,
+            **params,
+        )
+        with threadpool_limits(1), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            est.fit(b2._fit_states(c, seed))
+            est.assimilate(y[:1], initial_ensemble=init, keep_forecast=False)
+            best, ds = np.inf, None
+            for _ in range(repeats):
+                start = time.perf_counter()
+                ds = est.assimilate(y, initial_ensemble=init, keep_forecast=False)
+                best = min(best, time.perf_counter() - start)
+        rows.append(
+            (
+                best / n_cycles,
+                float(np.mean(ds["nfev"].values)),
+                float(np.mean(ds["n_steps"].values)),
+            )
+        )
+    rows = np.array(rows)
+    out = xr.Dataset(
+        {
+            "seconds_per_cycle": (("sampler",), rows[:, 0]),
+            "nfev": (("sampler",), rows[:, 1]),
+            "n_steps": (("sampler",), rows[:, 2]),
+        },
+        coords={"sampler": samplers},
+        attrs={
+            "case": c.name,
+            "n_members": n_members,
+            "n_cycles": n_cycles,
+            "repeats": repeats,
+            "bandwidth_x": bandwidth_x,
+            "bandwidth_y": bandwidth_y,
+            "seed": int(seed),
+            "blas_threads": 1,
+        },
+    )
+    if "mixture" in samplers:
+        out["ratio_to_mixture"] = out["seconds_per_cycle"] / out["seconds_per_cycle"].sel(
+            sampler="mixture"
+        )
+    return out

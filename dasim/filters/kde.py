@@ -29,6 +29,7 @@ PAPER_PARAMS = {
     "rtol": 1e-5,
     "atol": 1e-5,
     "likelihood": "simulated",
+    "ode_solver": "rk45",
 }
 
 
@@ -154,8 +155,8 @@ default=1.0
         Diffusion schedule (see :mod:`dasim.diffusion.schedules`); ``"vp"`` ends on the
         same mixture as ``"ve"``, ``"vp-early-stop"`` is the authors' first VP form.
     sampler : {"ode", "sde", "mixture"}, default="ode"
-        Reverse probability-flow ODE, reverse SDE (Euler-Maruyama, ``n_steps``), or the
-        exact mixture sample.
+        Reverse probability-flow ODE (solved by ``ode_solver``), reverse SDE
+        (Euler-Maruyama, ``n_steps``), or the exact mixture sample.
     rtol, atol : float, default=1e-5
         Tolerances of the adaptive RK45 integrator.
     likelihood : {"simulated", "known"}, default="simulated"
@@ -214,6 +215,16 @@ default=1.0
         conditional, until the exponents add up to 1. The ``bandwidth_y`` diagnostic is
         ``1/sqrt`` of the exponent assimilated (1 when all of it was), ``n_stages`` the
         stages used.
+    ode_solver : {"rk45", "heun", "ab2", "ab3"}, default="rk45"
+        Solver of the probability-flow ODE (``sampler="ode"``): adaptive RK45 (``rtol``,
+        ``atol``; the paper's), or a fixed-step exponential integrator in the log of the
+        noise level, on a geometric grid from ``sigma_max`` down to the kernel floor
+        ``sigma_x``: ``"heun"`` (second order, two score evaluations a step), ``"ab2"`` or
+        ``"ab3"`` (multistep, order 2 or 3, one score evaluation a step). See
+        :func:`~dasim.diffusion.kde_sampling.sample_ode` and the user guide's "Samplers".
+    ode_steps : int or None, default=None
+        Steps of a fixed-step ODE solver; ``None``: 20 score evaluations a cycle (10 steps
+        of ``"heun"``, 20 of ``"ab2"``/``"ab3"``). Ignored by ``"rk45"``.
 
     Attributes
     ----------
@@ -299,6 +310,8 @@ default=1.0
         shrink=False,
         ess_target=0.5,
         max_stages=1,
+        ode_solver="rk45",
+        ode_steps=None,
     ):
         self.model = model
         self.observation = observation
@@ -323,6 +336,8 @@ default=1.0
         self.shrink = shrink
         self.ess_target = ess_target
         self.max_stages = max_stages
+        self.ode_solver = ode_solver
+        self.ode_steps = ode_steps
 
     def _check_params(self):
         _check_bandwidth(self.bandwidth_x, "bandwidth_x")
@@ -359,12 +374,14 @@ default=1.0
             ("schedule", ("ve", "vp", "vp-early-stop")),
             ("sampler", ("ode", "sde", "mixture")),
             ("likelihood", ("simulated", "known")),
+            ("ode_solver", ("rk45", "heun", "ab2", "ab3")),
         ]:
             if getattr(self, name) not in options:
                 raise ValueError(f"{name} must be one of {options}, got {getattr(self, name)!r}.")
         for name in ("rtol", "atol", "beta_max"):
             check_positive(getattr(self, name), name)
-        for name in ("n_steps",) + (("chunk_size",) if self.chunk_size is not None else ()):
+        optional = ("chunk_size", "ode_steps")
+        for name in ("n_steps",) + tuple(o for o in optional if getattr(self, o) is not None):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < 1:
                 raise ValueError(f"{name} must be a positive integer, got {v!r}.")
@@ -492,6 +509,8 @@ default=1.0
             chunk_size=self.chunk_size,
             kernel=self.kernel,
             shrink=self.shrink,
+            ode_solver=self.ode_solver,
+            ode_steps=self.ode_steps,
         )
 
     def _warn_collapse(self, ess, n):
