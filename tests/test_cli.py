@@ -133,6 +133,25 @@ def test_options_a_case_cannot_honour_are_refused(argv, message, tmp_path, capsy
     assert not out.exists()  # refused before any work
 
 
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--cycles", "5"], "--cycles must be at least"),
+        (["--members", "1"], "--members must be at least 2"),
+        (["--members", "0"], "positive integer"),
+        (["--members", "100", "--reference-members", "999"], "at least 10 times --members"),
+        (["--cycles", "40", "--window", "41"], "--window (41) cannot exceed --cycles (40)"),
+        (["--seed", "-1"], "--seed must be a non-negative integer"),
+        (["--smoke"], "unrecognized arguments: --smoke"),
+    ],
+)
+def test_demo_options_it_cannot_honour_are_refused(argv, message, tmp_path, capsys):
+    out = tmp_path / "out"
+    err = _usage_error(capsys, ["demo", *argv, "--out", str(out)])
+    assert message in err
+    assert not out.exists()  # refused before any work
+
+
 def test_refusals_name_what_the_case_uses(capsys, tmp_path):
     err = _usage_error(capsys, ["bench", "learned", "--cycles", "3", "--out", str(tmp_path)])
     assert "it uses --seeds" in err

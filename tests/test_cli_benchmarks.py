@@ -20,10 +20,38 @@ def test_bench_smoke_writes_results(case, tmp_path):
 
 
 def test_demo_runs(tmp_path, capsys):
-    assert main(["demo", "--cycles", "40", "--out", str(tmp_path)]) == 0
+    argv = ["demo", "--cycles", "24", "--members", "40", "--reference-members", "800"]
+    assert main([*argv, "--window", "12", "--out", str(tmp_path / "new")]) == 0
     out = capsys.readouterr().out
-    assert "EnKF" in out and "SIRFilter" in out
-    assert (tmp_path / "demo.png").exists()
+    rows = [line.split() for line in out.splitlines() if "(N=" in line]
+    assert [row[0] for row in rows] == ["KDE", "EnKF", "SIR", "reference"]
+    for row in rows:  # RMSE, CRPS, W2, W2 and mass x > 0 at the shown cycles, ms a cycle
+        values = [float(v) for v in row[-6:-3] + row[-3].split("/") + row[-1:]]
+        assert all(np.isfinite(values)) and min(values) >= 0, row
+        mass = [float(v) for v in row[-2].split("/")]
+        assert len(mass) == 2 and all(0 <= m <= 1 for m in mass), row
+    png = tmp_path / "new" / "demo.png"
+    assert png.is_file() and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_demo_picks_bimodal_cycles_in_the_window():
+    from dasim._demo import _bimodality, _pick_cycles
+
+    rng = np.random.default_rng(0)
+    n_times, n = 30, 400
+    A = rng.normal(size=(n_times, n, 3))
+    sign = np.where(np.arange(n) < n // 2, 1.0, -1.0)
+    A[:, :, :2] += 8.0 * sign[:, None]  # two modes of equal mass at (8, 8) and (-8, -8)...
+    A[:12, :, :2] = rng.normal(size=(12, n, 2))  # ...except the first cycles: one mode
+    W = np.full((n_times, n), 1.0 / n)
+    W[20] = np.where(sign > 0, 0.9, 0.1) / (n / 2)  # unequal masses at cycle 20
+    score, p = _bimodality(A, W)
+    np.testing.assert_allclose(p[20], 0.9)
+    assert score[:12].max() < score[12:20].min() and score[20] < score[21:].min()
+    window = slice(10, 30)
+    shown = _pick_cycles(score, window, 2, min_gap=5)
+    assert len(shown) == 2 and all(12 <= k < 30 and k != 20 for k in shown)
+    assert abs(shown[0] - shown[1]) >= 5
 
 
 def test_run_case_is_reproducible_and_parallel_equals_serial():
