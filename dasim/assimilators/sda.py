@@ -142,7 +142,7 @@ class SDAAssimilator(WindowedAssimilator):
         The trained network (on ``device_``).
     mean_, scale_ : ndarray of shape (n_state,)
         Training mean and standard deviation used to standardise states.
-    obs_mean_, obs_scale_ : ndarray of shape (n_obs_,)
+    obs_mean_, obs_scale_ : ndarray of shape ``(n_obs_,)``
         Mean and standard deviation of ``h`` over the training states: the observations'
         units for ``gamma`` and for the units check. :meth:`assimilate` warns
         (:class:`~dasim.exceptions.UnitsWarning`) when the observed values of a column of

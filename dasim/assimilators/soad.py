@@ -105,7 +105,7 @@ class SOADAssimilator(WindowedAssimilator):
         Normalisation of the state part.
     net_mean_, net_scale_ : ndarray of shape ``(n_state + n_obs_,)``
         Normalisation of every augmented channel.
-    obs_mean_, obs_scale_ : ndarray of shape (n_obs_,)
+    obs_mean_, obs_scale_ : ndarray of shape ``(n_obs_,)``
         Mean and standard deviation of ``h`` over the training states (the ``h`` part of
         ``net_mean_`` and ``net_scale_``), for the units check of :meth:`assimilate` (see
         :class:`SDAAssimilator`).
