@@ -3,7 +3,7 @@
 The five settings of BENCHMARKS.md, B2 (Binder, Dasgupta and Oberai, 2026): Lorenz-63
 observed through ``z`` or through ``arctan`` of every component, Lorenz-96 in 10 and 20
 dimensions observed through ``arctan``, and Lorenz-96 in 40 dimensions observed on every
-other component. Per ensemble size ``N`` and seed, five filters run on the same
+other component. Per ensemble size ``N`` and seed, the filters run on the same
 observation record from the same initial ensemble:
 
 ``KDE-ode``, ``KDE-mixture``
@@ -11,6 +11,16 @@ observation record from the same initial ensemble:
     sampler, adaptive RK45) and with the exact mixture sampler. Both target the same
     distribution, the Gaussian mixture ``sum_i pi_i N(x_i, sigma_x^2 I)``; the ODE costs
     ``O(N^2)`` per right-hand-side evaluation, the mixture ``O(N)``.
+    Both are built from :data:`KDEDiffusionFilter.PAPER_PARAMS
+    <dasim.filters.KDEDiffusionFilter>` explicitly (plus the sampler and the tuned
+    bandwidths), so they stay the paper's filter whatever the class defaults become.
+``KDE-robust``, ``KDE-robust-default``
+    :class:`~dasim.filters.KDEDiffusionFilter` with :data:`ROBUST_PARAMS`: the
+    covariance-shaped kernel with variance-preserving shrinkage, the exact likelihood
+    tempered to keep the ESS at ``ess_target * N`` with up to 20 stages of progressive
+    correction, the mixture sampler. ``KDE-robust`` tunes the relative bandwidth
+    (a fraction of Scott's constant) and ``ess_target``; ``KDE-robust-default`` is the
+    same configuration untuned (Scott's constant, ``ess_target=0.5``).
 ``EnKF``
     Square-root :class:`~dasim.filters.EnKF` (ETKF), tuned multiplicative inflation.
 ``SIR``
@@ -22,10 +32,14 @@ observation record from the same initial ensemble:
     Gaussian jitter, so this is the honest baseline.
 
 Tuning: every tuned parameter (``bandwidth_x`` and ``bandwidth_y`` of the KDE filter,
-the EnKF inflation, the SIR jitter and resampling threshold) is chosen per ``N`` by
-:class:`~sklearn.model_selection.GridSearchCV` with ``TimeSeriesSplit(3)`` and the
-filters' default score (negative CRPS), on a training trajectory simulated with its own
-seed (``train_seed``), never on a scored one. The KDE bandwidths are tuned with the
+``bandwidth_x`` and ``ess_target`` of ``KDE-robust``, the EnKF inflation, the SIR jitter
+and resampling threshold) is chosen per ``N`` by
+:class:`~sklearn.model_selection.GridSearchCV` and the filters' default score (negative
+CRPS), on training data simulated with seeds of its own (``train_seed``), never on a
+scored one: by default one trajectory split by ``TimeSeriesSplit(3)``; with
+``tune_on=K`` (``--tune-on K``), ``K`` independent trajectories as long as the scored
+runs, each test fold one whole trajectory assimilated from the climatological prior
+(as the scored runs are). The KDE bandwidths are tuned with the
 mixture sampler and used by both KDE methods: the ODE has the same target distribution.
 
 Metrics (BENCHMARKS.md): RMSE, CRPS and spread/skill of the analysis ensemble, time mean
@@ -49,7 +63,7 @@ import numpy as np
 import xarray as xr
 from joblib import Parallel, delayed
 from sklearn.base import clone
-from sklearn.model_selection import GridSearchCV, TimeSeriesSplit
+from sklearn.model_selection import GridSearchCV, PredefinedSplit, TimeSeriesSplit
 from threadpoolctl import threadpool_limits
 from tqdm.auto import tqdm
 
@@ -63,22 +77,63 @@ __all__ = [
     "B2Case",
     "B2_CASES",
     "B2_METHODS",
+    "ROBUST_PARAMS",
     "b2_case",
     "b2_grids",
     "run_b2",
     "tuned_params_from",
     "merge_b2",
     "b2_markdown",
+    "b2_seeds_lost",
     "plot_b2",
     "time_kde_samplers",
     "main",
 ]
 
 #: The methods of B2, in table order.
-B2_METHODS = ("KDE-ode", "KDE-mixture", "EnKF", "SIR", "SIR-jitter")
+B2_METHODS = (
+    "KDE-ode",
+    "KDE-mixture",
+    "KDE-robust",
+    "KDE-robust-default",
+    "EnKF",
+    "SIR",
+    "SIR-jitter",
+)
 
-#: Which tuning result a method uses (the two KDE samplers share the mixture's).
-_TUNE_KEY = {"KDE-ode": "KDE", "KDE-mixture": "KDE", "EnKF": "EnKF", "SIR-jitter": "SIR-jitter"}
+#: Which tuning result a method uses (the two KDE samplers share the mixture's;
+#: ``KDE-robust-default`` and ``SIR`` are never tuned).
+_TUNE_KEY = {
+    "KDE-ode": "KDE",
+    "KDE-mixture": "KDE",
+    "KDE-robust": "KDE-robust",
+    "EnKF": "EnKF",
+    "SIR-jitter": "SIR-jitter",
+}
+
+#: The method each tuning group is tuned with.
+_TUNE_METHOD = {
+    "KDE": "KDE-mixture",
+    "KDE-robust": "KDE-robust",
+    "EnKF": "EnKF",
+    "SIR-jitter": "SIR-jitter",
+}
+
+#: The robust KDE configuration of ``KDE-robust`` and ``KDE-robust-default`` (issue #13):
+#: covariance-shaped kernel with variance-preserving shrinkage, the exact likelihood
+#: tempered to an ESS target with progressive correction, the exact mixture sampler.
+#: ``bandwidth_x`` and ``ess_target`` are the tuned parameters of ``KDE-robust``; the
+#: values here are ``KDE-robust-default``'s.
+ROBUST_PARAMS = {
+    "kernel": "covariance",
+    "shrink": True,
+    "bandwidth_x": "scott",
+    "bandwidth_y": "ess",
+    "ess_target": 0.5,
+    "likelihood": "known",
+    "max_stages": 20,
+    "sampler": "mixture",
+}
 
 #: Seed of the training trajectory used for tuning (never a scored seed).
 TRAIN_SEED = 987_654
@@ -237,8 +292,10 @@ def b2_grids(name, smoke=False):
     Scott's rule recomputed from every forecast ensemble; the observation bandwidth is a
     multiple of the observation noise std (0.5 to 8 for Lorenz-63, 1 to 16 for Lorenz-96),
     since the weights are a one-sample estimate of the likelihood with noise inflated to
-    ``R + sigma_y^2 I``. EnKF: inflation 1 to 1.4. Regularised SIR: jitter 0.1 (0.2 for
-    Lorenz-96) to 1.5, resampling when the ESS falls below 0.5 N or every cycle.
+    ``R + sigma_y^2 I``. ``KDE-robust``: relative bandwidth 0.5, 0.75 or 1 times Scott's
+    constant, ESS target 0.25, 0.5 or 0.75. EnKF: inflation 1 to 1.4. Regularised SIR:
+    jitter 0.1 (0.2 for Lorenz-96) to 1.5, resampling when the ESS falls below 0.5 N or
+    every cycle.
 
     Parameters
     ----------
@@ -250,8 +307,8 @@ def b2_grids(name, smoke=False):
     Returns
     -------
     dict
-        ``{"KDE": {...}, "EnKF": {...}, "SIR-jitter": {...}}``, each a
-        :class:`~sklearn.model_selection.GridSearchCV` ``param_grid``.
+        ``{"KDE": {...}, "KDE-robust": {...}, "EnKF": {...}, "SIR-jitter": {...}}``,
+        each a :class:`~sklearn.model_selection.GridSearchCV` ``param_grid``.
 
     Examples
     --------
@@ -264,16 +321,22 @@ def b2_grids(name, smoke=False):
     if smoke:
         return {
             "KDE": {"bandwidth_x": [("scott", 0.5)], "bandwidth_y": [r, 4 * r]},
+            "KDE-robust": {"bandwidth_x": [("scott", 1.0)], "ess_target": [0.25, 0.5]},
             "EnKF": {"inflation": [1.0, 1.1]},
             "SIR-jitter": {"jitter": [0.2, 1.0], "ess_threshold": [0.5]},
         }
     enkf = {"inflation": [1.0, 1.02, 1.05, 1.1, 1.2, 1.4]}
+    robust = {
+        "bandwidth_x": [("scott", f) for f in (0.5, 0.75, 1.0)],
+        "ess_target": [0.25, 0.5, 0.75],
+    }
     if name.startswith("l63"):
         return {
             "KDE": {
                 "bandwidth_x": [0.1, 0.2, 0.5, 1.0, 2.0, ("scott", 0.5)],
                 "bandwidth_y": [m * r for m in (0.5, 1.0, 2.0, 4.0, 8.0)],
             },
+            "KDE-robust": robust,
             "EnKF": enkf,
             "SIR-jitter": {"jitter": [0.1, 0.2, 0.4, 0.7, 1.0, 1.5], "ess_threshold": [0.5, 1.0]},
         }
@@ -284,6 +347,7 @@ def b2_grids(name, smoke=False):
             "bandwidth_x": [0.1, 0.2, 0.4, 0.8, 1.6, ("scott", 0.5)],
             "bandwidth_y": [m * r for m in (1.0, 2.0, 4.0, 8.0, 16.0)],
         },
+        "KDE-robust": robust,
         "EnKF": enkf,
         "SIR-jitter": {"jitter": [0.2, 0.4, 0.7, 1.0, 1.5], "ess_threshold": [0.5, 1.0]},
     }
@@ -293,17 +357,29 @@ def _default_params(case):
     """Untuned parameters (``tune=False``)."""
     return {
         "KDE": {"bandwidth_x": ("scott", 0.5), "bandwidth_y": 2.0 * _noise_std(case)},
+        "KDE-robust": {
+            "bandwidth_x": ROBUST_PARAMS["bandwidth_x"],
+            "ess_target": ROBUST_PARAMS["ess_target"],
+        },
         "EnKF": {"inflation": 1.05},
         "SIR-jitter": {"jitter": 0.5, "ess_threshold": 0.5},
     }
 
 
 def _estimator(method, n_members, params):
-    """An unfitted filter for ``method`` with ``params``."""
+    """An unfitted filter for ``method`` with ``params``.
+
+    The KDE methods are built from an explicit parameter set (the paper's, or
+    :data:`ROBUST_PARAMS`), never from the class defaults.
+    """
     params = dict(params or {})
     if method in ("KDE-ode", "KDE-mixture"):
         sampler = "ode" if method == "KDE-ode" else "mixture"
-        return KDEDiffusionFilter(n_members=n_members, sampler=sampler, device="numpy", **params)
+        config = {**KDEDiffusionFilter.PAPER_PARAMS, "sampler": sampler, **params}
+        return KDEDiffusionFilter(n_members=n_members, device="numpy", **config)
+    if method in ("KDE-robust", "KDE-robust-default"):
+        config = {**ROBUST_PARAMS, **params}
+        return KDEDiffusionFilter(n_members=n_members, device="numpy", **config)
     if method == "EnKF":
         return EnKF(n_members=n_members, variant="sqrt", **params)
     if method == "SIR":
@@ -322,8 +398,21 @@ def _int_seed(*keys):
     return int(np.random.SeedSequence([int(k) for k in keys]).generate_state(1)[0] >> 1)
 
 
+#: Each method's key in the run seeds, fixed (not its table position), so that adding
+#: methods never changes the runs of the others.
+_METHOD_SEED_KEY = {
+    "KDE-ode": 0,
+    "KDE-mixture": 1,
+    "EnKF": 2,
+    "SIR": 3,
+    "SIR-jitter": 4,
+    "KDE-robust": 5,
+    "KDE-robust-default": 6,
+}
+
+
 def _method_index(method):
-    return B2_METHODS.index(method)
+    return _METHOD_SEED_KEY[method]
 
 
 def _twin(case, n_cycles, seed):
@@ -350,10 +439,39 @@ def _fit_states(case, seed):
 
 
 # ------------------------------------------------------------------------------- tuning
+def _training_set(case, tune_on, train_cycles, n_cycles, train_seed):
+    """The tuning data and its splitter: ``(X, y, cv, groups)``.
+
+    ``tune_on=1``: one trajectory of ``train_cycles`` cycles from ``train_seed``,
+    ``TimeSeriesSplit(3)``, ``groups`` all zero. ``tune_on=K > 1``: ``K`` trajectories of
+    ``n_cycles`` cycles (as long as the scored runs), from seeds derived from
+    ``train_seed``, concatenated in time; ``groups`` is the trajectory of every cycle and
+    the splitter a :class:`~sklearn.model_selection.PredefinedSplit` whose test folds are
+    the whole trajectories (each assimilated from the climatological prior fitted on the
+    other ones' states).
+    """
+    tune_on = int(tune_on)
+    if tune_on == 1:
+        X, y = _twin(case, train_cycles, train_seed)
+        return X, y, TimeSeriesSplit(3), np.zeros(X.shape[0], dtype=int)
+    parts = [_twin(case, n_cycles, s) for s in _train_seeds(train_seed, tune_on)]
+    X = np.concatenate([x for x, _ in parts])
+    y = np.concatenate([obs for _, obs in parts])
+    groups = np.repeat(np.arange(tune_on), n_cycles)
+    return X, y, PredefinedSplit(groups), groups
+
+
+def _train_seeds(train_seed, tune_on):
+    """The training trajectories' seeds: ``train_seed`` alone, or ``K`` derived from it."""
+    if int(tune_on) == 1:
+        return [int(train_seed)]
+    return [_int_seed(train_seed, 7, k) for k in range(int(tune_on))]
+
+
 def _tune_one(case, key, n_members, grid, train, seed):
     """GridSearchCV of one tuning group at one ensemble size."""
-    X, y = train
-    method = {"KDE": "KDE-mixture", "EnKF": "EnKF", "SIR-jitter": "SIR-jitter"}[key]
+    X, y, cv = train
+    method = _TUNE_METHOD[key]
     est = _estimator(method, n_members, {}).set_params(
         model=_filter_model(case),
         observation=case.observation,
@@ -362,7 +480,7 @@ def _tune_one(case, key, n_members, grid, train, seed):
     start = time.perf_counter()
     with threadpool_limits(1), warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        search = GridSearchCV(est, grid, cv=TimeSeriesSplit(3), n_jobs=1, error_score=np.nan)
+        search = GridSearchCV(est, grid, cv=cv, n_jobs=1, error_score=np.nan)
         search.fit(X, y)
     best = {k: _plain(v) for k, v in search.best_params_.items()}
     return key, int(n_members), best, float(search.best_score_), time.perf_counter() - start
@@ -532,6 +650,7 @@ def run_b2(
     grids=None,
     train_seed=TRAIN_SEED,
     train_cycles=240,
+    tune_on=1,
     n_reference=100_000,
     n_reference_sub=2000,
     w2_stride=1,
@@ -580,14 +699,24 @@ def run_b2(
     max_members : dict, optional
         Largest ``N`` run per method, e.g. ``{"KDE-ode": 250}``; larger sizes are NaN.
     params : dict, optional
-        Fixed parameters per tuning group (``"KDE"``, ``"EnKF"``, ``"SIR-jitter"``),
-        either one dict for every ``N`` or ``{N: dict}``; those groups are not tuned.
+        Fixed parameters per tuning group (``"KDE"``, ``"KDE-robust"``, ``"EnKF"``,
+        ``"SIR-jitter"``), either one dict for every ``N`` or ``{N: dict}``; those groups
+        are not tuned.
     grids : dict, optional
         Grids per tuning group replacing :func:`b2_grids`.
     train_seed : int, default=987654
         Seed of the training trajectory (must not be a scored seed).
     train_cycles : int, default=240
-        Length of the training trajectory (``TimeSeriesSplit(3)``: test folds of 60).
+        Length of the training trajectory (``TimeSeriesSplit(3)``: test folds of 60);
+        used with ``tune_on=1`` only.
+    tune_on : int, default=1
+        Training trajectories. ``1``: one trajectory of ``train_cycles`` cycles from
+        ``train_seed``, split by ``TimeSeriesSplit(3)``. ``K >= 2``: ``K`` trajectories of
+        ``n_cycles`` cycles from seeds derived from ``train_seed``, each test fold one
+        whole trajectory assimilated from the climatological prior
+        (:class:`~sklearn.model_selection.PredefinedSplit`), so that the chosen
+        parameters are those that work from a fresh start on an unseen trajectory, as
+        the scored runs are made.
     n_reference : int, default=100000
         Particles of the reference filter.
     n_reference_sub : int, default=2000
@@ -602,7 +731,9 @@ def run_b2(
         ``spread_skill``, ``seconds_per_cycle``, ``ode_steps`` and ``nfev`` (KDE-ode:
         accepted RK45 steps and score evaluations a cycle), ``ess_fraction`` (time-mean
         ESS over N before resampling, weighted filters), ``bandwidth_x`` and
-        ``bandwidth_y`` (realised KDE bandwidths), ``failed``; for Lorenz-63 also
+        ``bandwidth_y`` (realised KDE bandwidths; for ``KDE-robust`` ``bandwidth_y`` is the
+        tempering factor ``c``, 1 when the whole likelihood was assimilated),
+        ``failed``; for Lorenz-63 also
         ``w2`` and ``w2_floor`` ``(n_members, seed)``. The setting, the grids, the tuned
         parameters (JSON, and ``tuned[GROUP][N=..]`` strings) and the reference
         diagnostics are in ``attrs``.
@@ -610,8 +741,8 @@ def run_b2(
     Raises
     ------
     ValueError
-        For an unknown case or method, too few cycles, or a scored seed equal to
-        ``train_seed``.
+        For an unknown case or method, too few cycles, ``tune_on`` not a positive
+        integer, or a scored seed equal to a training seed.
 
     Examples
     --------
@@ -637,8 +768,14 @@ def run_b2(
     members = [int(n) for n in (c.members if members is None else members)]
     if not seeds or not members:
         raise ValueError("seeds and members must not be empty.")
+    if isinstance(tune_on, bool) or not isinstance(tune_on, int | np.integer) or tune_on < 1:
+        raise ValueError(f"tune_on must be a positive integer, got {tune_on!r}.")
+    tune_on = int(tune_on)
     if train_seed in seeds:
         raise ValueError(f"train_seed={train_seed} is a scored seed; choose another.")
+    clash = set(_train_seeds(train_seed, tune_on)) & set(seeds)
+    if clash:
+        raise ValueError(f"training seeds {sorted(clash)} are scored seeds; change train_seed.")
     n_cycles = int(n_cycles)
     if n_cycles <= c.burn_in:
         raise ValueError(f"n_cycles must exceed the burn-in ({c.burn_in}), got {n_cycles}.")
@@ -670,7 +807,8 @@ def run_b2(
         else:
             chosen[key, n] = _default_params(c)[key]
     if to_tune:
-        train = _twin(c, train_cycles, train_seed)
+        X_train, y_train, cv, _ = _training_set(c, tune_on, train_cycles, n_cycles, train_seed)
+        train = (X_train, y_train, cv)
         out = parallel(
             delayed(_tune_one)(c, key, n, grids[key], train, train_seed) for key, n in to_tune
         )
@@ -755,8 +893,16 @@ def run_b2(
         "truth_spinup_cycles": _TRUTH_SPINUP,
         "tuned": int(bool(tune)),
         "train_seed": int(train_seed),
-        "train_cycles": int(train_cycles),
-        "tuning": "GridSearchCV(cv=TimeSeriesSplit(3)), score = -CRPS; KDE via the mixture",
+        "train_cycles": int(train_cycles if tune_on == 1 else n_cycles),
+        "tune_on": tune_on,
+        "train_seeds": json.dumps(_train_seeds(train_seed, tune_on)),
+        "tuning": (
+            "GridSearchCV(cv=TimeSeriesSplit(3)) on one training trajectory"
+            if tune_on == 1
+            else f"GridSearchCV(cv=PredefinedSplit) over {tune_on} training trajectories, "
+            "each test fold one whole trajectory from the climatological prior"
+        )
+        + "; score = -CRPS; KDE via the mixture",
         "grids": json.dumps({k: _plain(v) for k, v in grids.items()}),
         "tuned_params": json.dumps(tuned_json),
         "tuning_scores": json.dumps({f"{k}|{n}": v for (k, n), v in scores.items()}),
@@ -837,6 +983,7 @@ _MERGE_MUST_MATCH = (
     "filter_noise",
     "train_seed",
     "train_cycles",
+    "tune_on",
     "n_reference",
     "n_reference_sub",
     "w2_stride",
@@ -987,12 +1134,60 @@ def _fmt(vals, scale=1.0, digits=3):
     return f"{vals.mean():.{digits}f} ± {vals.std():.{digits}f}"
 
 
+#: Seeds lost (issue #13): W2 above this on the Lorenz-63 cases ...
+LOST_W2 = 3.0
+#: ... and RMSE above this on the Lorenz-96 cases.
+LOST_RMSE = 1.5
+
+
+def b2_seeds_lost(ds):
+    """How many seeds each method lost, per ``N``.
+
+    A seed is lost when its run failed (``failed`` is 1, e.g. a non-finite forecast) or
+    its score is not finite or above the threshold: W2 above 3 where the dataset has
+    ``w2`` (the Lorenz-63 cases), RMSE above 1.5 otherwise (Lorenz-96). Seeds not run
+    (``failed`` is NaN) are not counted.
+
+    Parameters
+    ----------
+    ds : xarray.Dataset
+        Output of :func:`run_b2` (or :func:`merge_b2`).
+
+    Returns
+    -------
+    lost : xarray.DataArray
+        Seeds lost, dims ``(method, n_members)``.
+    ran : xarray.DataArray
+        Seeds run, dims ``(method, n_members)``.
+
+    Examples
+    --------
+    >>> from dasim.benchmarks.b2 import b2_seeds_lost, run_b2
+    >>> ds = run_b2("l96-10-atan", smoke=True, methods=["EnKF"], tune=False)
+    >>> lost, ran = b2_seeds_lost(ds)
+    >>> int(ran.sel({"method": "EnKF", "n_members": 16}))
+    1
+    """
+    if "failed" not in ds:
+        raise ValueError("ds has no 'failed' variable; is it a run_b2 result?")
+    if "w2" in ds:
+        score, limit = ds["w2"], LOST_W2
+    else:
+        score, limit = ds["rmse"], LOST_RMSE
+    ran = ds["failed"].notnull()
+    bad = (ds["failed"] == 1) | ~np.isfinite(score) | (score > limit)
+    lost = (bad & ran).sum("seed")
+    return lost, ran.sum("seed")
+
+
 def b2_markdown(ds, metrics_=("w2", "rmse", "crps", "spread_skill", "seconds_per_cycle")):
     """Markdown tables of a :func:`run_b2` result: one per metric, methods by ``N``.
 
     Entries are the mean ± standard deviation over seeds (``-`` where not run);
     seconds a cycle are shown in milliseconds. The W2 table carries the reference floor
-    and the KDE-ode table of ODE steps is appended when present.
+    and the KDE-ode table of ODE steps is appended when present. A last table gives the
+    seeds lost per method and ``N`` (:func:`b2_seeds_lost`: W2 above 3 on Lorenz-63,
+    RMSE above 1.5 on Lorenz-96, failed runs included), as ``lost/run``.
 
     Parameters
     ----------
@@ -1039,6 +1234,23 @@ def b2_markdown(ds, metrics_=("w2", "rmse", "crps", "spread_skill", "seconds_per
             cells = [_fmt(ds["w2_floor"].sel(n_members=n).values, 1.0, digits) for n in ns]
             lines.append("| *reference floor* | " + " | ".join(cells) + " |")
         blocks.append("\n".join(lines))
+    if "failed" in ds:
+        lost, ran = b2_seeds_lost(ds)
+        rule = f"W2 > {LOST_W2:g}" if "w2" in ds else f"RMSE > {LOST_RMSE:g}"
+        lines = [
+            f"**seeds lost** ({rule} or failed; lost/run) ({ds.attrs.get('case', '')})",
+            "",
+            head,
+            sep,
+        ]
+        for method in ds["method"].values:
+            cells = []
+            for n in ns:
+                r = int(ran.sel({"method": method, "n_members": n}))
+                k = int(lost.sel({"method": method, "n_members": n}))
+                cells.append(f"{k}/{r}" if r else "-")
+            lines.append(f"| {method} | " + " | ".join(cells) + " |")
+        blocks.append("\n".join(lines))
     return "\n\n".join(blocks)
 
 
@@ -1081,6 +1293,8 @@ def plot_b2(ds, path=None, metrics_=_METRICS):
     styles = {
         "KDE-ode": ("tab:red", "o", "-"),
         "KDE-mixture": ("tab:orange", "s", "--"),
+        "KDE-robust": ("tab:purple", "P", "-"),
+        "KDE-robust-default": ("tab:pink", "X", "--"),
         "EnKF": ("tab:blue", "^", "-"),
         "SIR": ("tab:gray", "v", ":"),
         "SIR-jitter": ("tab:green", "D", "-"),
@@ -1260,6 +1474,14 @@ def _parser():
         help="skip the GridSearchCV tuning of the bandwidths and inflation (use defaults)",
     )
     p.add_argument(
+        "--tune-on",
+        type=_positive_int,
+        default=1,
+        help="training trajectories for the tuning: 1 (default) tunes on one trajectory "
+        "with TimeSeriesSplit(3); K >= 2 on K trajectories as long as the runs, each test "
+        "fold one whole trajectory",
+    )
+    p.add_argument(
         "--w2-stride",
         type=_positive_int,
         default=1,
@@ -1307,7 +1529,8 @@ def main(argv=None):
     argv : list of str, optional
         Arguments (``sys.argv[1:]`` by default): ``CASE``, ``--members 25,50``,
         ``--seeds 0,1,2``, ``--methods KDE-mixture,EnKF``, ``--max-members KDE-ode=250``,
-        ``--cycles``, ``--no-tune``, ``--w2-stride``, ``--n-jobs``, ``--smoke``,
+        ``--cycles``, ``--no-tune``, ``--tune-on K`` (tune over ``K`` training
+        trajectories), ``--w2-stride``, ``--n-jobs``, ``--smoke``,
         ``--out`` (default ``results/b2``), ``--plot`` (PNG path), ``--params-from`` (an
         earlier run's netCDF file whose tuned parameters are reused, see
         :func:`tuned_params_from`), ``--merge A.nc B.nc ...`` (run nothing: merge
@@ -1347,6 +1570,7 @@ def main(argv=None):
                 ("--max-members", args.max_members or None),
                 ("--cycles", args.cycles),
                 ("--no-tune", args.no_tune or None),
+                ("--tune-on", None if args.tune_on == 1 else args.tune_on),
                 ("--n-jobs", args.n_jobs),
                 ("--smoke", args.smoke or None),
                 ("--params-from", args.params_from),
@@ -1383,6 +1607,7 @@ def main(argv=None):
             smoke=args.smoke,
             max_members=max_members,
             w2_stride=args.w2_stride,
+            tune_on=args.tune_on,
             params=None if not args.params_from else tuned_params_from(args.params_from),
         )
         ds.attrs.update(
