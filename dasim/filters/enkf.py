@@ -7,11 +7,12 @@ from scipy.linalg import solve_triangular
 
 from .._validation import check_positive
 from ..coordinates import _filter_locations, localization_weights
-from ._base import SequentialFilter
+from ._base import SequentialFilter, fill_shared_doc
 
 __all__ = ["EnKF"]
 
 
+@fill_shared_doc
 class EnKF(SequentialFilter):
     """Ensemble Kalman filter.
 
@@ -78,21 +79,7 @@ default=None
         ``coordinates`` against ``n_obs``) in ``fit``.
     random_state : int, RandomState or None, default=None
         Seed for the initial ensemble, model noise, perturbations and rotations.
-    noise : {"moments", "mle"}, default="moments"
-        How ``fit`` learns the noise levels left to be learned: the standard deviations
-        of the persistence model's increments (``model=None``) and of the identity
-        observation's noise (``observation=None``). ``"moments"``: from the increments of
-        ``X`` and from ``y - X`` (or the spread of ``X``). ``"mle"``: starting there,
-        maximise the filter's log-evidence of the observations (``y``, or ``X`` itself
-        when ``y`` is None: fit on the observations alone) over those levels, with common
-        random numbers; a given model or observation model keeps its noise. See
-        :ref:`noise-mle` in the user guide.
-    forecast_first : bool, default=True
-        Whether the initial ensemble stands one cycle before the first row of ``y``
-        (forecast, then analyse, at every cycle) or, with ``False``, is the prior at the
-        time of ``y[0]`` (the first cycle analyses it without a forecast: a known or
-        wide prior at the first observation, as in the local-level model's textbook
-        treatment).
+    %(noise_params)s
 
     Attributes
     ----------

@@ -9,7 +9,7 @@ import numpy as np
 
 from .._validation import check_positive, check_torch_device
 from ..exceptions import WeightCollapseWarning
-from ._base import SequentialFilter
+from ._base import SequentialFilter, fill_shared_doc
 
 __all__ = ["KDEDiffusionFilter", "PAPER_PARAMS"]
 
@@ -91,6 +91,7 @@ def _noise_units(value):
     return isinstance(head, str) and head in _NOISE_RULES
 
 
+@fill_shared_doc
 class KDEDiffusionFilter(SequentialFilter):
     """Closed-form conditional diffusion filter (training-free, black-box).
 
@@ -179,21 +180,7 @@ default=1.0
         Warn when the weights' effective sample size falls below
         ``max(2, ess_warning * n_members)`` (weight collapse: one member carries almost all
         the mass; consider a larger ``bandwidth_y``); 0 never warns.
-    noise : {"moments", "mle"}, default="moments"
-        How ``fit`` learns the noise levels left to be learned: the standard deviations
-        of the persistence model's increments (``model=None``) and of the identity
-        observation's noise (``observation=None``). ``"moments"``: from the increments of
-        ``X`` and from ``y - X`` (or the spread of ``X``). ``"mle"``: starting there,
-        maximise the filter's log-evidence of the observations (``y``, or ``X`` itself
-        when ``y`` is None: fit on the observations alone) over those levels, with common
-        random numbers; a given model or observation model keeps its noise. See
-        :ref:`noise-mle` in the user guide.
-    forecast_first : bool, default=True
-        Whether the initial ensemble stands one cycle before the first row of ``y``
-        (forecast, then analyse, at every cycle) or, with ``False``, is the prior at the
-        time of ``y[0]`` (the first cycle analyses it without a forecast: a known or
-        wide prior at the first observation, as in the local-level model's textbook
-        treatment).
+    %(noise_params)s
     kernel : {"isotropic", "covariance"}, default="isotropic"
         State kernel: ``sigma_x^2 I`` (the paper's) or ``h^2 C``, the weighted forecast
         covariance scaled by the relative bandwidth (the regularised particle filter's
