@@ -15,12 +15,12 @@ from sklearn.base import BaseEstimator, clone
 from sklearn.preprocessing import StandardScaler
 from sklearn.utils.validation import check_is_fitted, validate_data
 
+from ._provenance import attr_value
 from ._validation import check_array_finite
 from .assimilators._base import WindowedAssimilator
 from .exceptions import AssimilationError
 from .filters._base import (
     SequentialFilter,
-    _attr_value,
     _check_burn_in,
     _named_validation,
     _neg_crps,
@@ -366,7 +366,7 @@ class TransformedStateFilter(BaseEstimator):
             if name in ds:
                 ds[name] = (ds[name].dims, self._back(ds[name].values))
         ds.attrs["meta_estimator"] = type(self).__name__
-        ds.attrs["transformer"] = _attr_value(self.transformer_)
+        ds.attrs["transformer"] = attr_value(self.transformer_)
         return ds
 
     def sample(self, n_samples=1, *, random_state=None, **kwargs):

@@ -39,11 +39,10 @@ from sklearn.base import BaseEstimator, clone
 from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from .._provenance import device_label, estimator_attrs, seed_source
+from .._provenance import attr_value, device_label, estimator_attrs, seed_source
 from .._validation import check_array_finite, check_noise, check_torch_device
 from ..exceptions import UnitsWarning
 from ..filters._base import (
-    _attr_value,
     _check_burn_in,
     _check_states_finite,
     _named_validation,
@@ -772,14 +771,14 @@ class WindowedAssimilator(BaseEstimator):
         seed = run.pop("seed", None)
         attrs = estimator_attrs(
             self,
-            seed=_attr_value(self.random_state) if seed is None else seed,
+            seed=attr_value(self.random_state) if seed is None else seed,
             seed_source=run.pop("seed_source", "not recorded: the estimator's random_state"),
             device=device_label(self.device_),
             overrides={"n_members": n_members},
         )
-        attrs["training_seed"] = _attr_value(getattr(self, "training_seed_", None))
+        attrs["training_seed"] = attr_value(getattr(self, "training_seed_", None))
         for key, value in run.items():  # per-run options (e.g. SOAD's background)
-            attrs[key] = _attr_value(value)
+            attrs[key] = attr_value(value)
         attrs["sampling_seconds"] = float(seconds)
         attrs["torch_version"] = _import_torch(type(self).__name__).__version__
         return xr.Dataset(data, coords=coords, attrs=attrs)

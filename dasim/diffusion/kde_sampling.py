@@ -52,6 +52,7 @@ from dasim.diffusion.schedules import VESchedule, make_schedule
 __all__ = [
     "bandwidth_rule",
     "rule_constant",
+    "default_sigma_max",
     "reverse_start_std",
     "sample_mixture",
     "sample_ode",
@@ -129,6 +130,33 @@ def bandwidth_rule(X, rule="scott", factor=1.0):
     if spread == 0.0:
         raise ValueError("X has zero spread: every bandwidth rule gives 0.")
     return float(factor) * c * spread
+
+
+def default_sigma_max(X, sigma_x):
+    """The VE schedule's default ``sigma_max`` for centres ``X`` and bandwidth ``sigma_x``.
+
+    Ten times the larger of the centres' root-mean-square distance to their mean and the
+    bandwidth: the start of the reverse flow is then far wider than the target.
+
+    Parameters
+    ----------
+    X : numpy.ndarray of shape (N, d)
+        The kernel centres (the forecast ensemble, or its whitened centres).
+    sigma_x : float
+        The bandwidth (absolute, or the relative ``h`` in whitened units).
+
+    Returns
+    -------
+    float
+        ``10 * max(sqrt(sum_j Var(X[:, j])), sigma_x)``.
+
+    Examples
+    --------
+    >>> default_sigma_max(np.array([[0.0], [2.0]]), 0.5)
+    10.0
+    """
+    spread = math.sqrt(float(np.sum(np.var(X, axis=0))))
+    return 10.0 * max(spread, float(sigma_x))
 
 
 def rule_constant(rule, n, d):
@@ -1322,8 +1350,7 @@ def kde_analysis(
             return np.tile(shape.mean, (n, 1)), info
         X = shape.centres
         if sigma_max is None and (schedule == "ve"):
-            spread = math.sqrt(float(np.sum(np.var(X, axis=0))))
-            sigma_max = 10.0 * max(spread, float(sigma_x))
+            sigma_max = default_sigma_max(X, sigma_x)
     sched = make_schedule(schedule, sigma_x=sigma_x, sigma_max=sigma_max, beta_max=beta_max)
     mean = X.mean(axis=0)
     Xc = X - mean

@@ -58,6 +58,7 @@ def fill_shared_doc(cls):
         cls.__doc__ = cls.__doc__.replace("    %(noise_params)s\n", SHARED_PARAMS_DOC)
     return cls
 
+
 class SequentialFilter(BaseEstimator):
     """Base class of the sequential ensemble filters.
 
@@ -576,7 +577,7 @@ class SequentialFilter(BaseEstimator):
         run = {} if run is None else run
         seed = run.get("seed")
         if seed is None:
-            seed = _attr_value(self.random_state)
+            seed = attr_value(self.random_state)
         attrs = estimator_attrs(
             self,
             seed=seed,
@@ -725,11 +726,6 @@ def _named_validation(name, func, *args, **kwargs):
         if name in msg.split():
             raise
         raise type(exc)(f"{name}: {msg}") from exc
-
-
-def _attr_value(value):
-    """Make a parameter value storable as a netCDF attribute (no memory addresses)."""
-    return attr_value(value)
 
 
 def _time_coordinate(y):

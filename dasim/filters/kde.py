@@ -465,13 +465,12 @@ default=1.0
 
     def _draw(self, forecast, log_w, sigma_x, rng):
         """One draw of the KDE conditional with log-weights ``log_w`` (any sampler)."""
-        from ..diffusion.kde_sampling import kde_analysis
+        from ..diffusion.kde_sampling import default_sigma_max, kde_analysis
 
         if self.kernel == "covariance":
             sigma_max = self.sigma_max  # in whitened units; None: chosen by kde_analysis
         elif self.sigma_max is None:
-            spread = np.sqrt(np.sum(np.var(forecast, axis=0)))
-            sigma_max = 10.0 * max(spread, sigma_x)
+            sigma_max = default_sigma_max(forecast, sigma_x)
         else:
             sigma_max = float(self.sigma_max)
             if sigma_max <= sigma_x:
