@@ -6,14 +6,14 @@ import numpy as np
 from scipy.linalg import solve_triangular
 
 from .._validation import check_positive
-from ..coordinates import _filter_locations, localization_weights
 from ._base import SequentialFilter, fill_shared_doc
+from ._localisation import LocalisedMixin
 
 __all__ = ["EnKF"]
 
 
 @fill_shared_doc
-class EnKF(SequentialFilter):
+class EnKF(LocalisedMixin, SequentialFilter):
     """Ensemble Kalman filter.
 
     The analysis works in the joint state-observation (ensemble-space) form, so nonlinear
@@ -169,57 +169,15 @@ default=None
                 f"analysis anomalies, so a value below 1 would shrink the spread), got "
                 f"{self.inflation!r}."
             )
-        if self.localization_radius is not None:
-            check_positive(self.localization_radius, "localization_radius")
-        for name in ("rotate", "periodic"):
-            if not isinstance(getattr(self, name), bool | np.bool_):
-                raise TypeError(f"{name} must be a bool, got {getattr(self, name)!r}.")
+        self._check_localisation()
+        if not isinstance(self.rotate, bool | np.bool_):
+            raise TypeError(f"rotate must be a bool, got {self.rotate!r}.")
 
     _needs_loglik = False
 
-    def fit(self, X, y=None):
-        """Learn the climatological prior and check the localisation coordinates.
-
-        Parameters
-        ----------
-        X : array-like of shape (n_times, n_state)
-            States in time order (a training trajectory). No NaN or inf.
-        y : array-like of shape (n_times, n_obs) or (n_times,), optional
-            Observations row-aligned with ``X`` (NaN where unobserved).
-
-        Returns
-        -------
-        self : object
-            The fitted filter.
-        """
-        super().fit(X, y)
-        self.state_coordinates_, self.observation_coordinates_ = self._locations()
-        return self
-
-    def _locations(self):
-        """The state and observation coordinates, checked against the fitted shapes."""
-        return _filter_locations(
-            self.state_coordinates,
-            self.periodic,
-            self.observation_,
-            self.n_features_in_,
-            self.n_obs_,
-        )
-
     def _start_run(self, n_members, n_state):
-        self._taper_xy = self._taper_yy = None
-        if self.localization_radius is None:
-            return
-        state, obs = self._locations()
-        if obs is None:
-            raise ValueError(
-                "localization_radius needs a location for each observation: a componentwise "
-                "observation operator (a built-in operator with indices) or the observation "
-                "model's coordinates."
-            )
-        rad = float(self.localization_radius)
-        self._taper_xy = localization_weights(state, obs, rad)
-        self._taper_yy = localization_weights(obs, obs, rad)
+        tapers = self._tapers(("xy", "yy"))
+        self._taper_xy, self._taper_yy = tapers["xy"], tapers["yy"]
 
     def _log_evidence(self, y, predicted, loglik, log_weights):
         """Gaussian predictive ``log N(y; mean h(E), Cov h(E) + R)``: the EnKF's evidence."""

@@ -10,6 +10,7 @@ import numpy as np
 from .._validation import check_positive, check_torch_device
 from ..exceptions import WeightCollapseWarning
 from ._base import SequentialFilter, fill_shared_doc
+from ._localisation import LocalisedMixin
 
 __all__ = ["KDEDiffusionFilter", "PAPER_PARAMS"]
 
@@ -92,7 +93,7 @@ def _noise_units(value):
 
 
 @fill_shared_doc
-class KDEDiffusionFilter(SequentialFilter):
+class KDEDiffusionFilter(LocalisedMixin, SequentialFilter):
     """Closed-form conditional diffusion filter (training-free, black-box).
 
     Each cycle the forecast ensemble ``x_i`` and simulated observations
@@ -212,6 +213,23 @@ default=1.0
     ode_steps : int or None, default=None
         Steps of a fixed-step ODE solver; ``None``: 20 score evaluations a cycle (10 steps
         of ``"heun"``, 20 of ``"ab2"``/``"ab3"``). Ignored by ``"rk45"``.
+    localization_radius : float or None, default=None
+        Localised analysis (``sampler="ode"``, ``kernel="isotropic"``): each state
+        component is updated with the observations within this Gaspari-Cohn radius (their
+        log-likelihood terms tapered into local weights) and a state distance tapered the
+        same way, by the probability flow of the localised score
+        (:mod:`dasim.diffusion.kde_local`; the user guide's "Localisation"). Same units
+        and locations as :class:`EnKF`'s; ``inf`` gives back the global filter. Needs a
+        diagonal observation noise unless ``bandwidth_y`` is absolute or a rule.
+        With ``bandwidth_y="ess"`` each component's weights are tempered to the ESS
+        target. ``None``: the global filter.
+    periodic : bool, default=True
+        Whether the default localisation grid (``state_coordinates=None``) is periodic;
+        ignored when ``state_coordinates`` is given.
+    state_coordinates : Coordinates, array-like of shape (n_state, n_dims) or None, \
+default=None
+        Locations of the state components for localisation (see :class:`EnKF`); ``None``
+        is the 1-D grid ``0, ..., n_state - 1`` (a ring when ``periodic``).
 
     Attributes
     ----------
@@ -240,6 +258,10 @@ default=1.0
         the first observed one.
     n_iter_ : int
         With ``noise="mle"``: iterations of the optimiser.
+    state_coordinates_ : Coordinates
+        The state locations (used with ``localization_radius``).
+    observation_coordinates_ : Coordinates or None
+        The observation locations, or None when they cannot be derived.
 
     See Also
     --------
@@ -299,6 +321,9 @@ default=1.0
         max_stages=1,
         ode_solver="rk45",
         ode_steps=None,
+        localization_radius=None,
+        periodic=True,
+        state_coordinates=None,
     ):
         self.model = model
         self.observation = observation
@@ -325,6 +350,9 @@ default=1.0
         self.max_stages = max_stages
         self.ode_solver = ode_solver
         self.ode_steps = ode_steps
+        self.localization_radius = localization_radius
+        self.periodic = periodic
+        self.state_coordinates = state_coordinates
 
     def _check_params(self):
         _check_bandwidth(self.bandwidth_x, "bandwidth_x")
@@ -375,6 +403,18 @@ default=1.0
         ew = self.ess_warning
         if isinstance(ew, bool) or not isinstance(ew, numbers.Real) or not 0 <= ew <= 1:
             raise ValueError(f"ess_warning must be in [0, 1], got {ew!r}.")
+        self._check_localisation(allow_infinite=True)
+        if self.localization_radius is not None:
+            for name, value, need in [
+                ("sampler", self.sampler, "ode"),
+                ("kernel", self.kernel, "isotropic"),
+                ("max_stages", self.max_stages, 1),
+            ]:
+                if value != need:
+                    raise ValueError(
+                        f"localization_radius needs {name}={need!r} (the localised analysis "
+                        f"is the probability flow of the localised score), got {value!r}."
+                    )
         self.device_ = self._resolve_device()
 
     def _resolve_device(self):
@@ -396,6 +436,17 @@ default=1.0
         # float64 throughout, so no MPS; checked here, in fit, not at the first cycle.
         return check_torch_device(dev, torch, "device", types=("cpu", "cuda"))
 
+    def _start_run(self, n_members, n_state):
+        tapers = self._tapers(("xy", "xx"))
+        self._taper_xy, self._taper_xx = tapers["xy"], tapers["xx"]
+        needs_diagonal = self.likelihood == "known" or _noise_units(self.bandwidth_y)
+        if self._taper_xy is not None and needs_diagonal and self._noise_std is None:
+            raise ValueError(
+                "localization_radius needs a diagonal observation noise (noise_std a scalar "
+                "or a vector) with likelihood='known' or bandwidth_y in noise units: the "
+                "local weights taper each observation's own likelihood term."
+            )
+
     def _analysis(self, forecast, y, predicted, loglik, log_weights, rng):
         covariance = self.kernel == "covariance"
         if covariance:
@@ -407,6 +458,10 @@ default=1.0
                 )
         else:
             sigma_x = _resolve_bandwidth(self.bandwidth_x, forecast)
+        if self._taper_xy is not None:
+            from ._kde_local import local_analysis
+
+            return local_analysis(self, forecast, y, predicted, sigma_x, rng)
         if self.max_stages > 1:
             return self._progressive_analysis(forecast, y, loglik, sigma_x, rng)
         log_w, sigma_y = self._observation_weights(y, predicted, loglik, rng)

@@ -1,0 +1,236 @@
+"""The localised closed-form KDE score and its probability-flow sampler (#14).
+
+Checked from the formulas of :mod:`dasim.diffusion.kde_local`: the score is the
+derivative of each component's local log-density (finite differences, hypothesis,
+float64); an infinite radius gives the global score and sampler; a block taper gives the
+product of the blocks' global scores; the ESS-tempered local weights meet their target.
+"""
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from dasim.coordinates import PeriodicGrid1D, localization_weights
+from dasim.diffusion import kde_local
+from dasim.diffusion.kde import kde_log_density, kde_score
+from dasim.diffusion.kde_local import (
+    local_kde_log_density,
+    local_kde_score,
+    local_log_weights,
+    local_tempered_log_weights,
+    sample_ode_local,
+)
+from dasim.diffusion.kde_sampling import sample_ode
+from dasim.diffusion.schedules import make_schedule
+
+
+def _problem(seed, n=12, d=6, radius=1.0):
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(n, d))
+    ring = PeriodicGrid1D(d)
+    taper = localization_weights(ring, ring, radius)
+    terms = -0.5 * rng.normal(size=(n, d)) ** 2
+    L = local_log_weights(terms, taper)
+    return rng, X, L, taper
+
+
+SCHEDULES = {
+    "ve": make_schedule("ve", sigma_x=0.3, sigma_max=8.0),
+    "vp": make_schedule("vp", sigma_x=0.3),
+}
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    seed=st.integers(0, 2**31 - 1),
+    t=st.floats(0.0, 1.0),
+    radius=st.floats(0.3, 4.0),
+    name=st.sampled_from(sorted(SCHEDULES)),
+)
+def test_score_is_derivative_of_local_log_density(seed, t, radius, name):
+    schedule = SCHEDULES[name]
+    rng, X, L, taper = _problem(seed, radius=radius)
+    x = rng.normal(size=(3, X.shape[1])) * 1.5
+    s = local_kde_score(x, t, X, L, taper, schedule)
+    h = 1e-5
+    fd = np.empty_like(s)
+    for k in range(X.shape[1]):
+        e = np.zeros(X.shape[1])
+        e[k] = h
+        up = local_kde_log_density(x + e, t, X, L, taper, schedule)[:, k]
+        down = local_kde_log_density(x - e, t, X, L, taper, schedule)[:, k]
+        fd[:, k] = (up - down) / (2 * h)
+    scale = 1.0 + np.abs(s).max()
+    np.testing.assert_allclose(s, fd, rtol=0, atol=1e-6 * scale)
+
+
+@settings(max_examples=20, deadline=None)
+@given(seed=st.integers(0, 2**31 - 1), t=st.floats(0.0, 1.0))
+def test_infinite_radius_is_the_global_score_and_density(seed, t):
+    rng = np.random.default_rng(seed)
+    n, d = 9, 4
+    X = rng.normal(size=(n, d))
+    log_w = -0.5 * rng.normal(size=n) ** 2 * 3
+    x = rng.normal(size=(5, d)) * 2
+    ones = np.ones((d, d))
+    L = np.repeat(log_w[:, None], d, axis=1)
+    schedule = SCHEDULES["ve"]
+    np.testing.assert_allclose(
+        local_kde_score(x, t, X, L, ones, schedule),
+        kde_score(x, t, X, log_w, schedule),
+        rtol=1e-10,
+        atol=1e-12,
+    )
+    lp = local_kde_log_density(x, t, X, L, ones, schedule)
+    glob = kde_log_density(x, t, X, log_w, schedule)
+    np.testing.assert_allclose(lp, np.repeat(glob[:, None], d, axis=1), rtol=1e-12, atol=1e-10)
+
+
+def test_local_log_weights_with_full_taper_sum_every_observation():
+    rng = np.random.default_rng(0)
+    terms = -rng.random((7, 3))
+    L = local_log_weights(terms, np.ones((5, 3)))
+    np.testing.assert_allclose(L, np.repeat(terms.sum(1)[:, None], 5, axis=1))
+
+
+def test_local_log_weights_minus_inf_only_where_the_taper_reaches():
+    terms = np.array([[0.0, -np.inf], [-1.0, -2.0]])
+    L = local_log_weights(terms, np.array([[1.0, 0.0], [0.0, 1.0]]))
+    assert L[0, 0] == 0.0 and L[0, 1] == -np.inf
+    np.testing.assert_allclose(L[1], [-1.0, -2.0])
+
+
+def test_block_taper_gives_the_product_of_block_scores():
+    rng = np.random.default_rng(3)
+    n, t = 15, 0.2
+    X = rng.normal(size=(n, 4))
+    w1, w2 = rng.normal(size=n), rng.normal(size=n)
+    taper = np.kron(np.eye(2), np.ones((2, 2)))
+    L = np.column_stack([w1, w1, w2, w2])
+    x = rng.normal(size=(6, 4))
+    schedule = SCHEDULES["ve"]
+    s = local_kde_score(x, t, X, L, taper, schedule)
+    np.testing.assert_allclose(
+        s[:, :2], kde_score(x[:, :2], t, X[:, :2], w1, schedule), rtol=1e-10, atol=1e-12
+    )
+    np.testing.assert_allclose(
+        s[:, 2:], kde_score(x[:, 2:], t, X[:, 2:], w2, schedule), rtol=1e-10, atol=1e-12
+    )
+
+
+def test_sparse_and_dense_taper_paths_agree(monkeypatch):
+    rng, X, L, taper = _problem(5, n=10, d=30, radius=1.0)
+    x = rng.normal(size=(4, 30))
+    schedule = SCHEDULES["ve"]
+    assert not kde_local._StateTaper(taper).dense
+    sparse = local_kde_score(x, 0.1, X, L, taper, schedule, chunk_size=3)
+    monkeypatch.setattr(kde_local, "_DENSE_ABOVE", 0.0)
+    assert kde_local._StateTaper(taper).dense
+    dense = local_kde_score(x, 0.1, X, L, taper, schedule)
+    np.testing.assert_allclose(sparse, dense, rtol=1e-12, atol=1e-12)
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    seed=st.integers(0, 2**31 - 1),
+    scale=st.floats(0.1, 300.0),
+    frac=st.floats(0.05, 1.0),
+)
+def test_tempered_local_weights_meet_the_target(seed, scale, frac):
+    rng = np.random.default_rng(seed)
+    n = 40
+    L = -scale * rng.random((n, 5))
+    target = frac * n
+    tempered, beta = local_tempered_log_weights(L, target)
+    ess = kde_local._column_ess(tempered)
+    assert np.all(ess >= target * (1 - 1e-9))
+    assert np.all((0 <= beta) & (beta <= 1))
+    np.testing.assert_allclose(tempered, L * beta, rtol=1e-12)
+    # The largest such exponent: a little more breaks the target (unless beta is 1).
+    below = beta < 1
+    if below.any():
+        more = kde_local._column_ess(L * np.minimum(1.0, beta * (1 + 1e-6) + 1e-9))
+        assert np.all(more[below] < target * (1 + 1e-6))
+
+
+@pytest.mark.parametrize("solver", ["ab3", "heun", "rk45"])
+def test_infinite_radius_flow_is_the_global_flow(solver):
+    rng = np.random.default_rng(1)
+    n, d = 20, 3
+    X = rng.normal(size=(n, d))
+    X -= X.mean(0)
+    log_w = -0.5 * (X[:, 0] - 0.5) ** 2 / 0.2
+    schedule = make_schedule("ve", sigma_x=0.25, sigma_max=10.0)
+    start = 10.0 * rng.standard_normal((n, d))
+    L = np.repeat(log_w[:, None], d, axis=1)
+    local, info = sample_ode_local(
+        X, L, np.ones((d, d)), schedule, 0, solver=solver, x_start=start
+    )
+    glob, ginfo = sample_ode(X, log_w, schedule, 0, solver=solver, x_start=start)
+    np.testing.assert_allclose(local, glob, rtol=1e-8, atol=1e-8)
+    assert info["nfev"] == ginfo["nfev"]
+
+
+def test_blocks_transport_to_the_product_of_block_posteriors():
+    """Two independent blocks: each block's flow is the global flow of that block."""
+    rng = np.random.default_rng(2)
+    n = 25
+    X = rng.normal(size=(n, 4))
+    X -= X.mean(0)
+    w1, w2 = -(X[:, 0] ** 2), -((X[:, 3] - 1) ** 2)
+    L = np.column_stack([w1, w1, w2, w2])
+    taper = np.kron(np.eye(2), np.ones((2, 2)))
+    schedule = make_schedule("ve", sigma_x=0.3, sigma_max=10.0)
+    start = 10.0 * rng.standard_normal((n, 4))
+    out, _ = sample_ode_local(X, L, taper, schedule, 0, x_start=start)
+    a, _ = sample_ode(X[:, :2], w1, schedule, 0, solver="ab3", x_start=start[:, :2])
+    b, _ = sample_ode(X[:, 2:], w2, schedule, 0, solver="ab3", x_start=start[:, 2:])
+    np.testing.assert_allclose(out, np.hstack([a, b]), rtol=1e-9, atol=1e-9)
+
+
+def test_torch_backend_matches_numpy():
+    torch = pytest.importorskip("torch")
+    rng, X, L, taper = _problem(7, n=15, d=30, radius=1.5)
+    schedule = make_schedule("ve", sigma_x=0.3, sigma_max=10.0)
+    a, _ = sample_ode_local(X, L, taper, schedule, 4)
+    b, _ = sample_ode_local(X, L, taper, schedule, 4, backend="torch", device="cpu")
+    assert isinstance(b, np.ndarray)
+    np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-9)
+    del torch
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"solver": "euler"}, "solver"),
+        ({"backend": "jax"}, "backend"),
+        ({"solver": "rk45", "n_steps": 5}, "n_steps"),
+        ({"n_steps": 0}, "n_steps"),
+        ({"x_start": np.zeros((3, 6))}, "x_start"),
+    ],
+)
+def test_sampler_rejects_bad_arguments(kwargs, match):
+    _, X, L, taper = _problem(0)
+    with pytest.raises(ValueError, match=match):
+        sample_ode_local(X, L, taper, SCHEDULES["ve"], 0, **kwargs)
+
+
+def test_score_rejects_bad_tapers_and_weights():
+    _, X, L, taper = _problem(0)
+    x = X[:2]
+    sched = SCHEDULES["ve"]
+    with pytest.raises(ValueError, match="taper_xx"):
+        local_kde_score(x, 0.1, X, L, taper * 0.5, sched)  # diagonal not 1
+    with pytest.raises(ValueError, match="taper_xx"):
+        local_kde_score(x, 0.1, X, L, taper[:3], sched)
+    with pytest.raises(ValueError, match="log_w_local"):
+        local_kde_score(x, 0.1, X, L[:, :2], taper, sched)
+    bad = L.copy()
+    bad[:, 0] = -np.inf
+    with pytest.raises(ValueError, match="finite entry"):
+        local_kde_score(x, 0.1, X, bad, taper, sched)
+    with pytest.raises(ValueError, match="n_obs"):
+        local_log_weights(np.zeros((3, 2)), np.ones((4, 3)))
+    with pytest.raises(ValueError, match="target_ess"):
+        local_tempered_log_weights(L, 0.0)
