@@ -44,6 +44,7 @@ PUBLIC_MODULES = [
     "dasim.diffusion",
     "dasim.diffusion.kde",
     "dasim.diffusion.kde_sampling",
+    "dasim.diffusion.kde_local",
     "dasim.diffusion.schedules",
     "dasim.diffusion.vpsde",
     "dasim.diffusion.networks",
