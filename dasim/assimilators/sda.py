@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._base import WindowedAssimilator, _check_float, _import_torch
+from ._base import WindowedAssimilator
+from ._inputs import _check_float
+from ._runtime import _import_torch
 
 __all__ = ["SDAAssimilator"]
 

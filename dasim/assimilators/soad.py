@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 
 from .._validation import check_array_finite
-from ._base import WindowedAssimilator, _check_float
+from ._base import WindowedAssimilator
+from ._inputs import _check_float
 
 __all__ = ["SOADAssimilator"]
 

@@ -12,7 +12,7 @@ from sklearn.pipeline import make_pipeline  # noqa: E402
 from sklearn.preprocessing import FunctionTransformer, StandardScaler  # noqa: E402
 
 from dasim.assimilators import SDAAssimilator, SOADAssimilator  # noqa: E402
-from dasim.assimilators._base import _default_n_threads  # noqa: E402
+from dasim.assimilators._runtime import _default_n_threads  # noqa: E402
 from dasim.compose import TransformedStateFilter  # noqa: E402
 from dasim.exceptions import UnitsWarning  # noqa: E402
 from dasim.observations import ObservationModel  # noqa: E402
@@ -254,7 +254,7 @@ def test_n_threads_restored_after_an_error_and_validated(monkeypatch, restore_th
 
 
 def test_thread_blocks_nest_without_undoing_each_other(restore_threads):
-    from dasim.assimilators._base import _torch_threads
+    from dasim.assimilators._runtime import _torch_threads
 
     torch.set_num_threads(3)
     with _torch_threads(torch, 2):
