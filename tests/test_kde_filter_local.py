@@ -4,6 +4,9 @@ import warnings
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from scipy.special import logsumexp
 
 from dasim.datasets import make_twin_experiment
 from dasim.diffusion.kde import effective_sample_size
@@ -12,6 +15,7 @@ from dasim.diffusion.kde_sampling import sample_ode
 from dasim.diffusion.schedules import make_schedule
 from dasim.exceptions import WeightCollapseWarning
 from dasim.filters import KDEDiffusionFilter
+from dasim.filters._kde_local import shrink_local
 from dasim.models import Lorenz63, Lorenz96
 from dasim.observations import ObservationModel
 
@@ -182,3 +186,41 @@ def test_torch_device_matches_numpy():
     a = KDEDiffusionFilter(model, obs, device="numpy", **common).fit(X).assimilate(y[:4])
     b = KDEDiffusionFilter(model, obs, device="cpu", **common).fit(X).assimilate(y[:4])
     np.testing.assert_allclose(a["analysis"], b["analysis"], rtol=1e-7, atol=1e-7)
+
+
+@settings(max_examples=30, deadline=None)
+@given(seed=st.integers(0, 2**31 - 1), sigma_x=st.floats(0.01, 2.0))
+def test_local_shrinkage_keeps_each_components_local_mean_and_variance(seed, sigma_x):
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(30, 5)) * rng.uniform(0.5, 3.0, size=5)
+    L = -rng.exponential(2.0, size=(30, 5))
+    pi = np.exp(L - logsumexp(L, axis=0))
+    m = np.sum(pi * X, 0)
+    v = np.sum(pi * (X - m) ** 2, 0)
+    Xs = shrink_local(X, L, sigma_x)
+    np.testing.assert_allclose(np.sum(pi * Xs, 0), m, rtol=1e-10, atol=1e-10 * np.abs(X).max())
+    mix_var = np.sum(pi * (Xs - m) ** 2, 0) + sigma_x**2  # the local mixture's variance
+    expected = np.maximum(v, sigma_x**2)  # kept where the kernel fits inside v
+    np.testing.assert_allclose(mix_var, expected, rtol=1e-9)
+
+
+def test_shrink_with_localisation_runs_and_reduces_the_spread():
+    model = Lorenz96(n=40, forcing=8.0, dt=0.01, steps_per_cycle=5, process_noise=0.1)
+    obs = ObservationModel("identity", noise_std=np.sqrt(0.5), indices=np.arange(1, 40, 2))
+    X, y = make_twin_experiment(model, obs, 220, random_state=1)
+    common = dict(
+        n_members=30,
+        bandwidth_x=0.5,
+        bandwidth_y="ess",
+        likelihood="known",
+        localization_radius=1.0,
+        ode_solver="ab3",
+        device="numpy",
+        random_state=0,
+    )
+    spread = {}
+    for shrink in (False, True):
+        kde = KDEDiffusionFilter(model, obs, shrink=shrink, **common).fit(X[:200])
+        ds = kde.assimilate(y[200:])
+        spread[shrink] = float(ds["analysis"].std("member").mean())
+    assert spread[True] < 0.9 * spread[False]

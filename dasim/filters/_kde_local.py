@@ -44,6 +44,28 @@ def _diagonal_std(std, mask):
     return std[mask]
 
 
+def shrink_local(X, L, sigma_x):
+    r"""Shrink each component's centres toward its local weighted mean, preserving variance.
+
+    Component :math:`k` of every centre becomes :math:`m_k + a_k (x_{ik} - m_k)`, with
+    :math:`m_k = \sum_i \pi_{ik} x_{ik}`, :math:`v_k = \sum_i \pi_{ik} (x_{ik} - m_k)^2` and
+    :math:`a_k = \sqrt{1 - \sigma_x^2 / v_k}` (Liu and West 2001, per component), so
+    that component :math:`k`'s local mixture :math:`\sum_i \pi_{ik}
+    \mathcal N(m_k + a_k (x_{ik} - m_k), \sigma_x^2)` has mean :math:`m_k` and variance
+    :math:`v_k`. Where :math:`v_k \le \sigma_x^2`, :math:`a_k = 0`: the centres meet at
+    the mean and the kernel alone gives the variance :math:`\sigma_x^2`.
+    """
+    top = np.max(L, axis=0, keepdims=True)
+    pi = np.exp(L - top)
+    pi /= pi.sum(axis=0, keepdims=True)
+    m = np.sum(pi * X, axis=0)
+    v = np.sum(pi * (X - m) ** 2, axis=0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        a = np.sqrt(np.clip(1.0 - sigma_x**2 / v, 0.0, 1.0))
+    a = np.where(v > 0, a, 0.0)
+    return m + a * (X - m)
+
+
 def local_analysis(filt, forecast, y, predicted, sigma_x, rng):
     """One localised analysis: local weights, then the localised probability flow."""
     from ..diffusion.kde_local import (
@@ -75,10 +97,13 @@ def local_analysis(filt, forecast, y, predicted, sigma_x, rng):
     schedule = make_schedule(
         filt.schedule, sigma_x=sigma_x, sigma_max=sigma_max, beta_max=filt.beta_max
     )
-    mean = forecast.mean(axis=0)
+    centres = forecast
+    if filt.shrink:
+        centres = shrink_local(forecast, L, sigma_x)
+    mean = centres.mean(axis=0)
     torch_backend = filt.device_ != "numpy"
     out, info = sample_ode_local(
-        forecast - mean,
+        centres - mean,
         L,
         filt._taper_xx,
         schedule,

@@ -191,7 +191,9 @@ default=1.0
         With ``kernel="covariance"``: shrink the kernel centres toward the weighted mean
         by ``sqrt(1 - h^2)`` (Liu and West 2001), so that the analysis mixture has exactly
         the weighted ensemble's mean and covariance and the kernel does not widen the
-        ensemble cycle after cycle.
+        ensemble cycle after cycle. With ``localization_radius`` (isotropic kernel): the
+        same per state component, toward its local weighted mean, so that each
+        component's local mixture keeps the local weighted mean and variance.
     ess_target : float, default=0.5
         With ``bandwidth_y="ess"``: the fraction of ``n_members`` the weights' effective
         sample size is kept at, in ``(0, 1]``.
@@ -363,8 +365,8 @@ default=None
             )
         if not isinstance(self.shrink, bool | np.bool_):
             raise TypeError(f"shrink must be a bool, got {self.shrink!r}.")
-        if self.shrink and self.kernel != "covariance":
-            raise ValueError("shrink=True needs kernel='covariance'.")
+        if self.shrink and self.kernel != "covariance" and self.localization_radius is None:
+            raise ValueError("shrink=True needs kernel='covariance' or localization_radius.")
         if self.shrink and isinstance(self.bandwidth_x, numbers.Real) and not self.bandwidth_x < 1:
             raise ValueError(
                 "bandwidth_x is the relative bandwidth h with kernel='covariance' and must "
