@@ -123,11 +123,11 @@ def test_sparse_and_dense_taper_paths_agree(monkeypatch):
     rng, X, L, taper = _problem(5, n=10, d=30, radius=1.0)
     x = rng.normal(size=(4, 30))
     schedule = SCHEDULES["ve"]
-    assert not kde_local._StateTaper(taper).dense
-    sparse = local_kde_score(x, 0.1, X, L, taper, schedule, chunk_size=3)
-    monkeypatch.setattr(kde_local, "_DENSE_ABOVE", 0.0)
     assert kde_local._StateTaper(taper).dense
     dense = local_kde_score(x, 0.1, X, L, taper, schedule)
+    monkeypatch.setattr(kde_local, "_DENSE_UP_TO", 10)
+    assert not kde_local._StateTaper(taper).dense
+    sparse = local_kde_score(x, 0.1, X, L, taper, schedule, chunk_size=3)
     np.testing.assert_allclose(sparse, dense, rtol=1e-12, atol=1e-12)
 
 
@@ -189,8 +189,10 @@ def test_blocks_transport_to_the_product_of_block_posteriors():
     np.testing.assert_allclose(out, np.hstack([a, b]), rtol=1e-9, atol=1e-9)
 
 
-def test_torch_backend_matches_numpy():
+@pytest.mark.parametrize("dense_up_to", [10, 1000])
+def test_torch_backend_matches_numpy(dense_up_to, monkeypatch):
     torch = pytest.importorskip("torch")
+    monkeypatch.setattr(kde_local, "_DENSE_UP_TO", dense_up_to)
     rng, X, L, taper = _problem(7, n=15, d=30, radius=1.5)
     schedule = make_schedule("ve", sigma_x=0.3, sigma_max=10.0)
     a, _ = sample_ode_local(X, L, taper, schedule, 4)

@@ -81,7 +81,9 @@ __all__ = [
 
 #: Bytes for the (queries, members, components, neighbours) temporaries of one chunk.
 _MEMORY_BUDGET = 64 * 2**20
-#: Taper density above which the state taper is applied as a dense matrix product.
+#: The state taper is applied as a dense matrix product up to this many components, or
+#: above this density; as neighbour lists (cost linear in the dimension) otherwise.
+_DENSE_UP_TO = 512
 _DENSE_ABOVE = 0.25
 _SOLVERS = ("rk45", "heun", "ab2", "ab3")
 
@@ -220,9 +222,11 @@ class _StateTaper:
         if not np.allclose(np.diag(taper), 1.0):
             raise ValueError("taper_xx must be 1 on its diagonal (a component is near itself).")
         nnz = np.count_nonzero(taper, axis=1)
-        self.dense = bool(nnz.sum() > _DENSE_ABOVE * d * d)
+        # One BLAS product beats the neighbour-list gathers up to a few hundred components
+        # (where the exp over (queries, members, components) dominates either way).
+        self.dense = bool(d <= _DENSE_UP_TO or nnz.sum() > _DENSE_ABOVE * d * d)
         self.taper = taper
-        self.width = d if self.dense else int(nnz.max())
+        self.width = int(nnz.max())
         if not self.dense:
             order = np.argsort(taper == 0, axis=1, kind="stable")[:, : self.width]
             self.idx = order
@@ -241,8 +245,12 @@ class _StateTaper:
     def apply(self, sq):
         """``D[..., k] = sum_l taper[k, l] sq[..., l]`` for ``sq`` of shape (m, N, d)."""
         if self.dense:
-            return sq @ self.taper.T
-        return (sq[:, :, self.idx] * self.val).sum(-1)
+            m, n, d = sq.shape
+            return (sq.reshape(m * n, d) @ self.taper.T).reshape(m, n, d)
+        out = sq[:, :, self.idx[:, 0]] * self.val[:, 0]
+        for slot in range(1, self.width):
+            out += sq[:, :, self.idx[:, slot]] * self.val[:, slot]
+        return out
 
 
 def _amax(a, axis):
@@ -265,10 +273,10 @@ def _log(a):
     return np.log(a) if isinstance(a, np.ndarray) else a.log()
 
 
-def _rows_per_chunk(n_centres, d, width, chunk_size):
+def _rows_per_chunk(n_centres, d, chunk_size):
     if chunk_size is not None:
         return int(chunk_size)
-    per_row = 8 * n_centres * d * (width + 3)
+    per_row = 8 * n_centres * d * 5
     return max(1, _MEMORY_BUDGET // per_row)
 
 
@@ -360,7 +368,7 @@ def local_kde_score(x, t, X, log_w_local, taper_xx, schedule, *, chunk_size=None
     """
     x, X, L, taper = _check_inputs(x, X, log_w_local, taper_xx)
     mu, sbar2 = float(schedule.mu(t)), float(schedule.sigmabar2(t))
-    chunk = _rows_per_chunk(X.shape[0], X.shape[1], taper.width, chunk_size)
+    chunk = _rows_per_chunk(X.shape[0], X.shape[1], chunk_size)
     return _score_logp(x, mu, sbar2, X, L, taper, chunk)[0]
 
 
@@ -402,7 +410,7 @@ def local_kde_log_density(x, t, X, log_w_local, taper_xx, schedule):
     """
     x, X, L, taper = _check_inputs(x, X, log_w_local, taper_xx)
     mu, sbar2 = float(schedule.mu(t)), float(schedule.sigmabar2(t))
-    chunk = _rows_per_chunk(X.shape[0], X.shape[1], taper.width, None)
+    chunk = _rows_per_chunk(X.shape[0], X.shape[1], None)
     return _score_logp(x, mu, sbar2, X, L, taper, chunk, want_logp=True)[1]
 
 
@@ -520,7 +528,7 @@ def sample_ode_local(
         x1 = _check_matrix(x_start, "x_start", ncols=d)
         if x1.shape[0] != n:
             raise ValueError(f"x_start must have {n} rows (n_samples), got {x1.shape[0]}.")
-    chunk = _rows_per_chunk(n_c, d, taper.width, chunk_size)
+    chunk = _rows_per_chunk(n_c, d, chunk_size)
     if backend == "torch":
         torch, _, dev = _torch_setup(device)
         X, L, x1 = (torch.as_tensor(a, device=dev) for a in (X, L, x1))
