@@ -21,8 +21,16 @@ observation record from the same initial ensemble:
     correction, the mixture sampler. ``KDE-robust`` tunes the relative bandwidth
     (a fraction of Scott's constant) and ``ess_target``; ``KDE-robust-default`` is the
     same configuration untuned (Scott's constant, ``ess_target=0.5``).
+``KDE-local``
+    The localised :class:`~dasim.filters.KDEDiffusionFilter` (issue #14,
+    :data:`LOCAL_PARAMS`): local weights and a tapered state distance within a tuned
+    Gaspari-Cohn ``localization_radius``, the exact likelihood tempered per component
+    to an ESS of N/2, the ``"ab3"`` probability-flow ODE (20 score evaluations); tuned
+    ``localization_radius`` and ``bandwidth_x``.
 ``EnKF``
     Square-root :class:`~dasim.filters.EnKF` (ETKF), tuned multiplicative inflation.
+``LETKF``
+    The same with a tuned ``localization_radius`` (and inflation).
 ``SIR``
     Bootstrap :class:`~dasim.filters.SIRFilter` resampling every cycle, no jitter (the
     baseline the paper ran).
@@ -78,6 +86,7 @@ __all__ = [
     "B2_CASES",
     "B2_METHODS",
     "ROBUST_PARAMS",
+    "LOCAL_PARAMS",
     "b2_case",
     "b2_grids",
     "run_b2",
@@ -96,7 +105,9 @@ B2_METHODS = (
     "KDE-mixture",
     "KDE-robust",
     "KDE-robust-default",
+    "KDE-local",
     "EnKF",
+    "LETKF",
     "SIR",
     "SIR-jitter",
 )
@@ -107,7 +118,9 @@ _TUNE_KEY = {
     "KDE-ode": "KDE",
     "KDE-mixture": "KDE",
     "KDE-robust": "KDE-robust",
+    "KDE-local": "KDE-local",
     "EnKF": "EnKF",
+    "LETKF": "LETKF",
     "SIR-jitter": "SIR-jitter",
 }
 
@@ -115,8 +128,23 @@ _TUNE_KEY = {
 _TUNE_METHOD = {
     "KDE": "KDE-mixture",
     "KDE-robust": "KDE-robust",
+    "KDE-local": "KDE-local",
     "EnKF": "EnKF",
+    "LETKF": "LETKF",
     "SIR-jitter": "SIR-jitter",
+}
+
+#: The localised KDE configuration of ``KDE-local`` (issue #14); ``localization_radius``
+#: and ``bandwidth_x`` are tuned, the values here are the untuned ones.
+LOCAL_PARAMS = {
+    "kernel": "isotropic",
+    "localization_radius": 1.5,
+    "bandwidth_x": 0.3,
+    "bandwidth_y": "ess",
+    "ess_target": 0.5,
+    "likelihood": "known",
+    "sampler": "ode",
+    "ode_solver": "ab3",
 }
 
 #: The robust KDE configuration of ``KDE-robust`` and ``KDE-robust-default`` (issue #13):
@@ -322,10 +350,16 @@ def b2_grids(name, smoke=False):
         return {
             "KDE": {"bandwidth_x": [("scott", 0.5)], "bandwidth_y": [r, 4 * r]},
             "KDE-robust": {"bandwidth_x": [("scott", 1.0)], "ess_target": [0.25, 0.5]},
+            "KDE-local": {"localization_radius": [1.0, 2.0], "bandwidth_x": [0.3]},
             "EnKF": {"inflation": [1.0, 1.1]},
+            "LETKF": {"localization_radius": [2.0, 4.0], "inflation": [1.0]},
             "SIR-jitter": {"jitter": [0.2, 1.0], "ess_threshold": [0.5]},
         }
     enkf = {"inflation": [1.0, 1.02, 1.05, 1.1, 1.2, 1.4]}
+    local = {
+        "KDE-local": {"localization_radius": [1.0, 1.5, 2.0], "bandwidth_x": [0.2, 0.3, 0.5]},
+        "LETKF": {"localization_radius": [2.0, 4.0, 8.0], "inflation": [1.0, 1.02, 1.05, 1.1]},
+    }
     robust = {
         "bandwidth_x": [("scott", f) for f in (0.5, 0.75, 1.0)],
         "ess_target": [0.25, 0.5, 0.75],
@@ -338,6 +372,7 @@ def b2_grids(name, smoke=False):
             },
             "KDE-robust": robust,
             "EnKF": enkf,
+            **local,
             "SIR-jitter": {"jitter": [0.1, 0.2, 0.4, 0.7, 1.0, 1.5], "ess_threshold": [0.5, 1.0]},
         }
     # Lorenz-96: small observation multiples collapse the weights (never chosen); wide
@@ -349,6 +384,7 @@ def b2_grids(name, smoke=False):
         },
         "KDE-robust": robust,
         "EnKF": enkf,
+        **local,
         "SIR-jitter": {"jitter": [0.2, 0.4, 0.7, 1.0, 1.5], "ess_threshold": [0.5, 1.0]},
     }
 
@@ -361,7 +397,12 @@ def _default_params(case):
             "bandwidth_x": ROBUST_PARAMS["bandwidth_x"],
             "ess_target": ROBUST_PARAMS["ess_target"],
         },
+        "KDE-local": {
+            "localization_radius": LOCAL_PARAMS["localization_radius"],
+            "bandwidth_x": LOCAL_PARAMS["bandwidth_x"],
+        },
         "EnKF": {"inflation": 1.05},
+        "LETKF": {"localization_radius": 4.0, "inflation": 1.05},
         "SIR-jitter": {"jitter": 0.5, "ess_threshold": 0.5},
     }
 
@@ -380,7 +421,10 @@ def _estimator(method, n_members, params):
     if method in ("KDE-robust", "KDE-robust-default"):
         config = {**ROBUST_PARAMS, **params}
         return KDEDiffusionFilter(n_members=n_members, device="numpy", **config)
-    if method == "EnKF":
+    if method == "KDE-local":
+        config = {**LOCAL_PARAMS, **params}
+        return KDEDiffusionFilter(n_members=n_members, device="numpy", **config)
+    if method in ("EnKF", "LETKF"):
         return EnKF(n_members=n_members, variant="sqrt", **params)
     if method == "SIR":
         return SIRFilter(n_members=n_members, resampling="systematic", ess_threshold=1.0)
@@ -408,6 +452,8 @@ _METHOD_SEED_KEY = {
     "SIR-jitter": 4,
     "KDE-robust": 5,
     "KDE-robust-default": 6,
+    "KDE-local": 7,
+    "LETKF": 8,
 }
 
 
@@ -1295,7 +1341,9 @@ def plot_b2(ds, path=None, metrics_=_METRICS):
         "KDE-mixture": ("tab:orange", "s", "--"),
         "KDE-robust": ("tab:purple", "P", "-"),
         "KDE-robust-default": ("tab:pink", "X", "--"),
+        "KDE-local": ("tab:brown", "*", "-"),
         "EnKF": ("tab:blue", "^", "-"),
+        "LETKF": ("tab:cyan", "<", "--"),
         "SIR": ("tab:gray", "v", ":"),
         "SIR-jitter": ("tab:green", "D", "-"),
     }
