@@ -33,6 +33,7 @@ def _l63():
     [
         {"likelihood": "known", "ode_solver": "ab3"},
         {"likelihood": "known", "bandwidth_y": "ess", "ode_solver": "heun"},
+        {"likelihood": "known", "bandwidth_y": "ess", "max_stages": 6, "ode_solver": "ab3"},
         {"likelihood": "simulated", "bandwidth_y": "noise", "ode_solver": "ab3"},
         {"likelihood": "simulated", "bandwidth_y": 1.5, "ode_solver": "rk45"},
     ],
@@ -45,6 +46,7 @@ def test_infinite_radius_is_the_global_filter(params):
     loc = local.fit(X).assimilate(y)
     np.testing.assert_allclose(loc["analysis"], glob["analysis"], rtol=1e-7, atol=1e-7)
     np.testing.assert_allclose(loc["nfev"], glob["nfev"])
+    np.testing.assert_allclose(loc["n_stages"], glob["n_stages"])
 
 
 def test_independent_components_give_the_kalman_posterior_where_the_global_kde_collapses():
@@ -112,6 +114,7 @@ def test_tracks_lorenz96_40_where_the_global_filter_does_not():
     [
         ({"localization_radius": 2.0, "sampler": "mixture"}, "sampler='ode'"),
         ({"localization_radius": 2.0, "kernel": "covariance"}, "kernel='isotropic'"),
+        ({"localization_radius": 2.0, "max_stages": 3}, "max_stages > 1"),
         ({"localization_radius": -1.0}, "localization_radius"),
         ({"localization_radius": np.nan}, "localization_radius"),
         ({"localization_radius": "far"}, "localization_radius"),

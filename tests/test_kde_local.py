@@ -142,7 +142,11 @@ def test_tempered_local_weights_meet_the_target(seed, scale, frac):
     n = 40
     L = -scale * rng.random((n, 5))
     target = frac * n
+    cap = rng.uniform(0.0, 1.0, size=5)
+    capped, cbeta = local_tempered_log_weights(L, target, max_exponent=cap)
+    assert np.all(cbeta <= cap) and np.all(kde_local._column_ess(capped) >= target * (1 - 1e-9))
     tempered, beta = local_tempered_log_weights(L, target)
+    np.testing.assert_allclose(cbeta, np.minimum(beta, cap), rtol=1e-9, atol=1e-12)
     ess = kde_local._column_ess(tempered)
     assert np.all(ess >= target * (1 - 1e-9))
     assert np.all((0 <= beta) & (beta <= 1))
@@ -236,3 +240,5 @@ def test_score_rejects_bad_tapers_and_weights():
         local_log_weights(np.zeros((3, 2)), np.ones((4, 3)))
     with pytest.raises(ValueError, match="target_ess"):
         local_tempered_log_weights(L, 0.0)
+    with pytest.raises(ValueError, match="max_exponent"):
+        local_tempered_log_weights(L, 3.0, max_exponent=1.5)

@@ -139,11 +139,12 @@ def _column_ess(log_w):
     return s1**2 / np.sum(w * w, axis=0)
 
 
-def local_tempered_log_weights(log_w, target_ess, *, n_bisect=60):
+def local_tempered_log_weights(log_w, target_ess, *, max_exponent=1.0, n_bisect=60):
     r"""Temper each column of the local log-weights to keep its ESS at least ``target_ess``.
 
     Column :math:`k` becomes :math:`\beta_k L_{:k}` with the largest
-    :math:`\beta_k \in [0, 1]` whose effective sample size is at least ``target_ess``
+    :math:`\beta_k \in [0, b_k]` (``b = max_exponent``) whose effective sample size is
+    at least ``target_ess``
     (bisection; the ESS decreases with :math:`\beta`): the column-wise version of
     :func:`dasim.diffusion.kde_sampling.tempered_log_weights`, so that no component's
     weights collapse.
@@ -155,6 +156,9 @@ def local_tempered_log_weights(log_w, target_ess, *, n_bisect=60):
         :math:`\beta > 0`).
     target_ess : float
         Target effective sample size, in ``(0, N]``.
+    max_exponent : float or numpy.ndarray of shape (d,), default=1.0
+        Largest exponent per column, in ``[0, 1]`` (what is left to assimilate, in
+        progressive correction).
     n_bisect : int, default=60
         Bisection steps.
 
@@ -163,7 +167,7 @@ def local_tempered_log_weights(log_w, target_ess, *, n_bisect=60):
     tempered : numpy.ndarray of shape (N, d)
         :math:`\beta_k L_{ik}`.
     beta : numpy.ndarray of shape (d,)
-        The exponents.
+        The exponents, in ``[0, max_exponent]``.
 
     Examples
     --------
@@ -182,6 +186,9 @@ def local_tempered_log_weights(log_w, target_ess, *, n_bisect=60):
         or not 0 < target_ess <= n
     ):
         raise ValueError(f"target_ess must be in (0, {n}], got {target_ess!r}.")
+    top = np.broadcast_to(np.asarray(max_exponent, dtype=np.float64), log_w.shape[1:]).copy()
+    if not np.all((top >= 0) & (top <= 1)):
+        raise ValueError(f"max_exponent must be in [0, 1], got {max_exponent!r}.")
     finite = np.where(np.isfinite(log_w), log_w, 0.0)
     dead = ~np.isfinite(log_w)
 
@@ -190,10 +197,9 @@ def local_tempered_log_weights(log_w, target_ess, *, n_bisect=60):
         out[dead & (beta > 0)[None, :]] = -np.inf
         return out
 
-    beta = np.ones(log_w.shape[1])
-    ok = _column_ess(tempered(beta)) >= target_ess
-    lo, hi = np.zeros_like(beta), np.ones_like(beta)
-    lo[ok] = 1.0
+    ok = _column_ess(tempered(top)) >= target_ess
+    lo, hi = np.zeros_like(top), top.copy()
+    lo[ok] = top[ok]
     for _ in range(n_bisect):
         mid = 0.5 * (lo + hi)
         good = _column_ess(tempered(mid)) >= target_ess

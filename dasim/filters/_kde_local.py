@@ -67,27 +67,63 @@ def shrink_local(X, L, sigma_x):
 
 
 def local_analysis(filt, forecast, y, predicted, sigma_x, rng):
-    """One localised analysis: local weights, then the localised probability flow."""
-    from ..diffusion.kde_local import (
-        _column_ess,
-        local_log_weights,
-        local_tempered_log_weights,
-        sample_ode_local,
-    )
+    """One localised analysis: local weights, then the localised probability flow.
+
+    With ``max_stages > 1`` (``likelihood="known"``, ``bandwidth_y="ess"``): progressive
+    correction per component. Each stage tempers each component's local weights with the
+    largest exponent that keeps its ESS at the target (at most what is left of 1 for that
+    component), runs the flow, and re-evaluates the likelihood terms at the new members,
+    until every component has assimilated its whole tapered likelihood or the stages run
+    out.
+    """
+    from ..diffusion.kde_local import _column_ess, local_log_weights, local_tempered_log_weights
+
+    n, d = forecast.shape
+    target = filt.ess_target * n
+    ensemble = forecast
+    done = np.zeros(d)
+    ess_min, n_steps, nfev, stages = np.inf, 0.0, 0.0, 0
+    while stages < filt.max_stages and np.any(done < 1.0 - 1e-12):
+        if stages > 0:
+            predicted = filt.observation_.apply(ensemble)
+        terms, mask, c = observation_terms(filt, y, predicted, rng)
+        L = local_log_weights(terms, filt._taper_xy[:, mask])
+        beta = np.ones(d)
+        if filt.bandwidth_y == "ess":
+            L, beta = local_tempered_log_weights(L, target, max_exponent=1.0 - done)
+        ess = _column_ess(L)
+        ess_min = min(ess_min, float(np.mean(ess)))
+        if stages == 0:
+            filt._warn_collapse(float(ess.min()), n)
+        ensemble, info = _flow(filt, ensemble, L, sigma_x, rng)
+        done += beta
+        stages += 1
+        n_steps += info["n_steps"]
+        nfev += info["nfev"]
+        if not np.any(beta > 0):
+            break
+    if filt.bandwidth_y == "ess":
+        with np.errstate(divide="ignore"):
+            c = float(np.mean(1.0 / np.sqrt(done)))
+    diag = {
+        "ess": ess_min,
+        "n_steps": float(n_steps),
+        "nfev": float(nfev),
+        "bandwidth_x": sigma_x,
+        "bandwidth_y": c,
+        "n_stages": float(stages),
+    }
+    return ensemble, None, diag
+
+
+def _flow(filt, ensemble, L, sigma_x, rng):
+    """Sample the localised KDE conditional with local log-weights ``L``."""
+    from ..diffusion.kde_local import sample_ode_local
     from ..diffusion.kde_sampling import default_sigma_max
     from ..diffusion.schedules import make_schedule
 
-    n = forecast.shape[0]
-    terms, mask, c = observation_terms(filt, y, predicted, rng)
-    L = local_log_weights(terms, filt._taper_xy[:, mask])
-    if filt.bandwidth_y == "ess":
-        L, beta = local_tempered_log_weights(L, filt.ess_target * n)
-        with np.errstate(divide="ignore"):
-            c = float(np.mean(1.0 / np.sqrt(beta)))
-    ess = _column_ess(L)
-    filt._warn_collapse(float(ess.min()), n)
     if filt.sigma_max is None:
-        sigma_max = default_sigma_max(forecast, sigma_x)
+        sigma_max = default_sigma_max(ensemble, sigma_x)
     else:
         sigma_max = float(filt.sigma_max)
         if sigma_max <= sigma_x:
@@ -97,9 +133,7 @@ def local_analysis(filt, forecast, y, predicted, sigma_x, rng):
     schedule = make_schedule(
         filt.schedule, sigma_x=sigma_x, sigma_max=sigma_max, beta_max=filt.beta_max
     )
-    centres = forecast
-    if filt.shrink:
-        centres = shrink_local(forecast, L, sigma_x)
+    centres = shrink_local(ensemble, L, sigma_x) if filt.shrink else ensemble
     mean = centres.mean(axis=0)
     torch_backend = filt.device_ != "numpy"
     out, info = sample_ode_local(
@@ -116,12 +150,4 @@ def local_analysis(filt, forecast, y, predicted, sigma_x, rng):
         device=filt.device_ if torch_backend else None,
         chunk_size=filt.chunk_size,
     )
-    diag = {
-        "ess": float(np.mean(ess)),
-        "n_steps": float(info["n_steps"]),
-        "nfev": float(info["nfev"]),
-        "bandwidth_x": sigma_x,
-        "bandwidth_y": c,
-        "n_stages": 1.0,
-    }
-    return out + mean, None, diag
+    return out + mean, info

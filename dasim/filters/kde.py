@@ -204,7 +204,8 @@ default=1.0
         that keeps the ESS at ``ess_target * n_members`` and a fresh draw of the KDE
         conditional, until the exponents add up to 1. The ``bandwidth_y`` diagnostic is
         ``1/sqrt`` of the exponent assimilated (1 when all of it was), ``n_stages`` the
-        stages used.
+        stages used. With ``localization_radius``: per state component, each with its own
+        exponents (the diagnostic averages ``1/sqrt`` over the components).
     ode_solver : {"rk45", "heun", "ab2", "ab3"}, default="rk45"
         Solver of the probability-flow ODE (``sampler="ode"``): adaptive RK45 (``rtol``,
         ``atol``; the paper's), or a fixed-step exponential integrator in the log of the
@@ -410,7 +411,6 @@ default=None
             for name, value, need in [
                 ("sampler", self.sampler, "ode"),
                 ("kernel", self.kernel, "isotropic"),
-                ("max_stages", self.max_stages, 1),
             ]:
                 if value != need:
                     raise ValueError(
