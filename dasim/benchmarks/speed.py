@@ -16,6 +16,7 @@ its samplers and ODE solvers on a B2 case (issue #14).
 
 from __future__ import annotations
 
+import contextlib
 import time
 
 import numpy as np
@@ -198,15 +199,35 @@ def speed_markdown(ds):
 
 
 #: The KDE filter's samplers timed by :func:`time_kde_ode` (label -> parameters on top of
-#: ``KDEDiffusionFilter.PAPER_PARAMS``): the exact mixture, the paper's RK45 and the
-#: fixed-step solvers of the probability-flow ODE at their default 20 score evaluations.
+#: ``KDEDiffusionFilter.PAPER_PARAMS``): the exact mixture, the paper's RK45, the
+#: fixed-step solvers of the probability-flow ODE at their default 20 score evaluations,
+#: and the reverse SDE (Euler-Maruyama, the filter's default 1000 steps).
 KDE_SAMPLERS = {
     "mixture": {"sampler": "mixture"},
     "rk45": {"sampler": "ode", "ode_solver": "rk45"},
     "heun": {"sampler": "ode", "ode_solver": "heun"},
     "ab2": {"sampler": "ode", "ode_solver": "ab2"},
     "ab3": {"sampler": "ode", "ode_solver": "ab3"},
+    "sde": {"sampler": "sde"},
 }
+# Timed when ``samplers`` is None: all but the SDE (1000 score evaluations a cycle).
+_DEFAULT_KDE_SAMPLERS = ("mixture", "rk45", "heun", "ab2", "ab3")
+
+
+@contextlib.contextmanager
+def _torch_threads(device, n):
+    """Set torch's CPU threads to ``n`` in the block (not for numpy, nor when None)."""
+    if device == "numpy" or n is None:
+        yield
+        return
+    import torch
+
+    old = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
 
 
 def time_kde_ode(
@@ -219,14 +240,17 @@ def time_kde_ode(
     bandwidth_y=2.0,
     repeats=1,
     seed=0,
+    device="numpy",
+    score_dtype=None,
+    torch_threads=1,
 ):
     """Score evaluations and seconds a cycle of the KDE filter's samplers on a B2 case.
 
     Every sampler runs the paper's configuration (``KDEDiffusionFilter.PAPER_PARAMS``,
-    numpy backend, one BLAS thread) with the given bandwidths (B2's tuned values at
-    N = 1000 on ``l63-z`` by default) on the same truth, observations, initial ensemble
-    and seed as B2. The clock covers ``assimilate`` over ``n_cycles`` cycles, forecasts
-    included, after an untimed one-cycle warm-up; with ``repeats`` the fastest run counts.
+    one BLAS thread) with the given bandwidths (B2's tuned values at N = 1000 on
+    ``l63-z`` by default) on the same truth, observations, initial ensemble and seed as
+    B2. The clock covers ``assimilate`` over ``n_cycles`` cycles, forecasts included,
+    after an untimed one-cycle warm-up; with ``repeats`` the fastest run counts.
 
     Parameters
     ----------
@@ -237,13 +261,21 @@ def time_kde_ode(
     n_cycles : int, default=5
         Cycles timed.
     samplers : sequence of str, optional
-        Labels of :data:`KDE_SAMPLERS` (all by default).
+        Labels of :data:`KDE_SAMPLERS` (all but ``"sde"`` by default).
     bandwidth_x, bandwidth_y : float, default=0.2, 2.0
         State and observation bandwidths.
     repeats : int, default=1
         Timed runs per sampler; the fastest is reported.
     seed : int, default=0
         Seed of the twin experiment, the initial ensemble and the filter.
+    device : str, default="numpy"
+        The filter's ``device``: ``"numpy"`` or a torch device (``"cpu"``, ``"cuda"``).
+    score_dtype : {None, "float64", "float32"}, optional
+        Precision of the score's pairwise tiles, passed to the filter as its
+        ``score_dtype``; None leaves the filter's default (float64).
+    torch_threads : int or None, default=1
+        Threads of torch's CPU operations during the timing (restored after), when
+        ``device`` is a torch device; None leaves torch's setting.
 
     Returns
     -------
@@ -269,10 +301,21 @@ def time_kde_ode(
     n_members = check_n_members(n_members, "n_members")
     n_cycles = check_n_members(n_cycles, "n_cycles")
     repeats = check_positive_int(repeats, "repeats")
-    samplers = list(KDE_SAMPLERS if samplers is None else samplers)
+    samplers = list(_DEFAULT_KDE_SAMPLERS if samplers is None else samplers)
     unknown = [label for label in samplers if label not in KDE_SAMPLERS]
     if unknown:
         raise ValueError(f"unknown samplers {unknown}; choose from {list(KDE_SAMPLERS)}.")
+    extra = {}
+    if score_dtype is not None:
+        from ..diffusion.kde import check_score_dtype
+
+        extra["score_dtype"] = check_score_dtype(score_dtype, "score_dtype", allow_none=False)
+        if "score_dtype" not in KDEDiffusionFilter().get_params():
+            raise ValueError(
+                "score_dtype needs a KDEDiffusionFilter with a score_dtype parameter."
+            )
+    if torch_threads is not None:
+        torch_threads = check_positive_int(torch_threads, "torch_threads")
     X, y = b2._twin(c, n_cycles, seed)
     init = b2._initial_ensemble(c, n_members, seed)
     rows = []
@@ -282,16 +325,21 @@ def time_kde_ode(
             **KDE_SAMPLERS[label],
             "bandwidth_x": bandwidth_x,
             "bandwidth_y": bandwidth_y,
+            **extra,
         }
         est = KDEDiffusionFilter(
             b2._filter_model(c),
             c.observation,
             n_members=n_members,
-            device="numpy",
+            device=device,
             random_state=seed,
             **params,
         )
-        with threadpool_limits(1), warnings.catch_warnings():
+        with (
+            threadpool_limits(1),
+            _torch_threads(device, torch_threads),
+            warnings.catch_warnings(),
+        ):
             warnings.simplefilter("ignore")
             est.fit(b2._fit_states(c, seed))
             est.assimilate(y[:1], initial_ensemble=init, keep_forecast=False)
@@ -324,6 +372,9 @@ def time_kde_ode(
             "bandwidth_y": bandwidth_y,
             "seed": int(seed),
             "blas_threads": 1,
+            "device": str(device),
+            "score_dtype": "float64" if score_dtype is None else extra["score_dtype"],
+            "torch_threads": "default" if torch_threads is None else torch_threads,
         },
     )
     if "mixture" in samplers:

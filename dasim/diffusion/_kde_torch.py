@@ -18,7 +18,11 @@ import numpy as np
 import torch
 
 from dasim.diffusion.kde import (
+    EXP_FLOOR,
+    RESCUE_BELOW,
     _check_time,
+    check_score_dtype,
+    floor_needed,
     resolve_device,
     tile_shape,
 )
@@ -34,7 +38,7 @@ __all__ = [
 # Pairwise (queries x centres) temporaries alive at once in one torch tile.
 _TORCH_TEMPORARIES = 4
 # Preferred tile size on CPU (elements); on accelerators the memory budget alone decides.
-_TORCH_CPU_TILE_ELEMENTS = 2**20
+_TORCH_CPU_TILE_ELEMENTS = 2**18
 
 
 def _as_float_tensor(value, name, device, dtype):
@@ -80,11 +84,28 @@ def _check_log_weights(log_w, n, like):
 
 
 class Centres:
-    """Centres preprocessed once: shifted by their mean, zero-weight ones dropped."""
+    """Centres preprocessed once: shifted by their mean, zero-weight ones dropped.
 
-    __slots__ = ("shift", "C0", "cc", "log_w", "lse_w", "dim")
+    ``dtype`` (a torch dtype, default the centres' own) is the precision of the pairwise
+    tiles; the shift, ``C0``, ``cc`` and the log-weights stay in the centres' dtype.
+    """
 
-    def __init__(self, centres, log_w):
+    __slots__ = (
+        "shift",
+        "C0",
+        "cc",
+        "log_w",
+        "lse_w",
+        "dim",
+        "dtype",
+        "C1",
+        "cap",
+        "w_max",
+        "w_spread",
+        "c_norm",
+    )
+
+    def __init__(self, centres, log_w, dtype=None):
         keep = log_w > -math.inf
         if not bool(keep.all()):
             centres, log_w = centres[keep], log_w[keep]
@@ -94,6 +115,22 @@ class Centres:
         self.log_w = log_w
         self.lse_w = torch.logsumexp(log_w, dim=0)
         self.dim = centres.shape[1]
+        self.dtype = centres.dtype if dtype is None else dtype
+        # centres augmented by a column of ones: one product gives sum_i w_i C0_i and
+        # sum_i w_i together
+        self.C1 = torch.cat([self.C0, torch.ones_like(self.cc)[:, None]], dim=1).to(self.dtype)
+        self.cap = log_w.to(self.dtype)
+        self.w_max = float(log_w.max())  # the shift of the fast pass
+        # for the lower bound of the logits (kde.floor_needed)
+        self.w_spread = self.w_max - float(log_w.min())
+        self.c_norm = math.sqrt(float(self.cc.max()))
+
+
+def as_torch_dtype(dtype):
+    """The torch dtype of a score precision name (None stays None)."""
+    if dtype is None or isinstance(dtype, torch.dtype):
+        return dtype
+    return {"float64": torch.float64, "float32": torch.float32}[check_score_dtype(dtype)]
 
 
 def torch_tile(n_q, n_c, chunk_size, memory_budget, dtype, device):
@@ -112,10 +149,69 @@ def torch_tile(n_q, n_c, chunk_size, memory_budget, dtype, device):
 
 
 def _lse_stats(xs, mu, sbar2, cen, tile, want_acc):
-    """Torch twin of ``kde._lse_stats`` (streaming log-sum-exp over centre tiles)."""
-    M = xs.shape[0]
+    """Torch twin of ``kde._lse_stats``: the fast pass, one shift ``w_max`` for all rows.
+
+    Rows whose sum falls below ``RESCUE_BELOW`` are recomputed by
+    :func:`_lse_stats_exact` (one boolean read back per call); with autograd everything
+    goes through :func:`_lse_stats_exact`.
+    """
+    if torch.is_grad_enabled() and (xs.requires_grad or cen.C0.requires_grad):
+        return _lse_stats_exact(xs, mu, sbar2, cen, tile, want_acc)
+    M, d = xs.shape
     N = cen.C0.shape[0]
     qc, ccn = tile
+    dt, out_dt = cen.dtype, xs.dtype
+    name = str(dt).removeprefix("torch.")
+    floor = EXP_FLOOR[name]
+    inv2s2 = 0.5 / sbar2
+    xx = (xs * xs).sum(dim=1)
+    Q = torch.cat([xs, torch.ones_like(xx)[:, None], xx[:, None]], dim=1).to(dt)
+    A = torch.cat(
+        [
+            cen.C0 * (mu / sbar2),
+            ((cen.log_w - cen.w_max) - (inv2s2 * mu * mu) * cen.cc)[:, None],
+            torch.full_like(cen.cc, -inv2s2)[:, None],
+        ],
+        dim=1,
+    ).to(dt)
+    work = torch.empty(qc * ccn, dtype=dt, device=xs.device)
+    S = torch.zeros((M, d + 1), dtype=out_dt, device=xs.device)
+    use_floor = floor_needed(float(xx.max()), mu, sbar2, cen, floor)
+    for q0 in range(0, M, qc):
+        q1 = min(M, q0 + qc)
+        for c0 in range(0, N, ccn):
+            c1 = min(N, c0 + ccn)
+            E = work[: (q1 - q0) * (c1 - c0)].view(q1 - q0, c1 - c0)
+            torch.mm(Q[q0:q1], A[c0:c1].T, out=E)  # logits minus w_max
+            if use_floor:
+                E.clamp_min_(floor)  # no slow underflow in exp
+            E.exp_()
+            S[q0:q1] += (E @ cen.C1[c0:c1]).to(out_dt)
+    row_sum = S[:, d]
+    acc = S[:, :d] if want_acc else None
+    row_max = torch.full_like(row_sum, cen.w_max)
+    rescue = row_sum < RESCUE_BELOW[name]
+    if bool(rescue.any()):
+        idx = torch.nonzero(rescue).squeeze(1)
+        r_max, r_sum, r_acc = _lse_stats_exact(xs[idx], mu, sbar2, cen, tile, want_acc)
+        row_max[idx], row_sum[idx] = r_max, r_sum
+        if want_acc:
+            acc[idx] = r_acc
+    return row_max, row_sum, acc
+
+
+def _lse_stats_exact(xs, mu, sbar2, cen, tile, want_acc):
+    """Streaming log-sum-exp over centre tiles with running row maxima (``kde``'s twin).
+
+    The tiles run in ``cen.dtype``; the results, and their combination across centre
+    tiles, are in the dtype of ``xs``.
+    """
+    M = xs.shape[0]
+    N = cen.C0.shape[0]
+    d = cen.dim
+    qc, ccn = tile
+    dt, out_dt = cen.dtype, xs.dtype
+    floor = EXP_FLOOR[str(dt).removeprefix("torch.")]
     inv2s2 = 0.5 / sbar2
     mu2cc = (mu * mu) * cen.cc
     xx = (xs * xs).sum(dim=1)
@@ -123,11 +219,13 @@ def _lse_stats(xs, mu, sbar2, cen, tile, want_acc):
     # Without autograd every tile is computed in place in one reused buffer: no large
     # allocation per tile (which also spares the C allocator's fragmentation on CPU).
     # The in-place path gets its logits from one product of augmented rows, capped at
-    # log_w (= clipping the expanded squared distance at 0), as in ``kde._lse_stats``.
+    # log_w (= clipping the expanded squared distance at 0), as in ``kde._lse_stats``,
+    # shifts them by the row maximum, floors them at EXP_FLOOR (no slow underflow in
+    # exp) and gets the weighted sum and the sum of weights from one product with C1.
     work = Q = A = None
     if not grad:
-        work = torch.empty(qc * ccn, dtype=xs.dtype, device=xs.device)
-        Q = torch.cat([xs, torch.ones_like(xx)[:, None], xx[:, None]], dim=1)
+        work = torch.empty(qc * ccn, dtype=dt, device=xs.device)
+        Q = torch.cat([xs, torch.ones_like(xx)[:, None], xx[:, None]], dim=1).to(dt)
         A = torch.cat(
             [
                 cen.C0 * (mu / sbar2),
@@ -135,32 +233,40 @@ def _lse_stats(xs, mu, sbar2, cen, tile, want_acc):
                 torch.full_like(cen.cc, -inv2s2)[:, None],
             ],
             dim=1,
-        )
+        ).to(dt)
     maxes, sums, accs = [], [], []
     for q0 in range(0, M, qc):
         q1 = min(M, q0 + qc)
-        xb = xs[q0:q1]
-        xxb = xx[q0:q1, None]
         r_max = r_sum = r_acc = None
         for c0 in range(0, N, ccn):
             c1 = min(N, c0 + ccn)
-            Cb = cen.C0[c0:c1]
             if grad:
-                d2 = torch.addmm(xxb + mu2cc[c0:c1], xb, Cb.T, beta=1.0, alpha=-2.0 * mu)
+                xb = xs[q0:q1].to(dt)
+                Cb = cen.C0[c0:c1].to(dt)
+                d2 = torch.addmm(
+                    (xx[q0:q1, None] + mu2cc[c0:c1]).to(dt), xb, Cb.T, beta=1.0, alpha=-2.0 * mu
+                )
                 # clip the value at 0 but keep the gradient 2(x' - mu c') of the expansion
                 # (a plain clamp would zero it where cancellation gave a tiny negative)
                 d2 = d2 + (d2.clamp_min(0.0) - d2).detach()
-                L = cen.log_w[c0:c1] - inv2s2 * d2
+                L = cen.cap[c0:c1] - inv2s2 * d2
                 b_max = L.amax(dim=1).detach()
                 E = torch.exp(L - b_max[:, None])
+                b_sum = E.sum(dim=1)
+                b_acc = E @ Cb if want_acc else None
             else:
                 E = work[: (q1 - q0) * (c1 - c0)].view(q1 - q0, c1 - c0)
                 torch.mm(Q[q0:q1], A[c0:c1].T, out=E)  # logits
-                torch.minimum(E, cen.log_w[c0:c1], out=E)  # squared distance >= 0
+                torch.minimum(E, cen.cap[c0:c1], out=E)  # squared distance >= 0
                 b_max = E.amax(dim=1)
-                E.sub_(b_max[:, None]).exp_()
-            b_sum = E.sum(dim=1)
-            b_acc = E @ Cb if want_acc else None
+                E.sub_(b_max[:, None]).clamp_min_(floor).exp_()
+                # the same product with or without the score (as in ``kde._lse_stats``)
+                S = (E @ cen.C1[c0:c1]).to(out_dt)
+                b_acc, b_sum = (S[:, :d] if want_acc else None), S[:, d]
+            b_max = b_max.to(out_dt)
+            if grad:
+                b_sum = b_sum.to(out_dt)
+                b_acc = b_acc.to(out_dt) if want_acc else None
             if r_max is None:
                 r_max, r_sum, r_acc = b_max, b_sum, b_acc
             else:
@@ -175,6 +281,8 @@ def _lse_stats(xs, mu, sbar2, cen, tile, want_acc):
         sums.append(r_sum)
         if want_acc:
             accs.append(r_acc)
+    if len(maxes) == 1:
+        return maxes[0], sums[0], accs[0] if want_acc else None
     acc = torch.cat(accs) if want_acc else None
     return torch.cat(maxes), torch.cat(sums), acc
 
@@ -208,8 +316,14 @@ def score_and_log_density(
     device=None,
     want_score=True,
     want_logp=True,
+    dtype=None,
 ):
-    """Validate, convert and compute (the body of the public torch functions)."""
+    """Validate, convert and compute (the body of the public torch functions).
+
+    ``dtype`` (None or a name of ``SCORE_DTYPES``) is the precision of the pairwise
+    tiles; None: that of ``x`` (float64 for numpy input). Results are in ``x``'s dtype.
+    """
+    tile_dtype = as_torch_dtype(dtype)
     if isinstance(x, torch.Tensor):
         dev = x.device
         dtype = x.dtype if x.dtype in (torch.float32, torch.float64) else torch.float64
@@ -222,12 +336,14 @@ def score_and_log_density(
     )
     log_w = _check_log_weights(log_w_obs, centres.shape[0], x)
     _, mu, sbar2 = _check_time(t, schedule)
-    cen = Centres(centres, log_w)
-    tile = torch_tile(x.shape[0], cen.C0.shape[0], chunk_size, memory_budget, dtype, dev)
+    cen = Centres(centres, log_w, tile_dtype)
+    tile = torch_tile(x.shape[0], cen.C0.shape[0], chunk_size, memory_budget, cen.dtype, dev)
     return score_logp_prepared(x, mu, sbar2, cen, tile, want_score, want_logp)
 
 
-def kde_score(x, t, centres, log_w_obs, schedule, chunk_size=None, *, memory_budget=None):
+def kde_score(
+    x, t, centres, log_w_obs, schedule, chunk_size=None, *, memory_budget=None, dtype=None
+):
     """Torch :func:`dasim.diffusion.kde.kde_score` (same parameters, returns a tensor)."""
     return score_and_log_density(
         x,
@@ -238,10 +354,13 @@ def kde_score(x, t, centres, log_w_obs, schedule, chunk_size=None, *, memory_bud
         chunk_size,
         memory_budget=memory_budget,
         want_logp=False,
+        dtype=dtype,
     )[0]
 
 
-def kde_log_density(x, t, centres, log_w_obs, schedule, chunk_size=None, *, memory_budget=None):
+def kde_log_density(
+    x, t, centres, log_w_obs, schedule, chunk_size=None, *, memory_budget=None, dtype=None
+):
     """Torch :func:`dasim.diffusion.kde.kde_log_density` (differentiable by autograd)."""
     return score_and_log_density(
         x,
@@ -252,15 +371,16 @@ def kde_log_density(x, t, centres, log_w_obs, schedule, chunk_size=None, *, memo
         chunk_size,
         memory_budget=memory_budget,
         want_score=False,
+        dtype=dtype,
     )[1]
 
 
 def kde_score_and_log_density(
-    x, t, centres, log_w_obs, schedule, chunk_size=None, *, memory_budget=None
+    x, t, centres, log_w_obs, schedule, chunk_size=None, *, memory_budget=None, dtype=None
 ):
     """Torch :func:`dasim.diffusion.kde.kde_score_and_log_density`."""
     return score_and_log_density(
-        x, t, centres, log_w_obs, schedule, chunk_size, memory_budget=memory_budget
+        x, t, centres, log_w_obs, schedule, chunk_size, memory_budget=memory_budget, dtype=dtype
     )
 
 

@@ -44,6 +44,7 @@ from dasim.diffusion.kde import (
     _is_tensor,
     _numpy_tile,
     _score_logp_prepared,
+    check_score_dtype,
     effective_sample_size,
     resolve_device,
 )
@@ -532,6 +533,7 @@ def sample_ode(
     x_start=None,
     solver="rk45",
     n_steps=None,
+    score_dtype="float64",
 ):
     r"""Sample by the reverse probability-flow ODE: adaptive RK45 (the paper's) or fixed steps.
 
@@ -625,6 +627,10 @@ def sample_ode(
     n_steps : int, optional
         Steps of a fixed-step solver (default: :func:`default_ode_steps`, 20 score
         evaluations); must be None with ``"rk45"``.
+    score_dtype : {"float64", "float32"}, default="float64"
+        Precision of the score's pairwise tiles (see the ``dtype`` of
+        :func:`dasim.diffusion.kde.kde_score`); the solver's state and the result stay in
+        float64. ``"float32"`` makes a score evaluation about 1.5 x faster on CPU.
 
     Returns
     -------
@@ -658,6 +664,7 @@ def sample_ode(
     rng = _check_rng(rng)
     _check_tolerance(rtol, "rtol")
     _check_tolerance(atol, "atol")
+    score_dtype = check_score_dtype(score_dtype, "score_dtype", allow_none=False)
     if solver not in _ODE_SOLVERS:
         raise ValueError(f"solver must be one of {_ODE_SOLVERS}, got {solver!r}.")
     if solver == "rk45":
@@ -672,14 +679,24 @@ def sample_ode(
     x1, std = _start(x_start, schedule, X, log_w, n, rng)
     if solver != "rk45":
         out, info = _sample_ode_fixed(
-            X, log_w, schedule, x1, grid, solver, backend, device, chunk_size, memory_budget
+            X,
+            log_w,
+            schedule,
+            x1,
+            grid,
+            solver,
+            backend,
+            device,
+            chunk_size,
+            memory_budget,
+            score_dtype,
         )
         info["start_std"] = std
         return out, info
     t0, t1 = float(schedule.t_start), float(schedule.t_end)
     d = X.shape[1]
     if backend == "numpy":
-        cen = _Centres(X, log_w)
+        cen = _Centres(X, log_w, score_dtype)
         tile = _numpy_tile(n, cen.C0.shape[0], chunk_size, memory_budget)
 
         def rhs(t, y):
@@ -713,8 +730,8 @@ def sample_ode(
     else:
         torch, kt, dev = _torch_setup(device)
         Xt = torch.as_tensor(X, device=dev)
-        cen = kt.Centres(Xt, torch.as_tensor(log_w, device=dev))
-        tile = kt.torch_tile(n, cen.C0.shape[0], chunk_size, memory_budget, Xt.dtype, dev)
+        cen = kt.Centres(Xt, torch.as_tensor(log_w, device=dev), kt.as_torch_dtype(score_dtype))
+        tile = kt.torch_tile(n, cen.C0.shape[0], chunk_size, memory_budget, cen.dtype, dev)
 
         def rhs(t, x):
             mu, sbar2, f, g2 = _coefficients(schedule, t)
@@ -731,7 +748,17 @@ def sample_ode(
 
 
 def _sample_ode_fixed(
-    X, log_w, schedule, x1, grid, solver, backend, device, chunk_size, memory_budget
+    X,
+    log_w,
+    schedule,
+    x1,
+    grid,
+    solver,
+    backend,
+    device,
+    chunk_size,
+    memory_budget,
+    score_dtype="float64",
 ):
     r"""The fixed-step solvers of :func:`sample_ode`: one loop for numpy and torch.
 
@@ -743,7 +770,7 @@ def _sample_ode_fixed(
     coeffs = [(float(schedule.mu(u)), float(schedule.sigmabar2(u))) for u in t]
     n = x1.shape[0]
     if backend == "numpy":
-        cen = _Centres(X, log_w)
+        cen = _Centres(X, log_w, score_dtype)
         tile = _numpy_tile(n, cen.C0.shape[0], chunk_size, memory_budget)
 
         def score(x, mu, sbar2):
@@ -753,8 +780,8 @@ def _sample_ode_fixed(
     else:
         torch, kt, dev = _torch_setup(device)
         Xt = torch.as_tensor(X, device=dev)
-        cen = kt.Centres(Xt, torch.as_tensor(log_w, device=dev))
-        tile = kt.torch_tile(n, cen.C0.shape[0], chunk_size, memory_budget, Xt.dtype, dev)
+        cen = kt.Centres(Xt, torch.as_tensor(log_w, device=dev), kt.as_torch_dtype(score_dtype))
+        tile = kt.torch_tile(n, cen.C0.shape[0], chunk_size, memory_budget, cen.dtype, dev)
 
         def score(x, mu, sbar2):
             return kt.score_logp_prepared(x, mu, sbar2, cen, tile, True, False)[0]
@@ -802,6 +829,7 @@ def sample_sde(
     chunk_size=None,
     memory_budget=None,
     x_start=None,
+    score_dtype="float64",
 ):
     r"""Sample by the reverse SDE with Euler-Maruyama on a uniform time grid.
 
@@ -843,6 +871,9 @@ def sample_sde(
         Bytes for the pairwise temporaries of one score tile (default 256 MiB).
     x_start : numpy.ndarray of shape (n_samples, d), optional
         Given start at ``t = 1`` instead of the Gaussian draw.
+    score_dtype : {"float64", "float32"}, default="float64"
+        Precision of the score's pairwise tiles (see the ``dtype`` of
+        :func:`dasim.diffusion.kde.kde_score`); the state and the result stay in float64.
 
     Returns
     -------
@@ -864,10 +895,11 @@ def sample_sde(
     rng = _check_rng(rng)
     if isinstance(n_steps, bool) or not isinstance(n_steps, numbers.Integral) or n_steps < 1:
         raise ValueError(f"n_steps must be a positive integer, got {n_steps!r}.")
+    score_dtype = check_score_dtype(score_dtype, "score_dtype", allow_none=False)
     x, std = _start(x_start, schedule, X, log_w, n, rng)
     ts = np.linspace(float(schedule.t_start), float(schedule.t_end), int(n_steps) + 1)
     if backend == "numpy":
-        cen = _Centres(X, log_w)
+        cen = _Centres(X, log_w, score_dtype)
         tile = _numpy_tile(n, cen.C0.shape[0], chunk_size, memory_budget)
         for k in range(int(n_steps)):
             t, h = ts[k], ts[k] - ts[k + 1]
@@ -877,8 +909,8 @@ def sample_sde(
     else:
         torch, kt, dev = _torch_setup(device)
         Xt = torch.as_tensor(X, device=dev)
-        cen = kt.Centres(Xt, torch.as_tensor(log_w, device=dev))
-        tile = kt.torch_tile(n, cen.C0.shape[0], chunk_size, memory_budget, Xt.dtype, dev)
+        cen = kt.Centres(Xt, torch.as_tensor(log_w, device=dev), kt.as_torch_dtype(score_dtype))
+        tile = kt.torch_tile(n, cen.C0.shape[0], chunk_size, memory_budget, cen.dtype, dev)
         gen = torch.Generator(device=dev)
         gen.manual_seed(int(rng.integers(2**63 - 1)))
         x = torch.as_tensor(x, device=dev)
@@ -1228,6 +1260,7 @@ def kde_analysis(
     shrink=False,
     ode_solver="rk45",
     ode_steps=None,
+    score_dtype="float64",
 ):
     r"""One analysis step of the closed-form KDE diffusion filter (spec section 2).
 
@@ -1297,6 +1330,9 @@ def kde_analysis(
     ode_steps : int, optional
         Steps of a fixed-step ODE solver (default: :func:`default_ode_steps`, 20 score
         evaluations); ignored by ``"rk45"`` and by the other samplers.
+    score_dtype : {"float64", "float32"}, default="float64"
+        Precision of the score's pairwise tiles in the ``"ode"`` and ``"sde"`` samplers
+        (see :func:`sample_ode`); ignored by ``"mixture"``. The analysis is float64.
 
     Returns
     -------
@@ -1336,6 +1372,7 @@ def kde_analysis(
         raise ValueError(f"ode_solver must be one of {_ODE_SOLVERS}, got {ode_solver!r}.")
     if ode_steps is not None:
         _check_n_steps(ode_steps, "ode_steps")
+    score_dtype = check_score_dtype(score_dtype, "score_dtype", allow_none=False)
     rng = _check_rng(rng)
     shape = None
     if kernel == "covariance":
@@ -1369,6 +1406,7 @@ def kde_analysis(
             memory_budget=memory_budget,
             solver=ode_solver,
             n_steps=None if ode_solver == "rk45" else ode_steps,
+            score_dtype=score_dtype,
             **common,
         )
     else:
@@ -1380,6 +1418,7 @@ def kde_analysis(
             n_steps=n_steps,
             chunk_size=chunk_size,
             memory_budget=memory_budget,
+            score_dtype=score_dtype,
             **common,
         )
     if _is_tensor(out):
