@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from dasim.coordinates import PeriodicGrid1D, localization_weights
-from dasim.diffusion import kde_local
+from dasim.diffusion import _kde_local_core, kde_local
 from dasim.diffusion.kde import kde_log_density, kde_score
 from dasim.diffusion.kde_local import (
     local_kde_log_density,
@@ -125,7 +125,7 @@ def test_sparse_and_dense_taper_paths_agree(monkeypatch):
     schedule = SCHEDULES["ve"]
     assert kde_local._StateTaper(taper).dense
     dense = local_kde_score(x, 0.1, X, L, taper, schedule)
-    monkeypatch.setattr(kde_local, "_DENSE_UP_TO", 10)
+    monkeypatch.setattr(_kde_local_core, "_DENSE_UP_TO", 10)
     assert not kde_local._StateTaper(taper).dense
     sparse = local_kde_score(x, 0.1, X, L, taper, schedule, chunk_size=3)
     np.testing.assert_allclose(sparse, dense, rtol=1e-12, atol=1e-12)
@@ -146,7 +146,9 @@ def test_tempered_local_weights_meet_the_target(seed, scale, frac):
     capped, cbeta = local_tempered_log_weights(L, target, max_exponent=cap)
     assert np.all(cbeta <= cap) and np.all(kde_local._column_ess(capped) >= target * (1 - 1e-9))
     tempered, beta = local_tempered_log_weights(L, target)
-    np.testing.assert_allclose(cbeta, np.minimum(beta, cap), rtol=1e-9, atol=1e-12)
+    # Same root; where the target is N itself the ESS is flat near beta = 0 and both
+    # bisections stop anywhere below ~1e-7, hence the absolute tolerance.
+    np.testing.assert_allclose(cbeta, np.minimum(beta, cap), rtol=1e-9, atol=1e-6)
     ess = kde_local._column_ess(tempered)
     assert np.all(ess >= target * (1 - 1e-9))
     assert np.all((0 <= beta) & (beta <= 1))
@@ -196,7 +198,7 @@ def test_blocks_transport_to_the_product_of_block_posteriors():
 @pytest.mark.parametrize("dense_up_to", [10, 1000])
 def test_torch_backend_matches_numpy(dense_up_to, monkeypatch):
     torch = pytest.importorskip("torch")
-    monkeypatch.setattr(kde_local, "_DENSE_UP_TO", dense_up_to)
+    monkeypatch.setattr(_kde_local_core, "_DENSE_UP_TO", dense_up_to)
     rng, X, L, taper = _problem(7, n=15, d=30, radius=1.5)
     schedule = make_schedule("ve", sigma_x=0.3, sigma_max=10.0)
     a, _ = sample_ode_local(X, L, taper, schedule, 4)
@@ -242,3 +244,22 @@ def test_score_rejects_bad_tapers_and_weights():
         local_tempered_log_weights(L, 0.0)
     with pytest.raises(ValueError, match="max_exponent"):
         local_tempered_log_weights(L, 3.0, max_exponent=1.5)
+
+
+@pytest.mark.parametrize("backend", ["numpy", "torch"])
+def test_float32_score_flow_stays_close_to_float64(backend):
+    if backend == "torch":
+        pytest.importorskip("torch")
+    rng, X, L, taper = _problem(11, n=25, d=8, radius=1.0)
+    X -= X.mean(0)
+    schedule = make_schedule("ve", sigma_x=0.3, sigma_max=10.0)
+    start = 10.0 * rng.standard_normal((25, 8))
+    kw = dict(x_start=start, backend=backend, device="cpu" if backend == "torch" else None)
+    a, _ = sample_ode_local(X, L, taper, schedule, 0, **kw)
+    b, _ = sample_ode_local(X, L, taper, schedule, 0, score_dtype="float32", **kw)
+    assert a.dtype == b.dtype == np.float64
+    # float32 eps (1.2e-7) times the logits' magnitude, amplified along 20 steps.
+    np.testing.assert_allclose(b, a, rtol=0, atol=1e-4 * np.abs(a).max())
+    assert not np.array_equal(a, b)  # really computed in float32
+    with pytest.raises(ValueError, match="score_dtype"):
+        sample_ode_local(X, L, taper, schedule, 0, score_dtype="float16")

@@ -310,10 +310,6 @@ def time_kde_ode(
         from ..diffusion.kde import check_score_dtype
 
         extra["score_dtype"] = check_score_dtype(score_dtype, "score_dtype", allow_none=False)
-        if "score_dtype" not in KDEDiffusionFilter().get_params():
-            raise ValueError(
-                "score_dtype needs a KDEDiffusionFilter with a score_dtype parameter."
-            )
     if torch_threads is not None:
         torch_threads = check_positive_int(torch_threads, "torch_threads")
     X, y = b2._twin(c, n_cycles, seed)

@@ -149,5 +149,6 @@ def _flow(filt, ensemble, L, sigma_x, rng):
         backend="torch" if torch_backend else "numpy",
         device=filt.device_ if torch_backend else None,
         chunk_size=filt.chunk_size,
+        score_dtype=filt.score_dtype,
     )
     return out + mean, info

@@ -233,6 +233,12 @@ default=1.0
 default=None
         Locations of the state components for localisation (see :class:`EnKF`); ``None``
         is the 1-D grid ``0, ..., n_state - 1`` (a ring when ``periodic``).
+    score_dtype : {"float64", "float32"}, default="float64"
+        Precision of the pairwise kernel computations of the closed-form score (ODE and
+        SDE samplers, global or localised): ``"float32"`` is about 1.4 times faster on
+        CPU and holds the oracle tests (the flow stays within about 1e-5 of float64's);
+        the solver state, the sums across tiles and the analysis stay float64. Ignored
+        by ``sampler="mixture"``.
 
     Attributes
     ----------
@@ -327,6 +333,7 @@ default=None
         localization_radius=None,
         periodic=True,
         state_coordinates=None,
+        score_dtype="float64",
     ):
         self.model = model
         self.observation = observation
@@ -356,6 +363,7 @@ default=None
         self.localization_radius = localization_radius
         self.periodic = periodic
         self.state_coordinates = state_coordinates
+        self.score_dtype = score_dtype
 
     def _check_params(self):
         _check_bandwidth(self.bandwidth_x, "bandwidth_x")
@@ -406,6 +414,9 @@ default=None
         ew = self.ess_warning
         if isinstance(ew, bool) or not isinstance(ew, numbers.Real) or not 0 <= ew <= 1:
             raise ValueError(f"ess_warning must be in [0, 1], got {ew!r}.")
+        from ..diffusion._kde_core import check_score_dtype
+
+        check_score_dtype(self.score_dtype, "score_dtype", allow_none=False)
         self._check_localisation(allow_infinite=True)
         if self.localization_radius is not None:
             for name, value, need in [
@@ -554,6 +565,7 @@ default=None
             shrink=self.shrink,
             ode_solver=self.ode_solver,
             ode_steps=self.ode_steps,
+            score_dtype=self.score_dtype,
         )
 
     def _warn_collapse(self, ess, n):
