@@ -182,11 +182,16 @@ default=1.0
         ``max(2, ess_warning * n_members)`` (weight collapse: one member carries almost all
         the mass; consider a larger ``bandwidth_y``); 0 never warns.
     %(noise_params)s
-    kernel : {"isotropic", "covariance"}, default="isotropic"
+    kernel : {"isotropic", "covariance", "joint"}, default="isotropic"
         State kernel: ``sigma_x^2 I`` (the paper's) or ``h^2 C``, the weighted forecast
         covariance scaled by the relative bandwidth (the regularised particle filter's
         kernel; :class:`~dasim.diffusion.kde_sampling.CovarianceKernel`). The same kernel
         serves the closed-form score of the ODE and SDE samplers and the mixture sampler.
+        ``"joint"`` (with ``likelihood="known"``): the kernel ``h^2`` times the joint
+        covariance of the states and their predicted observations, conditioned on the
+        observation in closed form, so that each kernel also moves toward the
+        observation (:class:`~dasim.diffusion.kde_joint.JointKernel`): a particle filter
+        as ``h -> 0``, the ensemble Kalman analysis as ``h -> 1`` with ``shrink``.
     shrink : bool, default=False
         With ``kernel="covariance"``: shrink the kernel centres toward the weighted mean
         by ``sqrt(1 - h^2)`` (Liu and West 2001), so that the analysis mixture has exactly
@@ -239,6 +244,11 @@ default=None
         CPU and holds the oracle tests (the flow stays within about 1e-5 of float64's);
         the solver state, the sums across tiles and the analysis stay float64. Ignored
         by ``sampler="mixture"``.
+    inflation : float, default=1.0
+        Multiplicative factor on the forecast ensemble's anomalies before the analysis,
+        at least 1 (1: none), as the EnKF's ``inflation``: it compensates the spread a
+        small ensemble loses to sampling error, mostly with ``kernel="joint"`` in many
+        dimensions.
 
     Attributes
     ----------
@@ -334,6 +344,7 @@ default=None
         periodic=True,
         state_coordinates=None,
         score_dtype="float64",
+        inflation=1.0,
     ):
         self.model = model
         self.observation = observation
@@ -364,23 +375,43 @@ default=None
         self.periodic = periodic
         self.state_coordinates = state_coordinates
         self.score_dtype = score_dtype
+        self.inflation = inflation
 
     def _check_params(self):
         _check_bandwidth(self.bandwidth_x, "bandwidth_x")
         _check_bandwidth(self.bandwidth_y, "bandwidth_y", _RULES + _NOISE_RULES)
-        if self.kernel not in ("isotropic", "covariance"):
+        if self.kernel not in ("isotropic", "covariance", "joint"):
             raise ValueError(
-                f"kernel must be one of ('isotropic', 'covariance'), got {self.kernel!r}."
+                f"kernel must be one of ('isotropic', 'covariance', 'joint'), got {self.kernel!r}."
+            )
+        if self.kernel == "joint" and (self.likelihood != "known" or self.max_stages > 1):
+            raise ValueError(
+                "kernel='joint' needs likelihood='known' (the kernel is conditioned on the "
+                "observation under its noise R) and max_stages=1, got "
+                f"likelihood={self.likelihood!r}, max_stages={self.max_stages!r}."
             )
         if not isinstance(self.shrink, bool | np.bool_):
             raise TypeError(f"shrink must be a bool, got {self.shrink!r}.")
-        if self.shrink and self.kernel != "covariance" and self.localization_radius is None:
-            raise ValueError("shrink=True needs kernel='covariance' or localization_radius.")
-        if self.shrink and isinstance(self.bandwidth_x, numbers.Real) and not self.bandwidth_x < 1:
+        if self.shrink and self.kernel == "isotropic" and self.localization_radius is None:
             raise ValueError(
-                "bandwidth_x is the relative bandwidth h with kernel='covariance' and must "
-                f"be below 1 with shrink=True (centres shrunk by sqrt(1 - h^2)), got "
+                "shrink=True needs kernel='covariance' or 'joint', or localization_radius."
+            )
+        relative = self.kernel != "isotropic"
+        if (
+            relative
+            and self.shrink
+            and isinstance(self.bandwidth_x, numbers.Real)
+            and not (self.bandwidth_x < 1)
+        ):
+            raise ValueError(
+                "bandwidth_x is the relative bandwidth h with kernel='covariance' or 'joint' and "
+                f"must be below 1 with shrink=True (centres shrunk by sqrt(1 - h^2)), got "
                 f"{self.bandwidth_x!r}."
+            )
+        check_positive(self.inflation, "inflation")
+        if self.inflation < 1.0:
+            raise ValueError(
+                f"inflation must be at least 1 (1 means no inflation), got {self.inflation!r}."
             )
         et = self.ess_target
         if isinstance(et, bool) or not isinstance(et, numbers.Real) or not 0 < et <= 1:
@@ -461,7 +492,14 @@ default=None
             )
 
     def _analysis(self, forecast, y, predicted, loglik, log_weights, rng):
-        covariance = self.kernel == "covariance"
+        if self.inflation != 1.0:
+            mean = forecast.mean(axis=0)
+            forecast = mean + self.inflation * (forecast - mean)
+            predicted = self.observation_.apply(forecast)
+            loglik = self.observation_._log_likelihood(
+                y, predicted, self._noise_std, self._noise_cov
+            )
+        covariance = self.kernel != "isotropic"
         if covariance:
             sigma_x = _relative_bandwidth(self.bandwidth_x, *forecast.shape)
             if self.shrink and not sigma_x < 1:
@@ -471,6 +509,10 @@ default=None
                 )
         else:
             sigma_x = _resolve_bandwidth(self.bandwidth_x, forecast)
+        if self.kernel == "joint":
+            from ._kde_joint import joint_analysis
+
+            return joint_analysis(self, forecast, y, predicted, sigma_x, rng)
         if self._taper_xy is not None:
             from ._kde_local import local_analysis
 

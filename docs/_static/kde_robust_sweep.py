@@ -22,6 +22,7 @@ from dasim.models import FunctionModel, Lorenz63
 from dasim.observations import ObservationModel
 
 ROBUST = dict(kernel="covariance", shrink=True, bandwidth_y="ess", sampler="mixture")
+JOINT = dict(kernel="joint", shrink=True, likelihood="known", sampler="mixture")
 CANDIDATES = {
     "paper-mix": dict(sampler="mixture"),  # the paper's configuration, exact sampler
     "cov-ess0.5": dict(ROBUST, ess_target=0.5),  # one tempered stage, simulated y

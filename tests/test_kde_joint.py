@@ -1,0 +1,146 @@
+"""The joint-covariance kernel (kernel="joint"): its closed-form conditional and limits.
+
+From the formulas of :mod:`dasim.diffusion.kde_joint`: each component's conditional
+equals the Gaussian conditional of the joint kernel written out directly (hypothesis);
+as h -> 1 with shrinkage the mixture is the Kalman update with the ensemble's
+covariances; as h -> 0 the weights are the exact likelihood's; and the filter with it
+converges to the Kalman filter on a linear-Gaussian system.
+"""
+
+import numpy as np
+import pytest
+from _kalman import kalman_filter
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from scipy.special import logsumexp
+from scipy.stats import multivariate_normal
+
+from dasim.diffusion.kde_joint import JointKernel
+from dasim.filters import KDEDiffusionFilter
+from dasim.models import FunctionModel
+from dasim.observations import ObservationModel
+
+
+def _ensemble(seed, n=40, d=3, p=2):
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(n, d)) @ rng.normal(size=(d, d))
+    H = np.tanh(X[:, :p]) + 0.3 * X[:, -p:]  # a nonlinear operator
+    y = H.mean(0) + rng.normal(size=p)
+    return rng, X, H, y
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    seed=st.integers(0, 2**31 - 1),
+    h=st.floats(0.05, 0.98),
+    shrink=st.booleans(),
+    noise=st.floats(0.1, 3.0),
+)
+def test_each_component_is_the_gaussian_conditional_of_the_joint_kernel(seed, h, shrink, noise):
+    rng, X, H, y = _ensemble(seed)
+    d, p = X.shape[1], H.shape[1]
+    R = np.diag(np.full(p, noise**2))
+    k = JointKernel(X, H, y, np.full(p, noise), h, shrink=shrink)
+    Z = np.hstack([X, H])
+    m = Z.mean(0)
+    C = np.cov(Z.T, bias=True)
+    a = np.sqrt(1 - h * h) if shrink else 1.0
+    centres = m + a * (Z - m)
+    K = h * h * C + np.block([[np.zeros((d, d)), np.zeros((d, p))], [np.zeros((p, d)), R]])
+    Kxx, Kxy, Kyy = K[:d, :d], K[:d, d:], K[d:, d:]
+    inv = np.linalg.inv(Kyy)
+    cov = Kxx - Kxy @ inv @ Kxy.T
+    means = centres[:, :d] + (y - centres[:, d:]) @ (Kxy @ inv).T
+    logw = np.array([multivariate_normal(c, Kyy).logpdf(y) for c in centres[:, d:]])
+    scale = 1 + np.abs(means).max()
+    np.testing.assert_allclose(k.means, means, rtol=1e-9, atol=1e-9 * scale)
+    np.testing.assert_allclose(k.cov, cov, rtol=1e-9, atol=1e-10 * np.abs(cov).max())
+    np.testing.assert_allclose(k.log_w, logw - logsumexp(logw), rtol=1e-9, atol=1e-9)
+    # the whitening: W Sigma W^T = I and the latent centres map back to the means
+    np.testing.assert_allclose(k.whiten @ k.cov @ k.whiten.T, np.eye(k.rank), atol=1e-8)
+    np.testing.assert_allclose(k.from_latent(k.latent_centres()), k.means, atol=1e-9 * scale)
+
+
+@settings(max_examples=20, deadline=None)
+@given(seed=st.integers(0, 2**31 - 1), noise=st.floats(0.2, 2.0))
+def test_h_to_one_with_shrinkage_is_the_kalman_update(seed, noise):
+    rng, X, H, y = _ensemble(seed)
+    p = H.shape[1]
+    h = 1 - 1e-10
+    k = JointKernel(X, H, y, np.full(p, noise), h, shrink=True)
+    mean, cov = k.mixture_moments()
+    Z = np.hstack([X, H])
+    C = np.cov(Z.T, bias=True)
+    d = X.shape[1]
+    S = C[d:, d:] + noise**2 * np.eye(p)
+    G = C[:d, d:] @ np.linalg.inv(S)
+    k_mean = X.mean(0) + G @ (y - H.mean(0))
+    k_cov = C[:d, :d] - G @ C[d:, :d]
+    scale = np.sqrt(np.trace(C[:d, :d]))
+    np.testing.assert_allclose(mean, k_mean, atol=1e-4 * scale)
+    np.testing.assert_allclose(cov, k_cov, atol=1e-4 * scale**2)
+
+
+def test_h_to_zero_is_the_weighted_kde_of_the_exact_likelihood():
+    rng, X, H, y = _ensemble(3)
+    noise = np.array([0.7, 1.3])
+    k = JointKernel(X, H, y, noise, 1e-6, shrink=False)
+    loglik = -0.5 * np.sum(((y - H) / noise) ** 2, axis=1)
+    np.testing.assert_allclose(k.log_w, loglik - logsumexp(loglik), atol=1e-8)
+    np.testing.assert_allclose(k.means, X, atol=1e-8)
+    assert np.abs(k.cov).max() < 1e-10
+
+
+def test_bad_inputs():
+    _, X, H, y = _ensemble(0)
+    with pytest.raises(ValueError, match="bandwidth"):
+        JointKernel(X, H, y, 1.0, 1.0)
+    with pytest.raises(ValueError, match="H must have"):
+        JointKernel(X, H[:5], y, 1.0, 0.5)
+    with pytest.raises(ValueError, match="y must be"):
+        JointKernel(X, H, np.array([np.nan, 1.0]), 1.0, 0.5)
+    with pytest.raises(ValueError, match="noise"):
+        JointKernel(X, H, y, np.array([1.0, -1.0]), 0.5)
+
+
+M = np.array([[0.9, 0.2], [-0.1, 0.8]])
+Q = np.array([[0.3, 0.05], [0.05, 0.2]])
+R = np.array([[0.5]])
+Hm = np.array([[1.0, 0.5]])
+
+
+@pytest.mark.parametrize("sampler", ["mixture", "ode"])
+def test_joint_filter_near_h_one_is_the_kalman_filter(sampler):
+    """h close to 1 with shrinkage: each analysis is the Kalman update of the ensemble's
+    Gaussian, so the filter follows the exact Kalman filter up to sampling noise."""
+    rng = np.random.default_rng(0)
+    model = FunctionModel(lambda e: e @ M.T, process_noise=Q)
+    obs = ObservationModel(lambda x: x[..., :1] + 0.5 * x[..., 1:2], noise_std=R)
+    x, ys = rng.normal(size=2), []
+    for _ in range(5):
+        x = M @ x + rng.multivariate_normal(np.zeros(2), Q)
+        ys.append(Hm @ x + rng.normal(scale=np.sqrt(R[0, 0]), size=1))
+    ys = np.array(ys)
+    n = 4000
+    m0, p0 = np.array([0.5, -0.5]), np.array([[1.0, 0.3], [0.3, 0.7]])
+    init = np.random.default_rng(1).multivariate_normal(m0, p0, size=n)
+    kde = KDEDiffusionFilter(
+        model,
+        obs,
+        n_members=n,
+        kernel="joint",
+        shrink=True,
+        likelihood="known",
+        bandwidth_x=0.99,
+        sampler=sampler,
+        ode_solver="ab3",
+        device="numpy",
+        random_state=0,
+    ).fit(np.random.default_rng(99).normal(size=(50, 2)))
+    a = kde.assimilate(ys, initial_ensemble=init)["analysis"].values
+    means, covs = kalman_filter(init.mean(0), np.cov(init.T), M, Q, Hm, R, ys)
+    for k in range(len(ys)):
+        sd = np.sqrt(np.diag(covs[k]))
+        # Gaussian sampling noise of N members, compounded over k + 1 cycles.
+        assert np.all(np.abs(a[k].mean(0) - means[k]) < 5 * sd * np.sqrt((k + 1) / n))
+        assert np.allclose(np.cov(a[k].T), covs[k], atol=6 * np.sqrt(2 * (k + 1) / n))
