@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 
-__all__ = ["markdown_table", "plot_metric"]
+__all__ = ["markdown_table", "plot_metric", "b2_markdown", "b2_seeds_lost", "plot_b2"]
 
 
 def markdown_table(ds, metrics=("rmse", "crps", "spread_skill", "seconds_per_cycle")):
@@ -118,3 +120,225 @@ def plot_metric(ds, metric="rmse", ax=None, title=None):
     ax.legend(loc="lower right")
     ax.set_title(title or ds.attrs.get("case", ""))
     return ax
+
+
+#: The metrics :func:`plot_b2` draws by default.
+_B2_PLOT_METRICS = ("w2", "rmse", "crps", "spread_skill", "seconds_per_cycle")
+
+
+# ------------------------------------------------------------------------------ reports
+def _fmt(vals, scale=1.0, digits=3):
+    vals = np.asarray(vals, dtype=float) * scale
+    vals = vals[np.isfinite(vals)]
+    if vals.size == 0:
+        return "-"
+    if vals.size == 1:
+        return f"{vals[0]:.{digits}f}"
+    return f"{vals.mean():.{digits}f} ± {vals.std():.{digits}f}"
+
+
+#: Seeds lost (issue #13): W2 above this on the Lorenz-63 cases ...
+LOST_W2 = 3.0
+#: ... and RMSE above this on the Lorenz-96 cases.
+LOST_RMSE = 1.5
+
+
+def b2_seeds_lost(ds):
+    """How many seeds each method lost, per ``N``.
+
+    A seed is lost when its run failed (``failed`` is 1, e.g. a non-finite forecast) or
+    its score is not finite or above the threshold: W2 above 3 where the dataset has
+    ``w2`` (the Lorenz-63 cases), RMSE above 1.5 otherwise (Lorenz-96). Seeds not run
+    (``failed`` is NaN) are not counted.
+
+    Parameters
+    ----------
+    ds : xarray.Dataset
+        Output of :func:`run_b2` (or :func:`merge_b2`).
+
+    Returns
+    -------
+    lost : xarray.DataArray
+        Seeds lost, dims ``(method, n_members)``.
+    ran : xarray.DataArray
+        Seeds run, dims ``(method, n_members)``.
+
+    Examples
+    --------
+    >>> from dasim.benchmarks.b2 import b2_seeds_lost, run_b2
+    >>> ds = run_b2("l96-10-atan", smoke=True, methods=["EnKF"], tune=False)
+    >>> lost, ran = b2_seeds_lost(ds)
+    >>> int(ran.sel({"method": "EnKF", "n_members": 16}))
+    1
+    """
+    if "failed" not in ds:
+        raise ValueError("ds has no 'failed' variable; is it a run_b2 result?")
+    if "w2" in ds:
+        score, limit = ds["w2"], LOST_W2
+    else:
+        score, limit = ds["rmse"], LOST_RMSE
+    ran = ds["failed"].notnull()
+    bad = (ds["failed"] == 1) | ~np.isfinite(score) | (score > limit)
+    lost = (bad & ran).sum("seed")
+    return lost, ran.sum("seed")
+
+
+def b2_markdown(ds, metrics_=("w2", "rmse", "crps", "spread_skill", "seconds_per_cycle")):
+    """Markdown tables of a :func:`run_b2` result: one per metric, methods by ``N``.
+
+    Entries are the mean ± standard deviation over seeds (``-`` where not run);
+    seconds a cycle are shown in milliseconds. The W2 table carries the reference floor
+    and the KDE-ode table of ODE steps is appended when present. A last table gives the
+    seeds lost per method and ``N`` (:func:`b2_seeds_lost`: W2 above 3 on Lorenz-63,
+    RMSE above 1.5 on Lorenz-96, failed runs included), as ``lost/run``.
+
+    Parameters
+    ----------
+    ds : xarray.Dataset
+        Output of :func:`run_b2`.
+    metrics_ : sequence of str
+        Variables to tabulate (missing ones are skipped).
+
+    Returns
+    -------
+    str
+        The tables, each under a bold caption.
+
+    Examples
+    --------
+    >>> from dasim.benchmarks.b2 import b2_markdown, run_b2
+    >>> ds = run_b2("l96-10-atan", smoke=True, methods=["EnKF"], tune=False)
+    >>> print(b2_markdown(ds, ["rmse"]).splitlines()[2])
+    | method | N=16 |
+    """
+    ns = [int(n) for n in ds["n_members"].values]
+    head = "| method | " + " | ".join(f"N={n}" for n in ns) + " |"
+    sep = "|---|" + "---|" * len(ns)
+    names = [m for m in metrics_ if m in ds]
+    if "ode_steps" in ds and np.isfinite(ds["ode_steps"].values).any():
+        names.append("ode_steps")
+    blocks = []
+    for name in names:
+        scale, digits, caption = 1.0, 3, name
+        if name == "seconds_per_cycle":
+            scale, digits, caption = 1000.0, 1, "milliseconds a cycle"
+        if name == "ode_steps":
+            digits, caption = 1, "ODE steps a cycle (accepted RK45 steps; KDE-ode)"
+        lines = [f"**{caption}** ({ds.attrs.get('case', '')})", "", head, sep]
+        for method in ds["method"].values:
+            if name == "ode_steps" and method != "KDE-ode":
+                continue
+            cells = [
+                _fmt(ds[name].sel({"method": method, "n_members": n}).values, scale, digits)
+                for n in ns
+            ]
+            lines.append(f"| {method} | " + " | ".join(cells) + " |")
+        if name == "w2" and "w2_floor" in ds:
+            cells = [_fmt(ds["w2_floor"].sel(n_members=n).values, 1.0, digits) for n in ns]
+            lines.append("| *reference floor* | " + " | ".join(cells) + " |")
+        blocks.append("\n".join(lines))
+    if "failed" in ds:
+        lost, ran = b2_seeds_lost(ds)
+        rule = f"W2 > {LOST_W2:g}" if "w2" in ds else f"RMSE > {LOST_RMSE:g}"
+        lines = [
+            f"**seeds lost** ({rule} or failed; lost/run) ({ds.attrs.get('case', '')})",
+            "",
+            head,
+            sep,
+        ]
+        for method in ds["method"].values:
+            cells = []
+            for n in ns:
+                r = int(ran.sel({"method": method, "n_members": n}))
+                k = int(lost.sel({"method": method, "n_members": n}))
+                cells.append(f"{k}/{r}" if r else "-")
+            lines.append(f"| {method} | " + " | ".join(cells) + " |")
+        blocks.append("\n".join(lines))
+    return "\n\n".join(blocks)
+
+
+def plot_b2(ds, path=None, metrics_=_B2_PLOT_METRICS):
+    """Plot each metric against the ensemble size, one line per method.
+
+    Seed means with their standard deviation as error bars, log-log axes (linear for
+    spread/skill); the W2 panel also draws the reference floor (``N`` exact reference
+    draws).
+
+    Parameters
+    ----------
+    ds : xarray.Dataset
+        Output of :func:`run_b2`.
+    path : str or path-like, optional
+        Where to save the figure (PNG); not saved when omitted.
+    metrics_ : sequence of str
+        Variables to plot (missing ones are skipped).
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        The figure.
+
+    Examples
+    --------
+    >>> import matplotlib
+    >>> matplotlib.use("Agg")
+    >>> from dasim.benchmarks.b2 import plot_b2, run_b2
+    >>> ds = run_b2("l96-10-atan", smoke=True, methods=["EnKF"], tune=False)
+    >>> len(plot_b2(ds).axes)
+    4
+    """
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import NullFormatter, ScalarFormatter
+
+    names = [m for m in metrics_ if m in ds]
+    fig, axes = plt.subplots(1, len(names), figsize=(3.6 * len(names), 3.4), squeeze=False)
+    ns = ds["n_members"].values
+    styles = {
+        "KDE-ode": ("tab:red", "o", "-"),
+        "KDE-mixture": ("tab:orange", "s", "--"),
+        "KDE-robust": ("tab:purple", "P", "-"),
+        "KDE-robust-default": ("tab:pink", "X", "--"),
+        "KDE-local": ("tab:brown", "*", "-"),
+        "EnKF": ("tab:blue", "^", "-"),
+        "LETKF": ("tab:cyan", "<", "--"),
+        "SIR": ("tab:gray", "v", ":"),
+        "SIR-jitter": ("tab:green", "D", "-"),
+    }
+    for ax, name in zip(axes[0], names, strict=True):
+        for method in ds["method"].values:
+            vals = ds[name].sel({"method": method}).values
+            if not np.isfinite(vals).any():
+                continue
+            scale = 1000.0 if name == "seconds_per_cycle" else 1.0
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)
+                mean, sd = scale * np.nanmean(vals, -1), scale * np.nanstd(vals, -1)
+            color, marker, line = styles.get(str(method), (None, "o", "-"))
+            ax.errorbar(
+                ns,
+                mean,
+                yerr=sd,
+                color=color,
+                marker=marker,
+                ls=line,
+                ms=4,
+                capsize=2,
+                label=str(method),
+            )
+        if name == "w2" and "w2_floor" in ds:
+            ax.plot(ns, ds["w2_floor"].mean("seed").values, "k--", lw=1, label="ref. floor")
+        if name == "spread_skill":
+            ax.axhline(1.0, color="k", lw=0.5)
+        ax.set_xscale("log")
+        if name != "spread_skill":
+            ax.set_yscale("log")
+            ax.yaxis.set_major_formatter(ScalarFormatter())
+            ax.yaxis.set_minor_formatter(NullFormatter())
+        ax.set_xlabel("N (members)")
+        ax.set_title("ms a cycle" if name == "seconds_per_cycle" else name)
+    axes[0][0].legend(fontsize=7)
+    fig.suptitle(f"B2 {ds.attrs.get('case', '')}", fontsize=10)
+    fig.tight_layout()
+    if path is not None:
+        fig.savefig(path, dpi=110)
+    return fig

@@ -25,7 +25,21 @@ __all__ = ["Case", "Method", "run_case"]
 
 
 @dataclass
-class Case:
+class _Setting:
+    """The fields every benchmark setting has (:class:`Case`, the B2 cases' ``B2Case``)."""
+
+    name: str
+    model: object
+    observation: object
+    n_cycles: int = 1000
+    burn_in: int = 20
+    truth_noise: bool = False
+    filter_noise: float = 0.0
+    description: str = ""
+
+
+@dataclass
+class Case(_Setting):
     """A twin-experiment setting.
 
     Parameters
@@ -63,14 +77,6 @@ class Case:
     (30, False)
     """
 
-    name: str
-    model: object
-    observation: object
-    n_cycles: int = 1000
-    burn_in: int = 20
-    truth_noise: bool = False
-    filter_noise: float = 0.0
-    description: str = ""
     initial_mean: object = None
     initial_var: float = 0.0
 

@@ -11,13 +11,15 @@ run counts (both sides). ``dasim bench speed-l96-40 --dapper-python PATH`` runs 
 one run and tabulates them with :func:`speed_markdown`.
 
 :func:`time_kde_ode` is the KDE filter's row: score evaluations and milliseconds a cycle of
-its samplers and ODE solvers on a B2 case (issue #14).
+its samplers and ODE solvers on a B2 case (issue #14); :func:`time_kde_samplers` the
+seconds a cycle of its ODE, SDE and mixture samplers at fixed bandwidths.
 """
 
 from __future__ import annotations
 
 import contextlib
 import time
+import warnings
 
 import numpy as np
 import xarray as xr
@@ -25,7 +27,8 @@ from threadpoolctl import threadpool_limits
 
 from .._validation import check_n_members, check_positive_int
 from ..datasets import make_twin_experiment
-from ..filters import EnKF, SIRFilter
+from ..filters import EnKF, KDEDiffusionFilter, SIRFilter
+from ._b2_cases import _filter_model, _fit_states, _initial_ensemble, _twin, b2_case
 from .b1 import b1_case
 
 __all__ = [
@@ -35,6 +38,7 @@ __all__ = [
     "time_filters",
     "speed_markdown",
     "time_kde_ode",
+    "time_kde_samplers",
 ]
 
 #: The timed configurations, as in ``dapper_timing.py`` (label -> constructor of N).
@@ -230,6 +234,13 @@ def _torch_threads(device, n):
         torch.set_num_threads(old)
 
 
+def _kde_filter(case, n_members, seed, **params):
+    """An unfitted KDE filter on a B2 case: the filters' model, seeded by ``seed``."""
+    return KDEDiffusionFilter(
+        _filter_model(case), case.observation, n_members=n_members, random_state=seed, **params
+    )
+
+
 def time_kde_ode(
     case="l63-z",
     n_members=1000,
@@ -292,12 +303,7 @@ def time_kde_ode(
     >>> ds["nfev"].values.tolist()
     [0.0, 20.0]
     """
-    import warnings
-
-    from ..filters import KDEDiffusionFilter
-    from . import b2
-
-    c = b2.b2_case(case)
+    c = b2_case(case)
     n_members = check_n_members(n_members, "n_members")
     n_cycles = check_n_members(n_cycles, "n_cycles")
     repeats = check_positive_int(repeats, "repeats")
@@ -312,8 +318,8 @@ def time_kde_ode(
         extra["score_dtype"] = check_score_dtype(score_dtype, "score_dtype", allow_none=False)
     if torch_threads is not None:
         torch_threads = check_positive_int(torch_threads, "torch_threads")
-    X, y = b2._twin(c, n_cycles, seed)
-    init = b2._initial_ensemble(c, n_members, seed)
+    X, y = _twin(c, n_cycles, seed)
+    init = _initial_ensemble(c, n_members, seed)
     rows = []
     for label in samplers:
         params = {
@@ -323,21 +329,14 @@ def time_kde_ode(
             "bandwidth_y": bandwidth_y,
             **extra,
         }
-        est = KDEDiffusionFilter(
-            b2._filter_model(c),
-            c.observation,
-            n_members=n_members,
-            device=device,
-            random_state=seed,
-            **params,
-        )
+        est = _kde_filter(c, n_members, seed, device=device, **params)
         with (
             threadpool_limits(1),
             _torch_threads(device, torch_threads),
             warnings.catch_warnings(),
         ):
             warnings.simplefilter("ignore")
-            est.fit(b2._fit_states(c, seed))
+            est.fit(_fit_states(c, seed))
             est.assimilate(y[:1], initial_ensemble=init, keep_forecast=False)
             best, ds = np.inf, None
             for _ in range(repeats):
@@ -378,3 +377,94 @@ def time_kde_ode(
             sampler="mixture"
         )
     return out
+
+
+# -------------------------------------------------------------------------- B4 timing
+def time_kde_samplers(
+    case="l96-20-atan",
+    n_members=1000,
+    n_cycles=3,
+    samplers=("ode", "sde", "mixture"),
+    *,
+    bandwidth_x=0.2,
+    bandwidth_y=0.2,
+    n_steps=1000,
+    seed=0,
+):
+    """Time the KDE filter's samplers, in seconds a cycle (BENCHMARKS.md, B4 "KDE filter").
+
+    Every sampler runs the same ``n_cycles`` cycles (same truth, observations, initial
+    ensemble and seed), single-threaded BLAS, numpy backend.
+
+    Parameters
+    ----------
+    case : str, default="l96-20-atan"
+        A B2 case.
+    n_members : int, default=1000
+        Ensemble size.
+    n_cycles : int, default=3
+        Cycles timed.
+    samplers : sequence of str, default=("ode", "sde", "mixture")
+        Samplers of :class:`~dasim.filters.KDEDiffusionFilter`.
+    bandwidth_x, bandwidth_y : float, default=0.2, 0.2
+        Bandwidths.
+    n_steps : int, default=1000
+        Euler-Maruyama steps of the SDE sampler.
+    seed : int, default=0
+        Seed.
+
+    Returns
+    -------
+    xarray.Dataset
+        ``seconds_per_cycle``, ``n_steps`` (accepted RK45 steps for the ODE, the fixed
+        steps for the SDE, 0 for the mixture) and ``nfev`` (score evaluations a cycle),
+        dim ``sampler``.
+
+    Examples
+    --------
+    >>> from dasim.benchmarks.b2 import time_kde_samplers
+    >>> ds = time_kde_samplers("l63-z", n_members=20, n_cycles=1, samplers=["mixture"])
+    >>> float(ds["nfev"].sel(sampler="mixture"))
+    0.0
+    """
+    c = b2_case(case)
+    X, y = _twin(c, n_cycles, seed)
+    init = _initial_ensemble(c, n_members, seed)
+    rows = []
+    for sampler in samplers:
+        est = _kde_filter(
+            c,
+            n_members,
+            seed,
+            bandwidth_x=bandwidth_x,
+            bandwidth_y=bandwidth_y,
+            sampler=sampler,
+            n_steps=n_steps,
+            device="numpy",
+        )
+        with threadpool_limits(1), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            est.fit(_fit_states(c, seed))
+            start = time.perf_counter()
+            ds = est.assimilate(y, initial_ensemble=init, keep_forecast=False)
+            seconds = (time.perf_counter() - start) / n_cycles
+        rows.append(
+            (seconds, float(np.mean(ds["n_steps"].values)), float(np.mean(ds["nfev"].values)))
+        )
+    rows = np.array(rows)
+    return xr.Dataset(
+        {
+            "seconds_per_cycle": (("sampler",), rows[:, 0]),
+            "n_steps": (("sampler",), rows[:, 1]),
+            "nfev": (("sampler",), rows[:, 2]),
+        },
+        coords={"sampler": list(samplers)},
+        attrs={
+            "case": c.name,
+            "n_members": int(n_members),
+            "n_cycles": int(n_cycles),
+            "bandwidth_x": bandwidth_x,
+            "bandwidth_y": bandwidth_y,
+            "blas_threads": 1,
+        },
+    )
