@@ -242,7 +242,7 @@ def test_torch_runs_the_same_steps(solver):
 
 
 def test_non_finite_state_raises(monkeypatch):
-    import dasim.diffusion.kde_sampling as ks
+    import dasim.diffusion._kde_samplers as ks
 
     def nan_score(x, *args, **kwargs):
         return np.full_like(x, np.nan), None

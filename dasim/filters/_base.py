@@ -16,7 +16,7 @@ import numpy as np
 import xarray as xr
 from sklearn.base import BaseEstimator
 from sklearn.utils import check_random_state
-from sklearn.utils.validation import check_is_fitted, validate_data
+from sklearn.utils.validation import check_is_fitted
 from tqdm.auto import tqdm
 
 from .._math import logsumexp
@@ -24,39 +24,25 @@ from .._provenance import attr_value, device_label, estimator_attrs, seeded_rng
 from .._threads import pinned_blas
 from .._validation import check_array_finite, check_n_members, check_noise
 from ..exceptions import AssimilationError
-from ..models import DynamicalModel, FunctionModel, Persistence, as_model
+from ..models import DynamicalModel, Persistence, as_model
 from ..models._base import _as_generator
 from ..observations import ObservationModel
+from ._inputs import (
+    _check_burn_in,
+    _check_model,
+    _neg_crps,
+    _score_inputs,
+    _time_coordinate,
+    _transposed_hint,
+    _validate_states,
+)
+from ._inputs import _check_states_finite as _check_states_finite  # for assimilators
+from ._inputs import _named_validation as _named_validation  # for assimilators, compose
 from ._noise_mle import check_noise_param, fit_noise_mle
+from ._params import _check_forecast_first
+from ._params import fill_shared_doc as fill_shared_doc  # for the filters' modules
 
 __all__ = ["SequentialFilter"]
-
-
-#: The ``noise`` and ``forecast_first`` parameter entries shared by the sequential
-#: filters' docstrings, inserted by :func:`fill_shared_doc` at ``%(noise_params)s``.
-SHARED_PARAMS_DOC = """    noise : {"moments", "mle"}, default="moments"
-        How ``fit`` learns the noise levels left to be learned: the standard deviations
-        of the persistence model's increments (``model=None``) and of the identity
-        observation's noise (``observation=None``). ``"moments"``: from the increments of
-        ``X`` and from ``y - X`` (or the spread of ``X``). ``"mle"``: starting there,
-        maximise the filter's log-evidence of the observations (``y``, or ``X`` itself
-        when ``y`` is None: fit on the observations alone) over those levels, with common
-        random numbers; a given model or observation model keeps its noise. See
-        :ref:`noise-mle` in the user guide.
-    forecast_first : bool, default=True
-        Whether the initial ensemble stands one cycle before the first row of ``y``
-        (forecast, then analyse, at every cycle) or, with ``False``, is the prior at the
-        time of ``y[0]`` (the first cycle analyses it without a forecast: a known or
-        wide prior at the first observation, as in the local-level model's textbook
-        treatment).
-"""
-
-
-def fill_shared_doc(cls):
-    """Class decorator: insert :data:`SHARED_PARAMS_DOC` into the class docstring."""
-    if cls.__doc__:  # None under python -OO
-        cls.__doc__ = cls.__doc__.replace("    %(noise_params)s\n", SHARED_PARAMS_DOC)
-    return cls
 
 
 class SequentialFilter(BaseEstimator):
@@ -591,148 +577,6 @@ class SequentialFilter(BaseEstimator):
         return attrs
 
 
-def _check_forecast_first(value):
-    """Validate the ``forecast_first`` parameter (a bool) and return it."""
-    if not isinstance(value, bool | np.bool_):
-        raise TypeError(f"forecast_first must be a bool, got {value!r}.")
-    return bool(value)
-
-
 def _describe(exc):
     """``exc``'s message, prefixed by its type unless it is a plain ValueError."""
     return str(exc) if type(exc) is ValueError else f"{type(exc).__name__}: {exc}"
-
-
-def _validate_states(estimator, X, **kwargs):
-    """``validate_data`` on states ``X``, with dasim's own message for NaN and inf."""
-    X = _named_validation(
-        "X", validate_data, estimator, X, dtype=np.float64, ensure_all_finite=False, **kwargs
-    )
-    _check_states_finite(X)
-    return X
-
-
-def _check_states_finite(X, name="X"):
-    """Raise a ``ValueError`` naming ``name`` if the states hold NaN or inf."""
-    finite = np.isfinite(X)
-    if finite.all():
-        return
-    where = tuple(int(i) for i in np.argwhere(~finite)[0])
-    kind = "NaN" if np.isnan(X[where]) else "inf"
-    raise ValueError(
-        f"{name} contains {kind} (at index {where}; non-finite entries: "
-        f"{int(np.sum(~finite))}): states must be finite. dasim does not impute missing "
-        f"states; drop or fill those rows (a missing observation is a NaN in y, not in "
-        f"{name})."
-    )
-
-
-def _transposed_hint(X):
-    """A hint appended to shape errors when ``X`` has fewer rows than columns."""
-    if X.shape[0] >= X.shape[1]:
-        return ""
-    return f" X has shape {X.shape}: is it transposed? fit expects (n_times, n_state)."
-
-
-def _check_model(model, X):
-    """Validate a resolved model against training states ``X`` before any cycle runs.
-
-    Checks the model's parameters (``process_noise`` against the state dimension
-    included) and ``X``'s width against a known ``n_state``. A model with no fixed
-    ``n_state`` (a :class:`~dasim.models.FunctionModel`, a plain callable, a user's
-    subclass) is called once on a few rows of ``X`` to check that it maps an ensemble
-    ``(n_members, n_state)`` to the same shape.
-    """
-    n_times, n_state = X.shape
-    name = type(model).__name__
-    func = getattr(model, "func", None)
-    if isinstance(model, FunctionModel) and callable(func):
-        name = f"FunctionModel(func={getattr(func, '__qualname__', type(func).__name__)})"
-    hint = _transposed_hint(X)
-    if model.n_state is not None and model.n_state != n_state:
-        raise ValueError(
-            f"X has {n_state} state components but the model {name} has n_state="
-            f"{model.n_state}: X must have shape (n_times, {model.n_state}), got "
-            f"{X.shape}.{hint}"
-        )
-    if isinstance(model, FunctionModel) and not callable(model.func):
-        raise TypeError(f"model: FunctionModel's func must be callable, got {model.func!r}.")
-    model._check_params()
-    model._noise(n_state)  # process_noise against the state dimension
-    if model.n_state is not None:
-        return
-    from ..observations._model import _probe_size
-
-    probe = np.resize(X, (_probe_size(n_state, n_state), n_state))
-    contract = (
-        "The model must map an ensemble of shape (n_members, n_state) to the states one "
-        "cycle later, same shape: it is called once per cycle with every member, not once "
-        "per member."
-    )
-    seen = f"called on {probe.shape[0]} states of X, an array of shape {probe.shape}"
-    try:
-        with np.errstate(all="ignore"):
-            # time 0: the first cycle of a plain-array run (time-dependent models).
-            out = np.asarray(model._propagate_at(probe.copy(), 0), dtype=np.float64)
-    except Exception as exc:
-        raise ValueError(
-            f"model={name} failed when {seen}: {type(exc).__name__}: "
-            f"{str(exc).rstrip('.')}. {contract}{hint}"
-        ) from exc
-    if out.shape != probe.shape:
-        raise ValueError(f"model={name} returned shape {out.shape} when {seen}. {contract}{hint}")
-
-
-def _score_inputs(estimator, X, y, check_obs):
-    """Validate ``score``'s inputs before any work; shared by every dasim estimator.
-
-    Checks that ``estimator`` is fitted, validates ``X`` against the fitted state width,
-    requires ``y`` (checked by ``check_obs``) and matches the numbers of rows.
-    """
-    check_is_fitted(estimator)
-    X = _validate_states(estimator, X, reset=False)
-    if y is None:
-        raise ValueError("score needs the observations y.")
-    y = check_obs(y)
-    if y.shape[0] != X.shape[0]:
-        raise ValueError(
-            f"X and y must have the same number of rows, got {X.shape[0]} and {y.shape[0]}."
-        )
-    return X, y
-
-
-def _neg_crps(X, analysis, weights=None, burn_in=0):
-    """The default score of every dasim estimator: minus the time-mean CRPS after burn-in."""
-    from ..metrics import crps_ensemble
-
-    if weights is not None:
-        weights = weights[burn_in:]
-    return -float(np.mean(crps_ensemble(X[burn_in:], analysis[burn_in:], weights)))
-
-
-def _check_burn_in(burn_in, n_times):
-    """Validate ``score``'s ``burn_in`` against the number of cycles, before any work."""
-    from ..metrics import _check_burn_in as check
-
-    return check(burn_in, n_times)
-
-
-def _named_validation(name, func, *args, **kwargs):
-    """Call a scikit-learn validator, making sure its error names the argument."""
-    try:
-        return func(*args, **kwargs)
-    except (ValueError, TypeError) as exc:
-        msg = str(exc)
-        if name in msg.split():
-            raise
-        raise type(exc)(f"{name}: {msg}") from exc
-
-
-def _time_coordinate(y):
-    """Index of a DataFrame / first coordinate of a DataArray, else None."""
-    index = getattr(y, "index", None)
-    if index is not None and not callable(index):
-        return np.asarray(index)
-    if isinstance(y, xr.DataArray) and y.dims and y.dims[0] in y.coords:
-        return np.asarray(y.coords[y.dims[0]])
-    return None
