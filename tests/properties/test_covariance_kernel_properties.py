@@ -11,7 +11,7 @@
 from __future__ import annotations
 
 import numpy as np
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from scipy.special import logsumexp
 from scipy.stats import multivariate_normal
@@ -58,6 +58,12 @@ def test_score_is_gradient_of_log_density_and_matches_direct_form(problem, h, sh
     kernel = CovarianceKernel(X, log_w, h, shrink=shrink)
     if kernel.rank < X.shape[1]:
         return  # degenerate draws: the state-space density does not exist
+    # The state-space log-density goes through W = C^(-1/2): its rounding error grows with
+    # the condition number of C (seen: 3e-10 absolute at cond 4e7, which a central
+    # difference of step 5e-6 turns into 6e-5). Finite differences check the formula on
+    # well-conditioned draws (the isotropic score it whitens is checked against finite
+    # differences for any data in test_kde_score_properties.py).
+    assume(np.linalg.cond(kernel.cov) < 1e5)
     sched = VESchedule(h, h * 8.0)
     rng = np.random.default_rng(0)
     x = kernel.mean + rng.normal(size=(3, X.shape[1])) @ kernel.sqrt_cov.T
