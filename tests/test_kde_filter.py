@@ -10,8 +10,14 @@ from dasim import metrics
 from dasim.datasets import make_twin_experiment
 from dasim.exceptions import WeightCollapseWarning
 from dasim.filters import EnKF, KDEDiffusionFilter
+from dasim.filters.kde import PAPER_PARAMS
 from dasim.models import Lorenz63, Persistence
 from dasim.observations import ObservationModel
+
+
+def _paper(*args, **kwargs):
+    """The paper's filter (its parameter set), with ``kwargs`` on top."""
+    return KDEDiffusionFilter(*args, **{**PAPER_PARAMS, **kwargs})
 
 
 def _single_analysis(est, ens, y):
@@ -92,7 +98,7 @@ def test_linear_gaussian_limit_is_the_kalman_update():
 def test_huge_observation_bandwidth_gives_the_prior_kde(sampler):
     rng = np.random.default_rng(3)
     ens = rng.normal(size=(400, 2)) * [1.0, 3.0]
-    kde = KDEDiffusionFilter(
+    kde = _paper(
         observation=ObservationModel(noise_std=1.0),
         n_members=400,
         bandwidth_x=0.3,
@@ -143,9 +149,9 @@ def test_ode_records_its_steps_and_torch_cpu_matches_numpy():
     init = model.climatology(60, 1)
     out = {}
     for device in ["numpy", "cpu"]:
-        est = KDEDiffusionFilter(
-            model, obs, n_members=60, bandwidth_y=2.0, device=device, random_state=0
-        ).fit(model.climatology(50, 0))
+        est = _paper(model, obs, n_members=60, bandwidth_y=2.0, device=device, random_state=0).fit(
+            model.climatology(50, 0)
+        )
         out[device] = est.assimilate(y, initial_ensemble=init)
         assert est.device_ == device
     steps = out["numpy"]["n_steps"].values
@@ -193,7 +199,7 @@ def test_missing_observations_and_diagnostics():
 def test_collapsing_weights_warn():
     rng = np.random.default_rng(5)
     ens = rng.normal(size=(100, 1))
-    kde = KDEDiffusionFilter(
+    kde = _paper(
         observation=ObservationModel(noise_std=0.01),
         n_members=100,
         bandwidth_y=0.001,
@@ -233,7 +239,7 @@ def test_bad_parameters(params, match, exc):
 
 def test_sigma_max_must_exceed_bandwidth():
     rng = np.random.default_rng(6)
-    kde = KDEDiffusionFilter(
+    kde = _paper(
         observation=ObservationModel(noise_std=1.0),
         n_members=20,
         bandwidth_x=2.0,

@@ -138,7 +138,14 @@ def test_observation_bandwidth_in_noise_units():
     rng = np.random.default_rng(4)
     obs = ObservationModel("identity", noise_std=[0.5, 2.0])
     ens = rng.normal(size=(400, 2)) * [1.0, 4.0]
-    common = dict(observation=obs, n_members=400, sampler="mixture", device="numpy")
+    common = dict(
+        observation=obs,
+        n_members=400,
+        sampler="mixture",
+        device="numpy",
+        kernel="isotropic",
+        likelihood="simulated",
+    )
     fits = []
     for spec in [("noise", 2.0), "noise"]:
         est = KDEDiffusionFilter(bandwidth_y=spec, random_state=0, **common)

@@ -333,7 +333,9 @@ def test_paper_params_keep_rk45():
     from dasim.filters import KDEDiffusionFilter
 
     assert KDEDiffusionFilter.PAPER_PARAMS["ode_solver"] == "rk45"
-    assert KDEDiffusionFilter().ode_solver == "rk45" and KDEDiffusionFilter().ode_steps is None
+    # The defaults use the fixed-step solver (20 score evaluations); the paper's RK45 stays
+    # in its parameter set.
+    assert KDEDiffusionFilter().ode_solver == "ab3" and KDEDiffusionFilter().ode_steps is None
 
 
 @pytest.mark.parametrize(

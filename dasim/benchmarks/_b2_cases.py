@@ -26,6 +26,8 @@ B2_METHODS = (
     "KDE-robust",
     "KDE-robust-default",
     "KDE-local",
+    "KDE-joint",
+    "KDE-default",
     "EnKF",
     "LETKF",
     "SIR",
@@ -39,6 +41,7 @@ _TUNE_KEY = {
     "KDE-mixture": "KDE",
     "KDE-robust": "KDE-robust",
     "KDE-local": "KDE-local",
+    "KDE-joint": "KDE-joint",
     "EnKF": "EnKF",
     "LETKF": "LETKF",
     "SIR-jitter": "SIR-jitter",
@@ -49,9 +52,23 @@ _TUNE_METHOD = {
     "KDE": "KDE-mixture",
     "KDE-robust": "KDE-robust",
     "KDE-local": "KDE-local",
+    "KDE-joint": "KDE-joint",
     "EnKF": "EnKF",
     "LETKF": "LETKF",
     "SIR-jitter": "SIR-jitter",
+}
+
+#: The joint-kernel KDE configuration of ``KDE-joint`` (issue #13): the kernel shaped by
+#: the joint covariance of states and predicted observations, with shrinkage, the exact
+#: likelihood, the ``"ab3"`` probability-flow ODE; ``bandwidth_x`` (a multiple of Scott's
+#: constant) and ``inflation`` are tuned. ``KDE-default`` is the class's defaults, untuned.
+JOINT_PARAMS = {
+    "kernel": "joint",
+    "shrink": True,
+    "bandwidth_x": "scott",
+    "likelihood": "known",
+    "sampler": "ode",
+    "ode_solver": "ab3",
 }
 
 #: The localised KDE configuration of ``KDE-local`` (issue #14); ``localization_radius``
@@ -263,6 +280,7 @@ def b2_grids(name, smoke=False):
             "KDE": {"bandwidth_x": [("scott", 0.5)], "bandwidth_y": [r, 4 * r]},
             "KDE-robust": {"bandwidth_x": [("scott", 1.0)], "ess_target": [0.25, 0.5]},
             "KDE-local": {"localization_radius": [1.0, 2.0], "bandwidth_x": [0.3]},
+            "KDE-joint": {"bandwidth_x": [("scott", 1.0)], "inflation": [1.0, 1.05]},
             "EnKF": {"inflation": [1.0, 1.1]},
             "LETKF": {"localization_radius": [2.0, 4.0], "inflation": [1.0]},
             "SIR-jitter": {"jitter": [0.2, 1.0], "ess_threshold": [0.5]},
@@ -271,6 +289,10 @@ def b2_grids(name, smoke=False):
     local = {
         "KDE-local": {"localization_radius": [1.0, 1.5, 2.0], "bandwidth_x": [0.2, 0.3, 0.5]},
         "LETKF": {"localization_radius": [2.0, 4.0, 8.0], "inflation": [1.0, 1.02, 1.05, 1.1]},
+        "KDE-joint": {
+            "bandwidth_x": [("scott", f) for f in (0.5, 0.75, 1.0)],
+            "inflation": [1.0, 1.05],
+        },
     }
     robust = {
         "bandwidth_x": [("scott", f) for f in (0.5, 0.75, 1.0)],
@@ -315,6 +337,7 @@ def _default_params(case):
         },
         "EnKF": {"inflation": 1.05},
         "LETKF": {"localization_radius": 4.0, "inflation": 1.05},
+        "KDE-joint": {"bandwidth_x": JOINT_PARAMS["bandwidth_x"], "inflation": 1.0},
         "SIR-jitter": {"jitter": 0.5, "ess_threshold": 0.5},
     }
 
@@ -322,8 +345,9 @@ def _default_params(case):
 def _estimator(method, n_members, params):
     """An unfitted filter for ``method`` with ``params``.
 
-    The KDE methods are built from an explicit parameter set (the paper's, or
-    :data:`ROBUST_PARAMS`), never from the class defaults.
+    The KDE methods are built from an explicit parameter set (the paper's,
+    :data:`ROBUST_PARAMS`, :data:`LOCAL_PARAMS` or :data:`JOINT_PARAMS`), except
+    ``KDE-default``, which is the class's defaults (what a new user gets).
     """
     params = dict(params or {})
     if method in ("KDE-ode", "KDE-mixture"):
@@ -336,6 +360,11 @@ def _estimator(method, n_members, params):
     if method == "KDE-local":
         config = {**LOCAL_PARAMS, **params}
         return KDEDiffusionFilter(n_members=n_members, device="numpy", **config)
+    if method == "KDE-joint":
+        config = {**JOINT_PARAMS, **params}
+        return KDEDiffusionFilter(n_members=n_members, device="numpy", **config)
+    if method == "KDE-default":
+        return KDEDiffusionFilter(n_members=n_members, device="numpy", **params)
     if method in ("EnKF", "LETKF"):
         return EnKF(n_members=n_members, variant="sqrt", **params)
     if method == "SIR":
@@ -366,6 +395,8 @@ _METHOD_SEED_KEY = {
     "KDE-robust-default": 6,
     "KDE-local": 7,
     "LETKF": 8,
+    "KDE-joint": 9,
+    "KDE-default": 10,
 }
 
 

@@ -299,6 +299,8 @@ def plot_b2(ds, path=None, metrics_=_B2_PLOT_METRICS):
         "KDE-robust": ("tab:purple", "P", "-"),
         "KDE-robust-default": ("tab:pink", "X", "--"),
         "KDE-local": ("tab:brown", "*", "-"),
+        "KDE-joint": ("tab:olive", "h", "-"),
+        "KDE-default": ("black", "d", "-"),
         "EnKF": ("tab:blue", "^", "-"),
         "LETKF": ("tab:cyan", "<", "--"),
         "SIR": ("tab:gray", "v", ":"),

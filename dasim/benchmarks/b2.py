@@ -27,6 +27,15 @@ observation record from the same initial ensemble:
     Gaspari-Cohn ``localization_radius``, the exact likelihood tempered per component
     to an ESS of N/2, the ``"ab3"`` probability-flow ODE (20 score evaluations); tuned
     ``localization_radius`` and ``bandwidth_x``.
+``KDE-joint``
+    :class:`~dasim.filters.KDEDiffusionFilter` with :data:`JOINT_PARAMS`: the kernel
+    shaped by the joint covariance of states and predicted observations, conditioned in
+    closed form (each kernel moved toward the observation), with shrinkage, the exact
+    likelihood and the ``"ab3"`` probability-flow ODE; tuned relative bandwidth and
+    inflation.
+``KDE-default``
+    :class:`~dasim.filters.KDEDiffusionFilter` with its class defaults, untuned: what a
+    new user gets.
 ``EnKF``
     Square-root :class:`~dasim.filters.EnKF` (ETKF), tuned multiplicative inflation.
 ``LETKF``
@@ -74,6 +83,7 @@ import time
 from ._b2_cases import (  # noqa: F401
     B2_CASES,
     B2_METHODS,
+    JOINT_PARAMS,
     LOCAL_PARAMS,
     ROBUST_PARAMS,
     TRAIN_SEED,
@@ -98,6 +108,7 @@ __all__ = [
     "B2_METHODS",
     "ROBUST_PARAMS",
     "LOCAL_PARAMS",
+    "JOINT_PARAMS",
     "b2_case",
     "b2_grids",
     "run_b2",

@@ -24,7 +24,7 @@ def joint_analysis(filt, forecast, y, predicted, h, rng):
         noise = filt._noise_std[mask]
     else:
         noise = filt._noise_cov[np.ix_(mask, mask)]
-    kernel = JointKernel(forecast, predicted[:, mask], y[mask], noise, h, shrink=filt.shrink)
+    kernel = JointKernel(forecast, predicted[:, mask], y[mask], noise, h, shrink=filt._shrink)
     log_w, c = kernel.log_w, np.nan
     if filt.bandwidth_y == "ess":
         log_w, beta = tempered_log_weights(log_w, filt.ess_target * n, max_exponent=1.0)

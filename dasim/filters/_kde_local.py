@@ -133,7 +133,7 @@ def _flow(filt, ensemble, L, sigma_x, rng):
     schedule = make_schedule(
         filt.schedule, sigma_x=sigma_x, sigma_max=sigma_max, beta_max=filt.beta_max
     )
-    centres = shrink_local(ensemble, L, sigma_x) if filt.shrink else ensemble
+    centres = shrink_local(ensemble, L, sigma_x) if filt._shrink else ensemble
     mean = centres.mean(axis=0)
     torch_backend = filt.device_ != "numpy"
     out, info = sample_ode_local(
