@@ -21,7 +21,7 @@ def observation_terms(filt, y, predicted, rng):
     factor ``c`` of ``c R^(1/2)`` (noise-unit specs), the absolute ``sigma_y`` (the
     paper's specs) or NaN (the untempered known likelihood).
     """
-    from .kde import _noise_units, _resolve_bandwidth
+    from ._kde_global import _noise_units, _resolve_bandwidth
 
     mask = ~np.isnan(y)
     spec = filt.bandwidth_y
