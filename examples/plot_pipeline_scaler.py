@@ -67,15 +67,17 @@ print("standard deviations of the components:", X_train.std(axis=0).round(3))
 # %%
 # A model-based filter: TransformedStateFilter
 # --------------------------------------------
-# :class:`~dasim.filters.KDEDiffusionFilter` jitters its members with an isotropic
-# Gaussian kernel, whose width follows Scott's rule for the whole ensemble. On the raw
+# :class:`~dasim.filters.KDEDiffusionFilter` with the paper's parameters
+# (``PAPER_PARAMS``) jitters its members with an isotropic Gaussian kernel, whose width
+# follows Scott's rule for the whole ensemble. (Its default kernel is shaped by the
+# ensemble's covariance, which adapts to each component's units by itself.) On the raw
 # states that width is set by the two large components, and it swamps the small one.
 # Wrapped in ``TransformedStateFilter`` (a ``StandardScaler`` by default), the filter
 # works on standardised states. The model and the observation operator still see
 # physical states, and ``assimilate`` returns physical units.
 kde = KDEDiffusionFilter(
-    model, obs, n_members=200, sampler="mixture", bandwidth_y=2.0, random_state=0
-)
+    model, obs, n_members=200, random_state=0, **KDEDiffusionFilter.PAPER_PARAMS
+).set_params(sampler="mixture", bandwidth_y=2.0)
 try:
     kde.fit(X_train).assimilate(y)
 except ValueError as exc:
