@@ -394,7 +394,8 @@ def time_kde_samplers(
     """Time the KDE filter's samplers, in seconds a cycle (BENCHMARKS.md, B4 "KDE filter").
 
     Every sampler runs the same ``n_cycles`` cycles (same truth, observations, initial
-    ensemble and seed), single-threaded BLAS, numpy backend.
+    ensemble and seed), single-threaded BLAS, numpy backend, in the paper's configuration
+    (``KDEDiffusionFilter.PAPER_PARAMS``) with the given bandwidths.
 
     Parameters
     ----------
@@ -436,6 +437,8 @@ def time_kde_samplers(
             c,
             n_members,
             seed,
+            **KDEDiffusionFilter.PAPER_PARAMS,
+        ).set_params(
             bandwidth_x=bandwidth_x,
             bandwidth_y=bandwidth_y,
             sampler=sampler,

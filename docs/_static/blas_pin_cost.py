@@ -14,6 +14,9 @@ from dasim.filters import EnKF, KDEDiffusionFilter, SIRFilter
 from dasim.models import Lorenz63, Lorenz96
 from dasim.observations import ObservationModel
 
+#: The paper's configuration (the KDE rows below time it).
+PAPER = KDEDiffusionFilter.PAPER_PARAMS
+
 warnings.simplefilter("ignore")
 l96 = Lorenz96(n=40, dt=0.05, steps_per_cycle=1)
 o96 = ObservationModel("identity", noise_std=1.0)
@@ -33,10 +36,10 @@ CASES = [
         "KDE mixture N=1000, L63",
         l63,
         o63,
-        KDEDiffusionFilter(n_members=1000, sampler="mixture"),
+        KDEDiffusionFilter(n_members=1000, **{**PAPER, "sampler": "mixture"}),
         30,
     ),
-    ("KDE ode N=250, L63", l63, o63, KDEDiffusionFilter(n_members=250, sampler="ode"), 5),
+    ("KDE ode N=250, L63", l63, o63, KDEDiffusionFilter(n_members=250, **PAPER), 5),
 ]
 
 

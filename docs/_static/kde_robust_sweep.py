@@ -22,12 +22,13 @@ from dasim.models import FunctionModel, Lorenz63
 from dasim.observations import ObservationModel
 
 ROBUST = dict(kernel="covariance", shrink=True, bandwidth_y="ess", sampler="mixture")
-JOINT = dict(kernel="joint", shrink=True, likelihood="known", sampler="mixture")
+PAPER = KDEDiffusionFilter.PAPER_PARAMS
 CANDIDATES = {
-    "paper-mix": dict(sampler="mixture"),  # the paper's configuration, exact sampler
-    "cov-ess0.5": dict(ROBUST, ess_target=0.5),  # one tempered stage, simulated y
+    "paper-mix": dict(PAPER, sampler="mixture"),  # the paper's configuration, exact sampler
+    "cov-ess0.5": dict(ROBUST, ess_target=0.5, likelihood="simulated"),  # one stage, sim. y
     "pc20": dict(ROBUST, likelihood="known", max_stages=20),  # progressive correction
     "pc20-e25": dict(ROBUST, likelihood="known", max_stages=20, ess_target=0.25),
+    "default": {},  # the class defaults: the joint kernel, the "ab3" ODE
 }
 
 
