@@ -23,7 +23,7 @@ raises a ``ValueError`` or ``TypeError`` naming the argument at fault.
 """
 
 from ._checks import _check_burn_in  # noqa: F401  (used by dasim.filters._base)
-from ._distances import wasserstein2
+from ._distances import wasserstein1, wasserstein2
 from ._scorers import (
     SCORERS,
     get_scorer,
@@ -49,5 +49,6 @@ __all__ = [
     "spread",
     "spread_skill",
     "time_mean",
+    "wasserstein1",
     "wasserstein2",
 ]
