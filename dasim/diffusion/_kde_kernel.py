@@ -13,6 +13,20 @@ from dasim.diffusion._kde_sampler_utils import _normalised_weights
 from dasim.diffusion.kde import _check_log_weights, _check_matrix, effective_sample_size
 
 
+def _whitening(cov, rank_rtol):
+    """``B`` (d, r), ``W`` (r, d) and ``r``: ``B B^T = cov``, ``W cov W^T = I_r``.
+
+    From the eigendecomposition of the symmetric ``cov`` restricted to its eigenvalues
+    above ``rank_rtol`` times the largest (none when the largest is not positive).
+    """
+    evals, evecs = np.linalg.eigh(cov)
+    keep = evals > rank_rtol * max(float(evals[-1]), 0.0)
+    if evals[-1] <= 0:
+        keep[:] = False
+    root = np.sqrt(evals[keep])
+    return evecs[:, keep] * root, (evecs[:, keep] / root).T, int(keep.sum())
+
+
 class CovarianceKernel:
     r"""The covariance-shaped state kernel, with variance-preserving shrinkage of the centres.
 
@@ -96,14 +110,7 @@ class CovarianceKernel:
         self.mean = pi @ X
         anomalies = X - self.mean
         self.cov = (anomalies * pi[:, None]).T @ anomalies
-        evals, evecs = np.linalg.eigh(self.cov)
-        keep = evals > rank_rtol * max(float(evals[-1]), 0.0)
-        if evals[-1] <= 0:
-            keep[:] = False
-        root = np.sqrt(evals[keep])
-        self.rank = int(keep.sum())
-        self.sqrt_cov = evecs[:, keep] * root
-        self.whiten = (evecs[:, keep] / root).T
+        self.sqrt_cov, self.whiten, self.rank = _whitening(self.cov, rank_rtol)
         self.shrink_factor = math.sqrt(1.0 - h * h) if shrink else 1.0
         self.centres = self.shrink_factor * (anomalies @ self.whiten.T)
 

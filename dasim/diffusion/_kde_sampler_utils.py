@@ -11,6 +11,7 @@ import math
 import numbers
 
 import numpy as np
+from scipy.integrate import RK45
 from scipy.special import logsumexp
 
 from dasim.diffusion.kde import (
@@ -135,3 +136,30 @@ def _check_tolerance(value, name):
         or not (math.isfinite(value) and value > 0)
     ):
         raise ValueError(f"{name} must be finite and > 0, got {value!r}.")
+
+
+def _rk45_numpy(drift, t0, t1, x1, rtol, atol, what="probability-flow ODE"):
+    """Adaptive RK45 on ``dx/dt = drift(t, x)`` for an (n, d) numpy state.
+
+    scipy's ``RK45`` stepper, stepped directly so that only the current state is kept.
+    Returns the state at ``t1``, the accepted steps and the right-hand-side evaluations.
+    """
+    shape = x1.shape
+
+    def rhs(t, y):
+        out = drift(t, y.reshape(shape)).ravel()
+        if not np.all(np.isfinite(out)):  # scipy's RK45 would loop forever on NaN
+            raise _NonFinite(f"non-finite right-hand side at t={t!r}")
+        return out
+
+    n_acc = 0
+    try:
+        stepper = RK45(rhs, t0, x1.ravel(), t1, rtol=rtol, atol=atol)
+        while stepper.status == "running":
+            message = stepper.step()
+            if stepper.status == "failed":
+                raise RuntimeError(f"{what} solver failed: {message}")
+            n_acc += 1
+    except _NonFinite as exc:
+        raise RuntimeError(f"{what} solver failed: {exc}") from None
+    return stepper.y.reshape(shape).copy(), n_acc, int(stepper.nfev)

@@ -10,7 +10,6 @@ import math
 import numbers
 
 import numpy as np
-from scipy.integrate import RK45
 
 from dasim.diffusion._kde_fixed_step import (
     _ODE_SOLVERS,
@@ -23,9 +22,9 @@ from dasim.diffusion._kde_sampler_utils import (
     _check_rng,
     _check_tolerance,
     _coefficients,
-    _NonFinite,
     _normalised_weights,
     _prepare,
+    _rk45_numpy,
     _start,
     _torch_setup,
 )
@@ -264,36 +263,21 @@ def sample_ode(
         info["start_std"] = std
         return out, info
     t0, t1 = float(schedule.t_start), float(schedule.t_end)
-    d = X.shape[1]
     if backend == "numpy":
         cen = _Centres(X, log_w, score_dtype)
         tile = _numpy_tile(n, cen.C0.shape[0], chunk_size, memory_budget)
 
-        def rhs(t, y):
+        def drift(t, x):
             mu, sbar2, f, g2 = _coefficients(schedule, t)
-            x = y.reshape(n, d)
             s = _score_logp_prepared(x, mu, sbar2, cen, tile, True, False)[0]
-            out = (f * x - 0.5 * g2 * s).ravel()
-            if not np.all(np.isfinite(out)):  # scipy's RK45 would loop forever on NaN
-                raise _NonFinite(f"non-finite right-hand side at t={t!r}")
-            return out
+            return f * x - 0.5 * g2 * s
 
-        n_acc = 0
-        try:
-            stepper = RK45(rhs, t0, x1.ravel(), t1, rtol=rtol, atol=atol)
-            while stepper.status == "running":
-                message = stepper.step()
-                if stepper.status == "failed":
-                    raise RuntimeError(f"probability-flow ODE solver failed: {message}")
-                n_acc += 1
-        except _NonFinite as exc:
-            raise RuntimeError(f"probability-flow ODE solver failed: {exc}") from None
-        out = stepper.y.reshape(n, d).copy()
+        out, n_acc, nfev = _rk45_numpy(drift, t0, t1, x1, rtol, atol)
         info = {
             "sampler": "ode",
             "solver": "rk45",
             "n_steps": n_acc,
-            "nfev": int(stepper.nfev),
+            "nfev": nfev,
             "success": True,
             "message": "The solver successfully reached the end of the integration interval.",
         }

@@ -40,6 +40,7 @@ import math
 import numpy as np
 from scipy.special import logsumexp
 
+from ._kde_kernel import _whitening
 from .kde import _check_log_weights, _check_matrix
 
 __all__ = ["JointKernel"]
@@ -130,13 +131,7 @@ class JointKernel:
         self.log_w = log_w - logsumexp(log_w)
         cov = h2 * cxx - self.gain @ (h2 * cxh.T)
         self.cov = 0.5 * (cov + cov.T)
-        evals, evecs = np.linalg.eigh(self.cov)
-        top = max(float(evals[-1]), 0.0)
-        keep = evals > rank_rtol * top if top > 0 else np.zeros_like(evals, dtype=bool)
-        root = np.sqrt(evals[keep])
-        self.rank = int(keep.sum())
-        self.sqrt_cov = evecs[:, keep] * root
-        self.whiten = (evecs[:, keep] / root).T
+        self.sqrt_cov, self.whiten, self.rank = _whitening(self.cov, rank_rtol)
         self.centre = self.means.mean(axis=0)
         self.bandwidth, self.shrink_factor = h, a
 

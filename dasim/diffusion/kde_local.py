@@ -57,16 +57,15 @@ from __future__ import annotations
 import numbers
 
 import numpy as np
-from scipy.integrate import RK45
 
 from ._kde_core import check_score_dtype
 from ._kde_local_core import _check_taper, _rows_per_chunk, _score_logp, _StateTaper
+from ._kde_sampler_utils import _rk45_numpy
 from .kde import _check_matrix, _is_tensor
 from .kde_sampling import (
     _check_n_steps,
     _check_rng,
     _fixed_step_flow,
-    _NonFinite,
     _torch_setup,
     default_ode_steps,
     ode_sigma_grid,
@@ -494,23 +493,5 @@ def _rk45(score, schedule, x1, rtol, atol, backend):
         if not info["success"]:
             raise RuntimeError(f"localised probability-flow ODE failed: {info['message']}")
         return out, info
-    shape = x1.shape
-
-    def rhs(t, y):
-        out = drift(t, y.reshape(shape)).ravel()
-        if not np.all(np.isfinite(out)):
-            raise _NonFinite(f"non-finite right-hand side at t={t!r}")
-        return out
-
-    n_acc = 0
-    try:
-        stepper = RK45(rhs, t0, x1.ravel(), t1, rtol=rtol, atol=atol)
-        while stepper.status == "running":
-            message = stepper.step()
-            if stepper.status == "failed":
-                raise RuntimeError(f"localised probability-flow ODE failed: {message}")
-            n_acc += 1
-    except _NonFinite as exc:
-        raise RuntimeError(f"localised probability-flow ODE failed: {exc}") from None
-    info = {"n_steps": n_acc, "nfev": int(stepper.nfev), "success": True, "message": ""}
-    return stepper.y.reshape(shape).copy(), info
+    out, n_acc, nfev = _rk45_numpy(drift, t0, t1, x1, rtol, atol, "localised probability-flow ODE")
+    return out, {"n_steps": n_acc, "nfev": nfev, "success": True, "message": ""}
