@@ -206,3 +206,44 @@ def test_default_filter_tracks_lorenz96_arctan_where_the_paper_configuration_doe
             rmse[name] = np.inf
     assert rmse["default"] < 1.5 * rmse["enkf"]
     assert rmse["paper"] > 5 * rmse["default"]
+
+
+@pytest.mark.parametrize(
+    ("params", "match"),
+    [
+        ({"inflation": 0.9}, "inflation must be at least 1"),
+        ({"inflation": np.nan}, "inflation"),
+        ({"kernel": "joint", "likelihood": "simulated"}, "kernel='joint' needs likelihood"),
+        ({"kernel": "joint", "bandwidth_x": 1.0}, "below 1 with shrink"),
+        ({"shrink": "yes"}, "shrink must be a bool or None"),
+        ({"kernel": "isotropic", "shrink": True}, "shrink=True needs"),
+        ({"score_dtype": "float16"}, "score_dtype"),
+    ],
+)
+def test_bad_joint_and_default_parameters_fail_in_fit(params, match):
+    X = np.random.default_rng(0).normal(size=(20, 2))
+    with pytest.raises((ValueError, TypeError), match=match):
+        KDEDiffusionFilter(device="numpy", **params).fit(X)
+
+
+def test_joint_kernel_with_missing_components_and_full_noise_covariance():
+    """A full R is conditioned on as is; NaN observations drop out of the conditioning."""
+    rng, X, H, y = _ensemble(4)
+    R = np.array([[0.5, 0.2], [0.2, 0.8]])
+    k = JointKernel(X, H, y, R, 0.6)
+    assert np.all(np.isfinite(k.means)) and k.rank == X.shape[1]
+    one = JointKernel(X, H[:, :1], y[:1], np.array([0.7]), 0.6)
+    assert one.gain.shape == (X.shape[1], 1)
+    # through the filter: a partly observed cycle conditions on the observed components
+    from dasim.datasets import make_twin_experiment
+    from dasim.models import Lorenz63
+
+    model = Lorenz63(steps_per_cycle=10, process_noise=0.1)
+    obs = ObservationModel("identity", noise_std=np.eye(3) + 0.2)
+    Xt, yt = make_twin_experiment(model, obs, 8, random_state=0, process_noise=False)
+    yt[2, 1] = np.nan
+    yt[4] = np.nan
+    ds = KDEDiffusionFilter(model, obs, n_members=30, device="numpy", random_state=0)
+    ds = ds.fit(Xt).assimilate(yt)
+    assert np.isfinite(ds["analysis"]).all()
+    assert np.isfinite(float(ds["ess"][2])) and np.isnan(float(ds["ess"][4]))
