@@ -119,17 +119,9 @@ def local_analysis(filt, forecast, y, predicted, sigma_x, rng):
 def _flow(filt, ensemble, L, sigma_x, rng):
     """Sample the localised KDE conditional with local log-weights ``L``."""
     from ..diffusion.kde_local import sample_ode_local
-    from ..diffusion.kde_sampling import default_sigma_max
     from ..diffusion.schedules import make_schedule
 
-    if filt.sigma_max is None:
-        sigma_max = default_sigma_max(ensemble, sigma_x)
-    else:
-        sigma_max = float(filt.sigma_max)
-        if sigma_max <= sigma_x:
-            raise ValueError(
-                f"sigma_max={sigma_max} must exceed the state bandwidth sigma_x={sigma_x}."
-            )
+    sigma_max = filt._state_sigma_max(ensemble, sigma_x)
     schedule = make_schedule(
         filt.schedule, sigma_x=sigma_x, sigma_max=sigma_max, beta_max=filt.beta_max
     )

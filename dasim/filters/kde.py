@@ -499,20 +499,32 @@ default=None
         }
         return analysis, None, diag
 
-    def _draw(self, forecast, log_w, sigma_x, rng):
-        """One draw of the KDE conditional with log-weights ``log_w`` (any sampler)."""
-        from ..diffusion.kde_sampling import default_sigma_max, kde_analysis
+    def _state_sigma_max(self, ensemble, sigma_x):
+        """``sigma_max`` in state units: the given one (checked) or the default rule."""
+        from ..diffusion.kde_sampling import default_sigma_max
 
-        if self.kernel == "covariance":
+        if self.sigma_max is None:
+            return default_sigma_max(ensemble, sigma_x)
+        sigma_max = float(self.sigma_max)
+        if sigma_max <= sigma_x:
+            raise ValueError(
+                f"sigma_max={sigma_max} must exceed the state bandwidth sigma_x={sigma_x}."
+            )
+        return sigma_max
+
+    def _draw(self, forecast, log_w, sigma_x, rng, kernel=None):
+        """One draw of the KDE conditional with log-weights ``log_w`` (any sampler).
+
+        ``kernel`` overrides ``self.kernel`` (the joint kernel samples its whitened
+        conditional mixture with the isotropic kernel).
+        """
+        from ..diffusion.kde_sampling import kde_analysis
+
+        kernel = self.kernel if kernel is None else kernel
+        if kernel == "covariance":
             sigma_max = self.sigma_max  # in whitened units; None: chosen by kde_analysis
-        elif self.sigma_max is None:
-            sigma_max = default_sigma_max(forecast, sigma_x)
         else:
-            sigma_max = float(self.sigma_max)
-            if sigma_max <= sigma_x:
-                raise ValueError(
-                    f"sigma_max={sigma_max} must exceed the state bandwidth sigma_x={sigma_x}."
-                )
+            sigma_max = self._state_sigma_max(forecast, sigma_x)
         torch_backend = self.device_ != "numpy"
         return kde_analysis(
             forecast,
@@ -529,8 +541,8 @@ default=None
             backend="torch" if torch_backend else "numpy",
             device=self.device_ if torch_backend else None,
             chunk_size=self.chunk_size,
-            kernel=self.kernel,
-            shrink=self._shrink,
+            kernel=kernel,
+            shrink=self._shrink and kernel == "covariance",
             ode_solver=self.ode_solver,
             ode_steps=self.ode_steps,
             score_dtype=self.score_dtype,
