@@ -45,6 +45,7 @@ PUBLIC_MODULES = [
     "dasim.diffusion.kde",
     "dasim.diffusion.kde_sampling",
     "dasim.diffusion.kde_local",
+    "dasim.diffusion.kde_transport",
     "dasim.diffusion.kde_joint",
     "dasim.diffusion.schedules",
     "dasim.diffusion.vpsde",

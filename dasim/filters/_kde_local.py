@@ -127,6 +127,21 @@ def _flow(filt, ensemble, L, sigma_x, rng):
     )
     centres = shrink_local(ensemble, L, sigma_x) if filt._shrink else ensemble
     mean = centres.mean(axis=0)
+    if filt.flow_start == "members":
+        from ..diffusion.kde_transport import transport_ode_local
+
+        out, info = transport_ode_local(
+            centres - mean,
+            L,
+            filt._taper_xx,
+            schedule,
+            ensemble - mean,
+            solver=filt.ode_solver,
+            n_steps=filt.ode_steps,
+            chunk_size=filt.chunk_size,
+            score_dtype=filt.score_dtype,
+        )
+        return out + mean, info
     torch_backend = filt.device_ != "numpy"
     out, info = sample_ode_local(
         centres - mean,

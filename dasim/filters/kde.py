@@ -208,6 +208,17 @@ default=None
         at least 1 (1: none), as the EnKF's ``inflation``: it compensates the spread a
         small ensemble loses to sampling error, mostly with ``kernel="joint"`` in many
         dimensions.
+    kalman_fraction : float, default=0.0
+        Fraction ``gamma`` in ``[0, 1)`` of the likelihood assimilated first by a
+        square-root Kalman step (ETKF; LETKF with ``localization_radius``) with noise
+        ``R / gamma``; the KDE analysis then assimilates ``p(y | x)^(1 - gamma)`` from its
+        ensemble (the ensemble Kalman particle filter's split, Frei and Kuensch 2013).
+    flow_start : {"noise", "members"}, default="noise"
+        Start of the localised analysis' flow: fresh noise (a new random draw, the
+        paper's sampler), or the forecast members encoded by the unweighted KDE's forward
+        flow, so that each member is moved deterministically, not at all where the
+        weights are uniform (:mod:`dasim.diffusion.kde_transport`). ``"members"`` needs
+        ``localization_radius`` and a fixed-step ``ode_solver``; numpy float64.
 
     Attributes
     ----------
@@ -304,6 +315,8 @@ default=None
         state_coordinates=None,
         score_dtype="float64",
         inflation=1.0,
+        kalman_fraction=0.0,
+        flow_start="noise",
     ):
         self.model = model
         self.observation = observation
@@ -335,6 +348,8 @@ default=None
         self.state_coordinates = state_coordinates
         self.score_dtype = score_dtype
         self.inflation = inflation
+        self.kalman_fraction = kalman_fraction
+        self.flow_start = flow_start
 
     @property
     def _shrink(self):
@@ -373,6 +388,9 @@ default=None
             raise ValueError(
                 f"inflation must be at least 1 (1 means no inflation), got {self.inflation!r}."
             )
+        kf = self.kalman_fraction
+        if isinstance(kf, bool) or not isinstance(kf, numbers.Real) or not 0 <= kf < 1:
+            raise ValueError(f"kalman_fraction must be in [0, 1), got {kf!r}.")
         et = self.ess_target
         if isinstance(et, bool) or not isinstance(et, numbers.Real) or not 0 < et <= 1:
             raise ValueError(f"ess_target must be in (0, 1], got {et!r}.")
@@ -392,6 +410,7 @@ default=None
             ("sampler", ("ode", "sde", "mixture")),
             ("likelihood", ("simulated", "known")),
             ("ode_solver", ("rk45", "heun", "ab2", "ab3")),
+            ("flow_start", ("noise", "members")),
         ]:
             if getattr(self, name) not in options:
                 raise ValueError(f"{name} must be one of {options}, got {getattr(self, name)!r}.")
@@ -425,6 +444,13 @@ default=None
                         f"localization_radius needs {name}={need!r} (the localised analysis "
                         f"is the probability flow of the localised score), got {value!r}."
                     )
+        if self.flow_start == "members" and (
+            self.localization_radius is None or self.ode_solver == "rk45"
+        ):
+            raise ValueError(
+                "flow_start='members' needs localization_radius and a fixed-step ode_solver, "
+                f"got {self.localization_radius!r} and {self.ode_solver!r}."
+            )
         self.device_ = self._resolve_device()
 
     def _resolve_device(self):
@@ -462,9 +488,25 @@ default=None
             mean = forecast.mean(axis=0)
             forecast = mean + self.inflation * (forecast - mean)
             predicted = self.observation_.apply(forecast)
+        gamma = float(self.kalman_fraction)
+        if gamma == 0.0:
+            if self.inflation != 1.0:
+                loglik = self.observation_._log_likelihood(
+                    y, predicted, self._noise_std, self._noise_cov
+                )
+            return self._kde_analysis(forecast, y, predicted, loglik, rng)
+        from ._kde_kalman import kalman_step, tempered_noise
+
+        forecast = kalman_step(self, forecast, y, predicted, gamma)
+        predicted = self.observation_.apply(forecast)
+        with tempered_noise(self, 1.0 - gamma):
             loglik = self.observation_._log_likelihood(
                 y, predicted, self._noise_std, self._noise_cov
             )
+            return self._kde_analysis(forecast, y, predicted, loglik, rng)
+
+    def _kde_analysis(self, forecast, y, predicted, loglik, rng):
+        """The KDE analysis proper (after inflation and any Kalman stage)."""
         covariance = self.kernel != "isotropic"
         if covariance:
             sigma_x = _relative_bandwidth(self.bandwidth_x, *forecast.shape)
