@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from .._torch import import_torch
 from ._base import WindowedAssimilator
 from ._inputs import _check_float
-from ._runtime import _import_torch
 
 __all__ = ["SDAAssimilator"]
 
@@ -274,7 +274,7 @@ class SDAAssimilator(WindowedAssimilator):
         callables = [o for o in self.observations_ if callable(o.operator)]
         if not callables:
             return
-        torch = _import_torch(type(self).__name__)
+        torch = import_torch(type(self).__name__)
         n_state = X.shape[-1]
         probe = np.resize(X.reshape(-1, n_state), (6, n_state)).reshape(2, 3, n_state)
         for obs in callables:

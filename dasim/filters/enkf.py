@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import numpy as np
-from scipy.linalg import solve_triangular
 
+from .._noise import GaussianNoise
 from .._validation import check_positive
 from ._base import SequentialFilter, fill_shared_doc
 from ._localisation import LocalisedMixin
@@ -186,14 +186,11 @@ default=None
         n = hx.shape[0]
         with np.errstate(over="ignore", invalid="ignore"):
             cov = np.atleast_2d(np.cov(hx, rowvar=False)) if n > 1 else 0.0
-        cov = cov + self._noise_cov[np.ix_(mask, mask)]
+        cov = cov + self._obs_noise.marginal(mask).covariance
         if not np.all(np.isfinite(cov)):
             return -np.inf
-        chol = np.linalg.cholesky(cov)
-        white = np.linalg.solve(chol, y[mask] - hx.mean(axis=0))
-        return float(
-            -0.5 * (white @ white + mask.sum() * np.log(2 * np.pi)) - np.sum(np.log(np.diag(chol)))
-        )
+        predictive = GaussianNoise(covariance=cov, name="predictive")
+        return float(predictive.log_density(y[mask] - hx.mean(axis=0)))
 
     def _analysis(self, forecast, y, predicted, loglik, log_weights, rng):
         analysis, _ = self._transform(forecast, y, predicted, rng)
@@ -224,19 +221,8 @@ default=None
         mask = ~np.isnan(y)
         yo = y[mask]
         hx = predicted[:, mask]
-        std, cov = self._noise_std, self._noise_cov
-        if std is not None:
-            std = std[mask]
-
-            def whiten(v):  # R^{-1/2} v, rows of v
-                return v / std
-
-        else:
-            cov = cov[np.ix_(mask, mask)]
-            chol = np.linalg.cholesky(cov)
-
-            def whiten(v):
-                return solve_triangular(chol, v.T, lower=True).T
+        noise = self._obs_noise.marginal(mask)
+        whiten = noise.whiten  # R^{-1/2} v, rows of v
 
         xbar = states.mean(axis=0)
         anom = (states - xbar) / np.sqrt(n - 1)
@@ -257,13 +243,10 @@ default=None
             if self._taper_xy is None:
                 analysis = states + _gain_increments(yw, whiten(yo - hx) + pert, anom)
             else:
-                if std is not None:
-                    cov = np.diag(std**2)
-                    chol = np.diag(std)
                 yr = (hx - ybar) / np.sqrt(n - 1)
                 cxy = (anom.T @ yr) * self._taper_xy[:, mask]
-                cyy = (yr.T @ yr) * self._taper_yy[np.ix_(mask, mask)] + cov
-                innov = yo - hx + pert @ chol.T
+                cyy = (yr.T @ yr) * self._taper_yy[np.ix_(mask, mask)] + noise.covariance
+                innov = yo - hx + noise.colour(pert)
                 analysis = forecast + np.linalg.solve(cyy, innov.T).T @ cxy.T
         past_analysis = None
         if past is not None:

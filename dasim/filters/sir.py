@@ -7,6 +7,7 @@ import numbers
 import numpy as np
 
 from .._math import logsumexp
+from .._stats import effective_sample_size, scott_factor
 from .._validation import check_positive
 from ._base import SequentialFilter, fill_shared_doc
 from ._resampling import RESAMPLING_METHODS, resample
@@ -147,7 +148,7 @@ default="systematic"
     def _analysis(self, forecast, y, predicted, loglik, log_weights, rng):
         logw = log_weights + loglik
         logw = logw - logsumexp(logw)
-        ess = 1.0 / np.sum(np.exp(2.0 * logw))
+        ess = effective_sample_size(logw)
         # The analysis is the weighted particle set; resampling (and jitter) happens in
         # _before_forecast, so it adds no noise to this cycle's estimate (as DAPPER).
         resample_next = ess < self.ess_threshold * forecast.shape[0]
@@ -179,7 +180,7 @@ default="systematic"
             cov = (anom.T * wc) @ anom / (1.0 - np.sum(wc**2))
             evals, evecs = np.linalg.eigh(cov)
             root = evecs * np.sqrt(np.clip(evals, 0.0, None))
-            scale = self.jitter * n ** (-1.0 / (d + 4))
+            scale = self.jitter * scott_factor(n, d)
             if self.jitter_duplicates_only:
                 # idx is sorted: every copy of a particle drawn more than once is jittered.
                 same = idx[1:] == idx[:-1]

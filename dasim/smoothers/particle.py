@@ -24,14 +24,14 @@ from __future__ import annotations
 import numbers
 
 import numpy as np
-from scipy.linalg import solve_triangular
 
 from .._math import logsumexp
+from .._random import as_generator
+from .._stats import effective_sample_size
 from .._validation import check_positive_int
 from ..filters._resampling import resample
 from ..filters.sir import SIRFilter
 from ..models import as_model
-from ..models._base import _as_generator
 
 __all__ = ["ParticleSmoother", "bootstrap_smoother"]
 
@@ -300,17 +300,7 @@ default="systematic"
         """
         n_times, n, d = particles.shape
         model = self.model_
-        kind, factor = _check_transition_noise(model, d)
-        if kind == "std":
-
-            def whiten(v):  # Q^{-1/2} v, rows of v
-                return v / factor
-
-        else:
-
-            def whiten(v):
-                return solve_triangular(factor, v.T, lower=True).T
-
+        whiten = _check_transition_noise(model, d).whiten  # Q^{-1/2} v, rows of v
         with np.errstate(divide="ignore"):
             log_w = np.log(weights)  # a weight that underflowed to 0 keeps probability 0
         index = np.empty((n_times, end.size), dtype=np.int64)
@@ -318,8 +308,7 @@ default="systematic"
         rows = max(1, _BLOCK // n)
         for t in range(n_times - 2, -1, -1):
             with np.errstate(over="ignore", invalid="ignore"):
-                label = t + 1 if times is None else times[t + 1]
-                mean = np.asarray(model._propagate_at(particles[t], label), dtype=np.float64)
+                mean = model.propagate(particles[t], time=t + 1 if times is None else times[t + 1])
             if mean.shape != particles[t].shape or not np.all(np.isfinite(mean)):
                 raise ValueError(
                     f"The noise-free forecast of the particles at cycle {t} is not finite "
@@ -344,7 +333,7 @@ default="systematic"
 
 
 def _check_transition_noise(model, n_state=None):
-    """The model's Gaussian transition noise as ``(kind, factor)``; refuse none or zero.
+    """The model's Gaussian transition noise (a GaussianNoise); refuse none or zero.
 
     Without ``n_state`` only the values of ``process_noise`` are checked (in
     ``_check_params``, before any work); with it, the resolved noise.
@@ -355,8 +344,8 @@ def _check_transition_noise(model, n_state=None):
         zero = arr is None or (arr.ndim <= 1 and bool(np.any(arr == 0)))
         noise = None
     else:
-        noise = model._noise(n_state)
-        zero = noise is None or (noise[0] == "std" and bool(np.any(noise[1] == 0)))
+        noise = model.noise_model(n_state)
+        zero = noise is None or bool(np.any(noise.std == 0))
     if zero:
         raise ValueError(
             "method='backward' needs the model's transition density, a Gaussian around "
@@ -476,7 +465,7 @@ def bootstrap_smoother(
             raise ValueError(f"{name} must be a positive integer, got {value!r}.")
     if not 0.0 <= float(ess_threshold) <= 1.0:
         raise ValueError(f"ess_threshold must be in [0, 1], got {ess_threshold!r}.")
-    rng = _as_generator(random_state)
+    rng = as_generator(random_state)
     n = int(n_particles)
     n_times = y.shape[0]
     x = np.asarray(initial(n, rng), dtype=np.float64)
@@ -499,7 +488,7 @@ def bootstrap_smoother(
             log_evidence += float(increment)
             log_w = joint - increment
             w = np.exp(log_w)
-            ess = 1.0 / np.sum(w**2)
+            ess = effective_sample_size(log_w)
             if ess < float(ess_threshold) * n or float(ess_threshold) == 1.0:
                 parent = resample(w / w.sum(), method="systematic", random_state=rng)
                 x = x[parent]
