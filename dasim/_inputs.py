@@ -7,11 +7,14 @@ default score (minus the time-mean CRPS). A low-level module: it imports
 
 from __future__ import annotations
 
+import inspect
+
 import numpy as np
 import xarray as xr
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 __all__ = [
+    "store_params",
     "validate_states",
     "check_states_finite",
     "transposed_hint",
@@ -158,3 +161,14 @@ def time_coordinate(y):
     if isinstance(y, xr.DataArray) and y.dims and y.dims[0] in y.coords:
         return np.asarray(y.coords[y.dims[0]])
     return None
+
+
+def store_params(estimator, values):
+    """Store each constructor argument as the attribute of the same name, unchanged.
+
+    scikit-learn's contract for ``__init__`` (which still lists every parameter, so
+    ``get_params`` sees them): ``store_params(self, locals())`` as its only statement.
+    """
+    for name in inspect.signature(type(estimator).__init__).parameters:
+        if name != "self":
+            setattr(estimator, name, values[name])

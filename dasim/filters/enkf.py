@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .._inputs import store_params
 from .._noise import GaussianNoise
 from .._validation import check_positive
 from ._base import SequentialFilter, fill_shared_doc
@@ -45,11 +46,7 @@ class EnKF(LocalisedMixin, SequentialFilter):
 
     Parameters
     ----------
-    model : DynamicalModel, callable or None, default=None
-        The dynamics; ``None`` is a persistence model with noise learned in ``fit``.
-    observation : ObservationModel or None, default=None
-        Observation operator and noise; ``None`` observes the first ``y.shape[1]``
-        components with noise learned in ``fit``.
+    %(model_params)s
     n_members : int, default=100
         Ensemble size (at least 2).
     variant : {"sqrt", "stochastic"}, default="sqrt"
@@ -83,34 +80,13 @@ default=None
 
     Attributes
     ----------
-    model_ : DynamicalModel
-        The resolved dynamical model.
-    observation_ : ObservationModel
-        The resolved observation model.
-    n_obs_ : int
-        Number of observed components.
-    n_features_in_ : int
-        State dimension.
-    climatology_ : ndarray of shape (n_times, n_state)
-        Training states defining the climatological prior.
-    climatology_kernel_ : ndarray of shape (n_state, n_state)
-        Square-root kernel covariance of the prior KDE.
+    %(fitted_attrs)s
     state_coordinates_ : Coordinates
         The resolved locations of the state components.
     observation_coordinates_ : Coordinates or None
         The resolved locations of the observations (``None`` for a callable operator
         without ``coordinates``: such observations cannot be localised).
-    process_noise_ : ndarray of shape (n_state,)
-        With ``noise="mle"`` and ``model=None``: the learned standard deviations of the
-        persistence model's increments (also in ``model_``).
-    noise_std_ : ndarray of shape (n_obs,)
-        With ``noise="mle"`` and ``observation=None``: the learned observation noise
-        standard deviations (also in ``observation_``).
-    log_evidence_ : float
-        With ``noise="mle"``: the maximised log-evidence, summed over the cycles after
-        the first observed one.
-    n_iter_ : int
-        With ``noise="mle"``: iterations of the optimiser.
+    %(mle_attrs)s
 
     See Also
     --------
@@ -146,18 +122,7 @@ default=None
         noise="moments",
         forecast_first=True,
     ):
-        self.model = model
-        self.observation = observation
-        self.n_members = n_members
-        self.variant = variant
-        self.inflation = inflation
-        self.localization_radius = localization_radius
-        self.rotate = rotate
-        self.periodic = periodic
-        self.state_coordinates = state_coordinates
-        self.random_state = random_state
-        self.noise = noise
-        self.forecast_first = forecast_first
+        store_params(self, locals())
 
     def _check_params(self):
         if self.variant not in ("sqrt", "stochastic"):

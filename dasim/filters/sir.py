@@ -6,6 +6,7 @@ import numbers
 
 import numpy as np
 
+from .._inputs import store_params
 from .._math import logsumexp
 from .._stats import effective_sample_size, scott_factor
 from .._validation import check_positive
@@ -37,11 +38,7 @@ class SIRFilter(SequentialFilter):
 
     Parameters
     ----------
-    model : DynamicalModel, callable or None, default=None
-        The dynamics; ``None`` is a persistence model with noise learned in ``fit``.
-    observation : ObservationModel or None, default=None
-        Observation operator and noise; ``None`` observes the first ``y.shape[1]``
-        components with noise learned in ``fit``.
+    %(model_params)s
     n_members : int, default=1000
         Number of particles (at least 2).
     resampling : {"systematic", "stratified", "residual", "multinomial"}, \
@@ -62,29 +59,8 @@ default="systematic"
 
     Attributes
     ----------
-    model_ : DynamicalModel
-        The resolved dynamical model.
-    observation_ : ObservationModel
-        The resolved observation model.
-    n_obs_ : int
-        Number of observed components.
-    n_features_in_ : int
-        State dimension.
-    climatology_ : ndarray of shape (n_times, n_state)
-        Training states defining the climatological prior.
-    climatology_kernel_ : ndarray of shape (n_state, n_state)
-        Square-root kernel covariance of the prior KDE.
-    process_noise_ : ndarray of shape (n_state,)
-        With ``noise="mle"`` and ``model=None``: the learned standard deviations of the
-        persistence model's increments (also in ``model_``).
-    noise_std_ : ndarray of shape (n_obs,)
-        With ``noise="mle"`` and ``observation=None``: the learned observation noise
-        standard deviations (also in ``observation_``).
-    log_evidence_ : float
-        With ``noise="mle"``: the maximised log-evidence, summed over the cycles after
-        the first observed one.
-    n_iter_ : int
-        With ``noise="mle"``: iterations of the optimiser.
+    %(fitted_attrs)s
+    %(mle_attrs)s
 
     See Also
     --------
@@ -120,16 +96,7 @@ default="systematic"
         noise="moments",
         forecast_first=True,
     ):
-        self.model = model
-        self.observation = observation
-        self.n_members = n_members
-        self.resampling = resampling
-        self.ess_threshold = ess_threshold
-        self.jitter = jitter
-        self.jitter_duplicates_only = jitter_duplicates_only
-        self.random_state = random_state
-        self.noise = noise
-        self.forecast_first = forecast_first
+        store_params(self, locals())
 
     def _check_params(self):
         if self.resampling not in RESAMPLING_METHODS:

@@ -25,10 +25,12 @@ import numbers
 
 import numpy as np
 
+from .._inputs import store_params
 from .._math import logsumexp
 from .._random import as_generator
 from .._stats import effective_sample_size
 from .._validation import check_positive_int
+from ..filters._params import fill_shared_doc
 from ..filters._resampling import resample
 from ..filters.sir import SIRFilter
 from ..models import as_model
@@ -41,6 +43,7 @@ METHODS = ("ancestry", "backward")
 _BLOCK = 2**20
 
 
+@fill_shared_doc
 class ParticleSmoother(SIRFilter):
     """Bootstrap particle smoother: the SIR filter, then whole trajectories.
 
@@ -71,11 +74,7 @@ class ParticleSmoother(SIRFilter):
 
     Parameters
     ----------
-    model : DynamicalModel, callable or None, default=None
-        The dynamics; ``None`` is a persistence model with noise learned in ``fit``.
-    observation : ObservationModel or None, default=None
-        Observation operator and noise; ``None`` observes the first ``y.shape[1]``
-        components with noise learned in ``fit``.
+    %(model_params)s
     n_members : int, default=1000
         Number of particles of the forward filter (at least 2).
     resampling : {"systematic", "stratified", "residual", "multinomial"}, \
@@ -105,18 +104,7 @@ default="systematic"
 
     Attributes
     ----------
-    model_ : DynamicalModel
-        The resolved dynamical model.
-    observation_ : ObservationModel
-        The resolved observation model.
-    n_obs_ : int
-        Number of observed components.
-    n_features_in_ : int
-        State dimension.
-    climatology_ : ndarray of shape (n_times, n_state)
-        Training states defining the climatological prior.
-    climatology_kernel_ : ndarray of shape (n_state, n_state)
-        Square-root kernel covariance of the prior KDE.
+    %(fitted_attrs)s
 
     See Also
     --------
@@ -167,18 +155,7 @@ default="systematic"
         method="ancestry",
         n_trajectories=None,
     ):
-        self.model = model
-        self.observation = observation
-        self.n_members = n_members
-        self.resampling = resampling
-        self.ess_threshold = ess_threshold
-        self.jitter = jitter
-        self.jitter_duplicates_only = jitter_duplicates_only
-        self.random_state = random_state
-        self.noise = noise
-        self.forecast_first = forecast_first
-        self.method = method
-        self.n_trajectories = n_trajectories
+        store_params(self, locals())
 
     def _check_params(self):
         super()._check_params()
