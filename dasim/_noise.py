@@ -282,7 +282,7 @@ class GaussianNoise:
 
         Returns
         -------
-        ndarray of shape (*size, dim)
+        ndarray of shape size + (dim,)
             Draws from ``N(0, C)``.
         """
         from ._random import as_generator

@@ -1,7 +1,7 @@
 """Small statistics shared by the filters, smoothers and samplers.
 
 The effective sample size of importance weights and the Gaussian-kernel bandwidth
-factors (Scott's and Silverman's rules). A low-level module: it imports only
+factor (Scott's rule). A low-level module: it imports only
 :mod:`dasim._math`.
 """
 
@@ -11,7 +11,7 @@ import numpy as np
 
 from ._math import logsumexp
 
-__all__ = ["effective_sample_size", "scott_factor", "silverman_factor"]
+__all__ = ["effective_sample_size", "scott_factor"]
 
 
 def effective_sample_size(log_w, *, name="log_w"):
@@ -57,21 +57,3 @@ def scott_factor(n, d):
         The factor that multiplies the data's standard deviation (or covariance root).
     """
     return float(n ** (-1.0 / (d + 4)))
-
-
-def silverman_factor(n, d):
-    """Silverman's bandwidth factor ``(4 / (d + 2)) ** (1 / (d + 4)) * n ** (-1 / (d + 4))``.
-
-    Parameters
-    ----------
-    n : int or float
-        Number of points (or effective number).
-    d : int
-        Dimension.
-
-    Returns
-    -------
-    float
-        The factor.
-    """
-    return float((4.0 / (d + 2)) ** (1.0 / (d + 4)) * n ** (-1.0 / (d + 4)))
