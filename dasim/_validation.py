@@ -143,31 +143,10 @@ def check_noise(noise, dim, name):
     cov : ndarray of shape (dim, dim)
         The covariance matrix.
     """
-    arr = np.asarray(noise, dtype=np.float64) if noise is not None else None
-    if arr is None or arr.dtype == object:
-        raise TypeError(f"{name} must be a number, a vector or a matrix, got {noise!r}.")
-    if not np.all(np.isfinite(arr)):
-        raise ValueError(f"{name} must be finite, got {noise!r}.")
-    if arr.ndim == 0 or arr.ndim == 1:
-        std = np.broadcast_to(arr, (dim,)).astype(np.float64) if arr.ndim == 0 else arr
-        if std.shape != (dim,):
-            raise ValueError(f"{name} has {std.shape[0]} entries but the dimension is {dim}.")
-        if np.any(std <= 0):
-            raise ValueError(f"{name} must be positive, got {noise!r}.")
-        return std.copy(), np.diag(std**2)
-    if arr.ndim == 2:
-        if arr.shape != (dim, dim):
-            raise ValueError(f"{name} must be a ({dim}, {dim}) covariance, got {arr.shape}.")
-        if not np.allclose(arr, arr.T, rtol=1e-10, atol=1e-12):
-            raise ValueError(f"{name} covariance must be symmetric.")
-        try:
-            np.linalg.cholesky(arr)
-        except np.linalg.LinAlgError as exc:
-            raise ValueError(f"{name} covariance must be positive definite.") from exc
-        diag = np.diag(arr)
-        is_diag = np.count_nonzero(arr - np.diag(diag)) == 0
-        return (np.sqrt(diag) if is_diag else None), arr.copy()
-    raise ValueError(f"{name} must be a scalar, a vector or a matrix, got shape {arr.shape}.")
+    from ._noise import GaussianNoise
+
+    resolved = GaussianNoise.from_spec(noise, dim, name)
+    return (resolved.std if resolved.is_diagonal else None), resolved.covariance
 
 
 def check_torch_device(device, torch, name="device", types=("cpu", "cuda", "mps")):

@@ -15,17 +15,12 @@ from sklearn.base import BaseEstimator, clone
 from sklearn.preprocessing import StandardScaler
 from sklearn.utils.validation import check_is_fitted, validate_data
 
+from ._inputs import check_burn_in, named_validation, neg_crps, score_inputs
 from ._provenance import attr_value
 from ._validation import check_array_finite
 from .assimilators._base import WindowedAssimilator
 from .exceptions import AssimilationError
-from .filters._base import (
-    SequentialFilter,
-    _check_burn_in,
-    _named_validation,
-    _neg_crps,
-    _score_inputs,
-)
+from .filters._base import SequentialFilter
 from .models import DynamicalModel, as_model
 from .observations import ObservationModel
 
@@ -43,26 +38,25 @@ class _TransformedModel(DynamicalModel):
     def n_state(self):
         return self.model.n_state
 
-    def forecast(self, ensemble, random_state=None, *, time=None):
-        x = self.transformer.inverse_transform(np.atleast_2d(ensemble))
-        return self.transformer.transform(self.model.forecast(x, random_state, time=time))
-
-    def _check_params(self):
-        self.model._check_params()
-
-    def _forecast_checked(self, ensemble, rng, noise, time=None):
+    def forecast(self, ensemble, random_state=None, *, time=None, check_input=True):
         # The model noise is the wrapped model's own, in physical units.
-        x = self.transformer.inverse_transform(ensemble)
-        inner = self.model._noise(x.shape[-1])
-        return self.transformer.transform(self.model._forecast_checked(x, rng, inner, time))
+        x = self.transformer.inverse_transform(np.atleast_2d(ensemble))
+        out = self.model.forecast(x, random_state, time=time, check_input=check_input)
+        return self.transformer.transform(out)
+
+    def validate(self, n_state=None):
+        self.model.validate(n_state)
+        return self
+
+    def noise_model(self, n_state):
+        return None  # the wrapped model adds its noise, in physical units
 
     def _propagate(self, ensemble):
-        x = self.transformer.inverse_transform(ensemble)
-        return self.transformer.transform(self.model._propagate(x))
+        return self._propagate_at(ensemble, None)
 
     def _propagate_at(self, ensemble, time):
         x = self.transformer.inverse_transform(ensemble)
-        return self.transformer.transform(self.model._propagate_at(x, time))
+        return self.transformer.transform(self.model.propagate(x, time=time))
 
 
 class _InverseThenObserve:
@@ -204,21 +198,20 @@ class TransformedStateFilter(BaseEstimator):
             )
         if isinstance(filt, WindowedAssimilator):
             return self._fit_learned(filt, trans, X, y)
-        X = _named_validation("X", validate_data, self, X, dtype=np.float64, ensure_min_samples=2)
+        X = named_validation("X", validate_data, self, X, dtype=np.float64, ensure_min_samples=2)
         self.transformer_ = clone(trans).fit(X)
         Z = self.transformer_.transform(X)
         filt = clone(filt)
         params = {}
         if filt.model is not None:
             inner = as_model(filt.model)
-            inner._check_params()
-            inner._noise(X.shape[1])  # process_noise is in physical units, checked here
+            inner.validate(X.shape[1])  # process_noise is in physical units, checked here
             params["model"] = _TransformedModel(inner, self.transformer_)
         if filt.observation is not None:
             obs = filt.observation
             if isinstance(obs, ObservationModel):
                 # Checked (and a callable probed) on the physical states, before wrapping.
-                obs._validate(X.shape[1], X)
+                obs.validate(X.shape[1], X)
             params["observation"] = ObservationModel(
                 _InverseThenObserve(obs, self.transformer_), noise_std=obs.noise_std
             )
@@ -242,7 +235,7 @@ class TransformedStateFilter(BaseEstimator):
             X = check_array_finite(X, "X", ndim=3)
             self.n_features_in_ = X.shape[-1]
         else:
-            X = _named_validation("X", validate_data, self, X, dtype=np.float64)
+            X = named_validation("X", validate_data, self, X, dtype=np.float64)
         n_state = X.shape[-1]
         flat = X.reshape(-1, n_state)
         self.transformer_ = clone(trans).fit(flat)
@@ -409,9 +402,9 @@ class TransformedStateFilter(BaseEstimator):
             Greater is better.
         """
         check_is_fitted(self)
-        X, y = _score_inputs(self, X, y, self.filter_._check_obs)
-        burn_in = _check_burn_in(burn_in, y.shape[0])
+        X, y = score_inputs(self, X, y, self.filter_._check_obs)
+        burn_in = check_burn_in(burn_in, y.shape[0])
         learned = isinstance(self.filter_, WindowedAssimilator)
         ds = self.assimilate(y) if learned else self.assimilate(y, keep_forecast=False)
         w = ds["weights"].values if "weights" in ds else None
-        return _neg_crps(X, ds["analysis"].values, w, burn_in=burn_in)
+        return neg_crps(X, ds["analysis"].values, w, burn_in=burn_in)

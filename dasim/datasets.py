@@ -8,8 +8,8 @@ from importlib import resources
 import numpy as np
 import xarray as xr
 
+from ._random import as_generator
 from .models import as_model
-from .models._base import _as_generator
 from .observations import ObservationModel
 
 __all__ = ["make_twin_experiment", "load_nile"]
@@ -64,7 +64,7 @@ def make_twin_experiment(
     model = as_model(model)
     if not isinstance(observation, ObservationModel):
         raise TypeError(f"observation must be an ObservationModel, got {observation!r}.")
-    rng = _as_generator(random_state)
+    rng = as_generator(random_state)
     X = model.simulate(
         n_times, random_state=rng, initial_state=initial_state, process_noise=process_noise
     )

@@ -35,20 +35,25 @@ import xarray as xr
 from sklearn.base import BaseEstimator
 from sklearn.utils.validation import check_is_fitted
 
+from .._inputs import check_burn_in, neg_crps, score_inputs, time_coordinate
+from .._noise import GaussianNoise
 from .._provenance import attr_value, device_label, estimator_attrs, seed_source
-from ..filters._base import _check_burn_in, _neg_crps, _score_inputs, _time_coordinate
+from .._random import seed_from, torch_generator
+from .._torch import import_torch, resolve_device
 from ._inputs import _check_float, _check_int, _ObservationInputs
 from ._runtime import (
     _check_n_threads,
     _default_n_threads,
     _gaussian_skip_class,
-    _import_torch,
-    _resolve_device,
-    _seed_from,
     _torch_threads,
 )
 
 __all__ = ["WindowedAssimilator"]
+
+_NO_NUMPY = (
+    "device='numpy' is for KDEDiffusionFilter only; the learned assimilators need "
+    "torch: use device='auto', 'cpu' or 'cuda'."
+)
 
 
 class WindowedAssimilator(_ObservationInputs, BaseEstimator):
@@ -149,8 +154,8 @@ class WindowedAssimilator(_ObservationInputs, BaseEstimator):
         """
         self._validate_params()
         X, y = self._validate_training_data(X, y)
-        torch = _import_torch(type(self).__name__)
-        self.device_ = _resolve_device(self.device, torch)
+        torch = import_torch(type(self).__name__)
+        self.device_ = resolve_device(self.device, numpy=_NO_NUMPY)
         n_traj, n_times, n_state = X.shape
         k = int(self.window)
         if n_times < 2 * k + 1:
@@ -175,7 +180,7 @@ class WindowedAssimilator(_ObservationInputs, BaseEstimator):
 
         from ..diffusion.training import train_eps_model
 
-        seed = _seed_from(self.random_state)
+        seed = seed_from(self.random_state)
         self.training_seed_ = seed  # recorded in the attrs of every result
         self.net_config_ = {
             "n_state": int(feats.shape[-1]),
@@ -239,7 +244,7 @@ class WindowedAssimilator(_ObservationInputs, BaseEstimator):
         n_samples = _check_int(n_samples, "n_samples", 1)
         k = int(self.window)
         n_times = 2 * k + 1 if n_times is None else _check_int(n_times, "n_times", 2 * k + 1)
-        torch = _import_torch(type(self).__name__)
+        torch = import_torch(type(self).__name__)
         gen = self._generator(torch, random_state)
         with _torch_threads(torch, self._n_threads()):
             z = self._sampler(torch).sample(
@@ -307,10 +312,10 @@ class WindowedAssimilator(_ObservationInputs, BaseEstimator):
         float
             ``-mean_t CRPS_t`` over ``t >= burn_in`` (greater is better).
         """
-        X, y = _score_inputs(self, X, y, self._check_obs)
-        burn_in = _check_burn_in(burn_in, y.shape[0])
+        X, y = score_inputs(self, X, y, self._check_obs)
+        burn_in = check_burn_in(burn_in, y.shape[0])
         ds = self._assimilate(y, random_state=None, n_members=None)
-        return _neg_crps(X, ds["analysis"].values, burn_in=burn_in)
+        return neg_crps(X, ds["analysis"].values, burn_in=burn_in)
 
     # ------------------------------------------------------------------ torch internals
     def _build_net(self, torch):
@@ -353,9 +358,7 @@ class WindowedAssimilator(_ObservationInputs, BaseEstimator):
 
     def _generator(self, torch, random_state):
         rs = self.random_state if random_state is None else random_state
-        gen = torch.Generator(device=self.device_)
-        gen.manual_seed(_seed_from(rs))
-        return gen
+        return torch_generator(rs, self.device_, torch)
 
     def _to_physical(self, z):
         """Physical states (numpy float64) from normalised network samples."""
@@ -370,15 +373,15 @@ class WindowedAssimilator(_ObservationInputs, BaseEstimator):
 
     def _assimilate(self, y, *, random_state, n_members, **kwargs):
         check_is_fitted(self)
-        time_coord = _time_coordinate(y)
+        time_coord = time_coordinate(y)
         y = self._check_obs(y)
         n_members = self.n_members if n_members is None else n_members
         n_members = _check_int(n_members, "n_members", 1)
         n_threads = self._n_threads()
         self._check_units(y)
-        torch = _import_torch(type(self).__name__)
+        torch = import_torch(type(self).__name__)
         rs = self.random_state if random_state is None else random_state
-        seed = _seed_from(rs)  # recorded, so the run can be repeated
+        seed = seed_from(rs)  # recorded, so the run can be repeated
         gen = self._generator(torch, seed)
         schedule = self._schedule(torch)
         n_times = y.shape[0]
@@ -414,11 +417,10 @@ class WindowedAssimilator(_ObservationInputs, BaseEstimator):
         observed = ~np.isnan(y)  # (time, n_obs)
         n_obs_t = observed.sum(axis=1)
         resid = np.where(observed[:, None, :], pred - np.nan_to_num(y)[:, None, :], 0.0)
-        white = resid / self.obs_std_
         with np.errstate(invalid="ignore", divide="ignore"):
             rms = np.sqrt((resid**2).sum(axis=(1, 2)) / (n_obs_t * analysis.shape[1]))
-        const = np.where(observed, np.log(2 * np.pi * self.obs_std_**2), 0.0).sum(axis=1)
-        loglik = -0.5 * ((white**2).sum(axis=2).mean(axis=1) + const)
+        noise = GaussianNoise(std=self.obs_std_, name="noise_std")
+        loglik = noise.log_density(resid, observed=observed[:, None, :]).mean(axis=1)
         return {
             "obs_residual": np.where(n_obs_t > 0, rms, np.nan),
             "log_likelihood": loglik,
@@ -448,7 +450,7 @@ class WindowedAssimilator(_ObservationInputs, BaseEstimator):
         for key, value in run.items():  # per-run options (e.g. SOAD's background)
             attrs[key] = attr_value(value)
         attrs["sampling_seconds"] = float(seconds)
-        attrs["torch_version"] = _import_torch(type(self).__name__).__version__
+        attrs["torch_version"] = import_torch(type(self).__name__).__version__
         return xr.Dataset(data, coords=coords, attrs=attrs)
 
     # ------------------------------------------------------------------ pickling
@@ -467,7 +469,7 @@ class WindowedAssimilator(_ObservationInputs, BaseEstimator):
         super().__setstate__(state)
         if weights is None:
             return
-        torch = _import_torch(type(self).__name__)
+        torch = import_torch(type(self).__name__)
         net = self._build_net(torch)
         net.load_state_dict({k: v.to("cpu") for k, v in weights.items()})
         device = str(getattr(self, "device_", "cpu"))

@@ -11,9 +11,9 @@ import numpy as np
 from sklearn.base import clone
 from sklearn.utils.validation import validate_data
 
-from .._validation import check_array_finite, check_noise
+from .._inputs import check_states_finite, named_validation, validate_states
+from .._validation import check_array_finite
 from ..exceptions import UnitsWarning
-from ..filters._base import _check_states_finite, _named_validation, _validate_states
 from ..observations import ObservationModel
 
 
@@ -61,7 +61,7 @@ class _ObservationInputs:
             except (TypeError, ValueError):
                 X3 = None  # check_array_finite below says what is wrong
             if X3 is not None:
-                _check_states_finite(X3)
+                check_states_finite(X3)
             X = check_array_finite(X, "X", ndim=3)
             self.n_features_in_ = X.shape[-1]
             if y is not None:
@@ -75,9 +75,9 @@ class _ObservationInputs:
                     )
             return X, y
         if y is None:
-            X = _validate_states(self, X)
+            X = validate_states(self, X)
         else:
-            X, y = _named_validation(
+            X, y = named_validation(
                 "X",
                 validate_data,
                 self,
@@ -88,7 +88,7 @@ class _ObservationInputs:
                     {"dtype": np.float64, "ensure_2d": False, "ensure_all_finite": "allow-nan"},
                 ),
             )
-            _check_states_finite(X)
+            check_states_finite(X)
             y = np.asarray(y, dtype=np.float64)
             if y.ndim == 1:
                 y = y[:, None]
@@ -149,14 +149,14 @@ class _ObservationInputs:
         for j, obs in enumerate(observations):
             # Every parameter checked against n_state; a callable probed on states of X,
             # arranged (n_members, n_times, n_state) as the sampler calls it.
-            n = obs._validate(n_state, X, data="X", lead_ndim=2)
-            std, _ = check_noise(obs.noise_std, n, "observation.noise_std")
-            if std is None:
+            n = obs.validate(n_state, X, data="X", lead_ndim=2)
+            noise = obs.noise_model(n)
+            if not noise.is_diagonal:
                 raise ValueError(
                     f"observation[{j}].noise_std: {type(self).__name__} needs independent "
                     "(diagonal) observation noise, got a full covariance matrix."
                 )
-            stds.append(std)
+            stds.append(noise.std)
             widths.append(n)
         self.observations_ = observations
         self.observation_ = observations[0] if len(observations) == 1 else observations

@@ -1,5 +1,6 @@
-"""Torch at run time for the learned assimilators: the lazy import, the device, the
-thread count, seeds and the gaussian-skip kernel wrapper.
+"""Torch at run time for the learned assimilators: the thread count and the gaussian-skip
+kernel wrapper (the lazy import and the device are :mod:`dasim._torch`'s, seeds
+:mod:`dasim._random`'s).
 
 Everything here takes the ``torch`` module as an argument or imports it lazily, so that
 importing :mod:`dasim.assimilators` works without torch.
@@ -8,36 +9,11 @@ importing :mod:`dasim.assimilators` works without torch.
 from __future__ import annotations
 
 import contextlib
-import numbers
 import threading
 
 import numpy as np
-from sklearn.utils import check_random_state
 
-from .._validation import check_torch_device
 from ._inputs import _check_int
-
-_TORCH_HINT = "{name} needs PyTorch, which is not installed: pip install dasim[torch]"
-
-
-def _import_torch(name):
-    """Import torch or raise an ImportError that says how to install it."""
-    try:
-        import torch
-    except ImportError as exc:  # pragma: no cover - exercised only without torch
-        raise ImportError(_TORCH_HINT.format(name=name)) from exc
-    return torch
-
-
-def _resolve_device(device, torch):
-    if device == "auto" or device is None:
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device == "numpy":
-        raise ValueError(
-            "device='numpy' is for KDEDiffusionFilter only; the learned assimilators need "
-            "torch: use device='auto', 'cpu' or 'cuda'."
-        )
-    return check_torch_device(device, torch, "device")
 
 
 def _default_n_threads():
@@ -87,15 +63,6 @@ def _torch_threads(torch, n_threads):
                 if torch.get_num_threads() != _THREADS_STATE["previous"]:
                     torch.set_num_threads(_THREADS_STATE["previous"])
                 _THREADS_STATE["previous"] = None
-
-
-def _seed_from(random_state):
-    """A 63-bit integer seed drawn from an int / RandomState / Generator / None."""
-    if isinstance(random_state, numbers.Integral) and not isinstance(random_state, bool):
-        return int(random_state) % (2**63)
-    if isinstance(random_state, np.random.Generator):
-        return int(random_state.integers(0, 2**63 - 1))
-    return int(check_random_state(random_state).randint(0, 2**31 - 1))
 
 
 _SKIP_CLASS = []

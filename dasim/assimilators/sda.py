@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 
+from .._inputs import store_params
+from .._torch import import_torch
 from ._base import WindowedAssimilator
 from ._inputs import _check_float
-from ._runtime import _import_torch
 
 __all__ = ["SDAAssimilator"]
 
@@ -229,31 +230,7 @@ class SDAAssimilator(WindowedAssimilator):
         step_size="sample",
         n_threads=None,
     ):
-        self.observation = observation
-        self.n_members = n_members
-        self.window = window
-        self.n_epochs = n_epochs
-        self.gamma = gamma
-        self.n_steps = n_steps
-        self.n_corrections = n_corrections
-        self.tau = tau
-        self.step_size = step_size
-        self.device = device
-        self.random_state = random_state
-        self.gamma_units = gamma_units
-        self.width = width
-        self.depth = depth
-        self.kernel = kernel
-        self.batch_size = batch_size
-        self.learning_rate = learning_rate
-        self.weight_decay = weight_decay
-        self.epoch_size = epoch_size
-        self.validation_fraction = validation_fraction
-        self.patience = patience
-        self.gaussian_skip = gaussian_skip
-        self.detach = detach
-        self.progress = progress
-        self.n_threads = n_threads
+        store_params(self, locals())
 
     def _check_extra_params(self):
         _check_float(self.gamma, "gamma", strict=False)
@@ -274,7 +251,7 @@ class SDAAssimilator(WindowedAssimilator):
         callables = [o for o in self.observations_ if callable(o.operator)]
         if not callables:
             return
-        torch = _import_torch(type(self).__name__)
+        torch = import_torch(type(self).__name__)
         n_state = X.shape[-1]
         probe = np.resize(X.reshape(-1, n_state), (6, n_state)).reshape(2, 3, n_state)
         for obs in callables:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .._inputs import store_params
 from .._validation import check_array_finite
 from ._base import WindowedAssimilator
 from ._inputs import _check_float
@@ -186,32 +187,7 @@ class SOADAssimilator(WindowedAssimilator):
         step_size="sample",
         n_threads=None,
     ):
-        self.observation = observation
-        self.n_members = n_members
-        self.window = window
-        self.n_epochs = n_epochs
-        self.n_steps = n_steps
-        self.n_corrections = n_corrections
-        self.tau = tau
-        self.step_size = step_size
-        self.device = device
-        self.random_state = random_state
-        self.sigma_x = sigma_x
-        self.clip = clip
-        self.refresh_score_in_corrector = refresh_score_in_corrector
-        self.fdc = fdc
-        self.width = width
-        self.depth = depth
-        self.kernel = kernel
-        self.batch_size = batch_size
-        self.learning_rate = learning_rate
-        self.weight_decay = weight_decay
-        self.epoch_size = epoch_size
-        self.validation_fraction = validation_fraction
-        self.patience = patience
-        self.gaussian_skip = gaussian_skip
-        self.progress = progress
-        self.n_threads = n_threads
+        store_params(self, locals())
 
     def _check_extra_params(self):
         _check_float(self.sigma_x, "sigma_x")

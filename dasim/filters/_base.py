@@ -19,25 +19,24 @@ from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted
 from tqdm.auto import tqdm
 
+from .._inputs import (
+    check_burn_in,
+    check_model,
+    neg_crps,
+    score_inputs,
+    time_coordinate,
+    transposed_hint,
+    validate_states,
+)
 from .._math import logsumexp
 from .._provenance import attr_value, device_label, estimator_attrs, seeded_rng
+from .._random import as_generator
+from .._stats import scott_factor
 from .._threads import pinned_blas
-from .._validation import check_array_finite, check_n_members, check_noise
+from .._validation import check_array_finite, check_n_members
 from ..exceptions import AssimilationError
 from ..models import DynamicalModel, Persistence, as_model
-from ..models._base import _as_generator
 from ..observations import ObservationModel
-from ._inputs import (
-    _check_burn_in,
-    _check_model,
-    _neg_crps,
-    _score_inputs,
-    _time_coordinate,
-    _transposed_hint,
-    _validate_states,
-)
-from ._inputs import _check_states_finite as _check_states_finite  # for assimilators
-from ._inputs import _named_validation as _named_validation  # for assimilators, compose
 from ._noise_mle import check_noise_param, fit_noise_mle
 from ._params import _check_forecast_first
 from ._params import fill_shared_doc as fill_shared_doc  # for the filters' modules
@@ -151,14 +150,14 @@ class SequentialFilter(BaseEstimator):
         """
         self._validate_common()
         self._check_params()
-        labels = _time_coordinate(X if y is None else y)  # for a time-dependent model
-        X = _validate_states(self, X, ensure_min_samples=2)
+        labels = time_coordinate(X if y is None else y)  # for a time-dependent model
+        X = validate_states(self, X, ensure_min_samples=2)
         if y is not None:
             y = self._as_2d_obs(check_array_finite(y, "y", ndim=(1, 2), allow_nan=True), "y")
             if y.shape[0] != X.shape[0]:
                 raise ValueError(
                     f"X and y must have the same number of rows, got {X.shape[0]} and "
-                    f"{y.shape[0]}.{_transposed_hint(X)}"
+                    f"{y.shape[0]}.{transposed_hint(X)}"
                 )
         n_state = X.shape[1]
 
@@ -169,7 +168,7 @@ class SequentialFilter(BaseEstimator):
             self.model_ = Persistence(process_noise=q)
         else:
             self.model_ = copy.deepcopy(as_model(self.model))
-            _check_model(self.model_, X)
+            check_model(self.model_, X)
 
         # The observation model: given, or the identity with noise learned from y - X.
         if self.observation is None:
@@ -196,9 +195,9 @@ class SequentialFilter(BaseEstimator):
             self.observation_ = copy.deepcopy(self.observation)
         # Every observation parameter checked against n_state; a callable probed on X.
         try:
-            self.n_obs_ = self.observation_._validate(n_state, X)
+            self.n_obs_ = self.observation_.validate(n_state, X)
         except ValueError as exc:
-            hint = _transposed_hint(X)
+            hint = transposed_hint(X)
             if not hint:
                 raise
             raise ValueError(f"{str(exc).rstrip('.')}.{hint}") from exc
@@ -212,7 +211,7 @@ class SequentialFilter(BaseEstimator):
         self.climatology_ = X.copy()
         cov = np.atleast_2d(np.cov(X, rowvar=False))
         evals, evecs = np.linalg.eigh(cov)
-        factor = X.shape[0] ** (-1.0 / (n_state + 4))
+        factor = scott_factor(X.shape[0], n_state)
         self.climatology_kernel_ = factor * evecs * np.sqrt(np.clip(evals, 0.0, None))
         if getattr(self, "noise", "moments") == "mle":  # see _noise_mle.py
             fit_noise_mle(self, X if y is None else y, times=labels)
@@ -307,7 +306,7 @@ class SequentialFilter(BaseEstimator):
         for name, flag in (("keep_forecast", keep_forecast), ("progress", progress)):
             if not isinstance(flag, bool | np.bool_):
                 raise TypeError(f"{name} must be a bool, got {flag!r}.")
-        time = _time_coordinate(y)
+        time = time_coordinate(y)
         y = self._check_obs(y)
         rng, seed, seed_source = seeded_rng(random_state, self.random_state)
         init = self._initial(initial_ensemble, rng)
@@ -359,12 +358,12 @@ class SequentialFilter(BaseEstimator):
         float
             ``-mean_t CRPS_t`` over ``t >= burn_in`` (greater is better).
         """
-        time = _time_coordinate(y)  # the labels a time-dependent model sees
-        X, y = _score_inputs(self, X, y, self._check_obs)
-        burn_in = _check_burn_in(burn_in, y.shape[0])
+        time = time_coordinate(y)  # the labels a time-dependent model sees
+        X, y = score_inputs(self, X, y, self._check_obs)
+        burn_in = check_burn_in(burn_in, y.shape[0])
         rng = self._rng(None)
         out = self._run(y, self._initial(None, rng), rng, keep_forecast=False, times=time)
-        return _neg_crps(X, out["analysis"], out.get("weights"), burn_in=burn_in)
+        return neg_crps(X, out["analysis"], out.get("weights"), burn_in=burn_in)
 
     # ------------------------------------------------------------------ internals
     def _rng(self, random_state):
@@ -373,7 +372,7 @@ class SequentialFilter(BaseEstimator):
             return rs
         if isinstance(rs, numbers.Integral) and not isinstance(rs, bool):
             return np.random.default_rng(int(rs))
-        return _as_generator(check_random_state(rs))
+        return as_generator(check_random_state(rs))
 
     @property
     def _n_members(self):
@@ -426,13 +425,13 @@ class SequentialFilter(BaseEstimator):
         log_evidence = np.full(n_times, np.nan)  # NaN: an unobserved cycle has no evidence
         diags = {name: np.full(n_times, np.nan) for name in self._diagnostics}
         # Resolved once per run: the loop below must not re-validate the noise each cycle.
-        self._noise_std, self._noise_cov = check_noise(
-            self.observation_.noise_std, self.n_obs_, "noise_std"
-        )
+        self._obs_noise = self.observation_.noise_model(self.n_obs_)
+        # (std, cov) of the observation noise, for the KDE filter's modules.
+        self._noise_std = self._obs_noise.std if self._obs_noise.is_diagonal else None
+        self._noise_cov = self._obs_noise.covariance
         self._start_run(n_members, n_state)
         model = self.model_
-        model._check_params()
-        noise = model._noise(n_state)
+        model.validate(n_state)
         # forecast_first=False: the initial ensemble is the prior at the time of y[0].
         first = 0 if _check_forecast_first(getattr(self, "forecast_first", True)) else 1
 
@@ -465,8 +464,11 @@ class SequentialFilter(BaseEstimator):
                 if log_weights is not None:
                     ensemble, log_weights = self._before_forecast(ensemble, log_weights, rng)
                 try:
-                    ensemble = model._forecast_checked(
-                        ensemble, rng, noise, k if times is None else times[k]
+                    ensemble = model.forecast(
+                        ensemble,
+                        rng,
+                        time=k if times is None else times[k],
+                        check_input=False,
                     )
                 except Exception as exc:
                     raise failure(k, f"Forecast failed at cycle {k}: {_describe(exc)}") from exc
@@ -487,11 +489,7 @@ class SequentialFilter(BaseEstimator):
                         "for some forecast members",
                     )
                 loglik = (
-                    self.observation_._log_likelihood(
-                        yk, predicted, self._noise_std, self._noise_cov
-                    )
-                    if self._needs_loglik
-                    else None
+                    self._obs_noise.log_likelihood(yk, predicted) if self._needs_loglik else None
                 )
                 log_evidence[k] = self._log_evidence(yk, predicted, loglik, log_weights)
                 if not np.isfinite(log_evidence[k]):

@@ -26,10 +26,60 @@ SHARED_PARAMS_DOC = """    noise : {"moments", "mle"}, default="moments"
 """
 
 
+#: The ``model`` and ``observation`` entries of every sequential filter and smoother.
+MODEL_PARAMS_DOC = """    model : DynamicalModel, callable or None, default=None
+        The dynamics; ``None`` is a persistence model with noise learned in ``fit``.
+    observation : ObservationModel or None, default=None
+        Observation operator and noise; ``None`` observes the first ``y.shape[1]``
+        components with noise learned in ``fit``.
+"""
+
+#: The fitted attributes every sequential filter and smoother has.
+FITTED_ATTRS_DOC = """    model_ : DynamicalModel
+        The resolved dynamical model.
+    observation_ : ObservationModel
+        The resolved observation model.
+    n_obs_ : int
+        Number of observed components.
+    n_features_in_ : int
+        State dimension.
+    climatology_ : ndarray of shape (n_times, n_state)
+        Training states defining the climatological prior.
+    climatology_kernel_ : ndarray of shape (n_state, n_state)
+        Square-root kernel covariance of the prior KDE.
+"""
+
+#: The fitted attributes of ``noise="mle"``.
+MLE_ATTRS_DOC = """    process_noise_ : ndarray of shape (n_state,)
+        With ``noise="mle"`` and ``model=None``: the learned standard deviations of the
+        persistence model's increments (also in ``model_``).
+    noise_std_ : ndarray of shape (n_obs,)
+        With ``noise="mle"`` and ``observation=None``: the learned observation noise
+        standard deviations (also in ``observation_``).
+    log_evidence_ : float
+        With ``noise="mle"``: the maximised log-evidence, summed over the cycles after
+        the first observed one.
+    n_iter_ : int
+        With ``noise="mle"``: iterations of the optimiser.
+"""
+
+_FRAGMENTS = {
+    "noise_params": SHARED_PARAMS_DOC,
+    "model_params": MODEL_PARAMS_DOC,
+    "fitted_attrs": FITTED_ATTRS_DOC,
+    "mle_attrs": MLE_ATTRS_DOC,
+}
+
+
 def fill_shared_doc(cls):
-    """Class decorator: insert :data:`SHARED_PARAMS_DOC` into the class docstring."""
+    """Class decorator: insert the shared entries at ``%(<name>)s`` in the class docstring.
+
+    The fragments: ``noise_params`` (:data:`SHARED_PARAMS_DOC`), ``model_params``,
+    ``fitted_attrs`` and ``mle_attrs``.
+    """
     if cls.__doc__:  # None under python -OO
-        cls.__doc__ = cls.__doc__.replace("    %(noise_params)s\n", SHARED_PARAMS_DOC)
+        for key, text in _FRAGMENTS.items():
+            cls.__doc__ = cls.__doc__.replace(f"    %({key})s\n", text)
     return cls
 
 

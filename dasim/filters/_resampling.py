@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from .._random import as_generator
+
 __all__ = ["resample", "RESAMPLING_METHODS"]
 
 RESAMPLING_METHODS = ("systematic", "stratified", "residual", "multinomial")
@@ -43,8 +45,6 @@ def resample(weights, n=None, method="systematic", random_state=None):
     >>> resample([0.0, 1.0, 0.0], method="systematic", random_state=0).tolist()
     [1, 1, 1]
     """
-    from ..models._base import _as_generator
-
     w = np.asarray(weights, dtype=np.float64)
     if w.ndim != 1 or w.size == 0:
         raise ValueError(f"weights must be a non-empty 1-D array, got shape {w.shape}.")
@@ -58,7 +58,7 @@ def resample(weights, n=None, method="systematic", random_state=None):
     n = w.size if n is None else int(n)
     if n < 1:
         raise ValueError(f"n must be positive, got {n}.")
-    rng = _as_generator(random_state)
+    rng = as_generator(random_state)
     if method == "systematic":
         u = (rng.random() + np.arange(n)) / n
     elif method == "stratified":

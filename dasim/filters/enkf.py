@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import numpy as np
-from scipy.linalg import solve_triangular
 
+from .._inputs import store_params
+from .._noise import GaussianNoise
 from .._validation import check_positive
 from ._base import SequentialFilter, fill_shared_doc
 from ._localisation import LocalisedMixin
@@ -45,11 +46,7 @@ class EnKF(LocalisedMixin, SequentialFilter):
 
     Parameters
     ----------
-    model : DynamicalModel, callable or None, default=None
-        The dynamics; ``None`` is a persistence model with noise learned in ``fit``.
-    observation : ObservationModel or None, default=None
-        Observation operator and noise; ``None`` observes the first ``y.shape[1]``
-        components with noise learned in ``fit``.
+    %(model_params)s
     n_members : int, default=100
         Ensemble size (at least 2).
     variant : {"sqrt", "stochastic"}, default="sqrt"
@@ -83,34 +80,13 @@ default=None
 
     Attributes
     ----------
-    model_ : DynamicalModel
-        The resolved dynamical model.
-    observation_ : ObservationModel
-        The resolved observation model.
-    n_obs_ : int
-        Number of observed components.
-    n_features_in_ : int
-        State dimension.
-    climatology_ : ndarray of shape (n_times, n_state)
-        Training states defining the climatological prior.
-    climatology_kernel_ : ndarray of shape (n_state, n_state)
-        Square-root kernel covariance of the prior KDE.
+    %(fitted_attrs)s
     state_coordinates_ : Coordinates
         The resolved locations of the state components.
     observation_coordinates_ : Coordinates or None
         The resolved locations of the observations (``None`` for a callable operator
         without ``coordinates``: such observations cannot be localised).
-    process_noise_ : ndarray of shape (n_state,)
-        With ``noise="mle"`` and ``model=None``: the learned standard deviations of the
-        persistence model's increments (also in ``model_``).
-    noise_std_ : ndarray of shape (n_obs,)
-        With ``noise="mle"`` and ``observation=None``: the learned observation noise
-        standard deviations (also in ``observation_``).
-    log_evidence_ : float
-        With ``noise="mle"``: the maximised log-evidence, summed over the cycles after
-        the first observed one.
-    n_iter_ : int
-        With ``noise="mle"``: iterations of the optimiser.
+    %(mle_attrs)s
 
     See Also
     --------
@@ -146,18 +122,7 @@ default=None
         noise="moments",
         forecast_first=True,
     ):
-        self.model = model
-        self.observation = observation
-        self.n_members = n_members
-        self.variant = variant
-        self.inflation = inflation
-        self.localization_radius = localization_radius
-        self.rotate = rotate
-        self.periodic = periodic
-        self.state_coordinates = state_coordinates
-        self.random_state = random_state
-        self.noise = noise
-        self.forecast_first = forecast_first
+        store_params(self, locals())
 
     def _check_params(self):
         if self.variant not in ("sqrt", "stochastic"):
@@ -186,14 +151,11 @@ default=None
         n = hx.shape[0]
         with np.errstate(over="ignore", invalid="ignore"):
             cov = np.atleast_2d(np.cov(hx, rowvar=False)) if n > 1 else 0.0
-        cov = cov + self._noise_cov[np.ix_(mask, mask)]
+        cov = cov + self._obs_noise.marginal(mask).covariance
         if not np.all(np.isfinite(cov)):
             return -np.inf
-        chol = np.linalg.cholesky(cov)
-        white = np.linalg.solve(chol, y[mask] - hx.mean(axis=0))
-        return float(
-            -0.5 * (white @ white + mask.sum() * np.log(2 * np.pi)) - np.sum(np.log(np.diag(chol)))
-        )
+        predictive = GaussianNoise(covariance=cov, name="predictive")
+        return float(predictive.log_density(y[mask] - hx.mean(axis=0)))
 
     def _analysis(self, forecast, y, predicted, loglik, log_weights, rng):
         analysis, _ = self._transform(forecast, y, predicted, rng)
@@ -224,19 +186,8 @@ default=None
         mask = ~np.isnan(y)
         yo = y[mask]
         hx = predicted[:, mask]
-        std, cov = self._noise_std, self._noise_cov
-        if std is not None:
-            std = std[mask]
-
-            def whiten(v):  # R^{-1/2} v, rows of v
-                return v / std
-
-        else:
-            cov = cov[np.ix_(mask, mask)]
-            chol = np.linalg.cholesky(cov)
-
-            def whiten(v):
-                return solve_triangular(chol, v.T, lower=True).T
+        noise = self._obs_noise.marginal(mask)
+        whiten = noise.whiten  # R^{-1/2} v, rows of v
 
         xbar = states.mean(axis=0)
         anom = (states - xbar) / np.sqrt(n - 1)
@@ -257,13 +208,10 @@ default=None
             if self._taper_xy is None:
                 analysis = states + _gain_increments(yw, whiten(yo - hx) + pert, anom)
             else:
-                if std is not None:
-                    cov = np.diag(std**2)
-                    chol = np.diag(std)
                 yr = (hx - ybar) / np.sqrt(n - 1)
                 cxy = (anom.T @ yr) * self._taper_xy[:, mask]
-                cyy = (yr.T @ yr) * self._taper_yy[np.ix_(mask, mask)] + cov
-                innov = yo - hx + pert @ chol.T
+                cyy = (yr.T @ yr) * self._taper_yy[np.ix_(mask, mask)] + noise.covariance
+                innov = yo - hx + noise.colour(pert)
                 analysis = forecast + np.linalg.solve(cyy, innov.T).T @ cxy.T
         past_analysis = None
         if past is not None:

@@ -7,7 +7,8 @@ import warnings
 
 import numpy as np
 
-from .._validation import check_positive, check_torch_device
+from .._torch import resolve_device
+from .._validation import check_positive
 from ..exceptions import WeightCollapseWarning
 from ._base import SequentialFilter, fill_shared_doc
 from ._kde_global import (
@@ -457,20 +458,8 @@ default=None
         dev = self.device
         if not isinstance(dev, str):
             raise TypeError(f"device must be a string, got {dev!r}.")
-        if dev == "numpy":
-            return "numpy"
-        try:
-            import torch
-        except ImportError:
-            if dev == "auto":
-                return "numpy"
-            raise ImportError(
-                f"device={dev!r} needs torch: pip install dasim[torch] (or use device='numpy')."
-            ) from None
-        if dev == "auto":
-            return "cuda" if torch.cuda.is_available() else "numpy"
         # float64 throughout, so no MPS; checked here, in fit, not at the first cycle.
-        return check_torch_device(dev, torch, "device", types=("cpu", "cuda"))
+        return resolve_device(dev, fallback="numpy", types=("cpu", "cuda"))
 
     def _start_run(self, n_members, n_state):
         tapers = self._tapers(("xy", "xx"))

@@ -6,7 +6,9 @@ import numbers
 
 import numpy as np
 
+from .._inputs import store_params
 from .._math import logsumexp
+from .._stats import effective_sample_size, scott_factor
 from .._validation import check_positive
 from ._base import SequentialFilter, fill_shared_doc
 from ._resampling import RESAMPLING_METHODS, resample
@@ -36,11 +38,7 @@ class SIRFilter(SequentialFilter):
 
     Parameters
     ----------
-    model : DynamicalModel, callable or None, default=None
-        The dynamics; ``None`` is a persistence model with noise learned in ``fit``.
-    observation : ObservationModel or None, default=None
-        Observation operator and noise; ``None`` observes the first ``y.shape[1]``
-        components with noise learned in ``fit``.
+    %(model_params)s
     n_members : int, default=1000
         Number of particles (at least 2).
     resampling : {"systematic", "stratified", "residual", "multinomial"}, \
@@ -61,29 +59,8 @@ default="systematic"
 
     Attributes
     ----------
-    model_ : DynamicalModel
-        The resolved dynamical model.
-    observation_ : ObservationModel
-        The resolved observation model.
-    n_obs_ : int
-        Number of observed components.
-    n_features_in_ : int
-        State dimension.
-    climatology_ : ndarray of shape (n_times, n_state)
-        Training states defining the climatological prior.
-    climatology_kernel_ : ndarray of shape (n_state, n_state)
-        Square-root kernel covariance of the prior KDE.
-    process_noise_ : ndarray of shape (n_state,)
-        With ``noise="mle"`` and ``model=None``: the learned standard deviations of the
-        persistence model's increments (also in ``model_``).
-    noise_std_ : ndarray of shape (n_obs,)
-        With ``noise="mle"`` and ``observation=None``: the learned observation noise
-        standard deviations (also in ``observation_``).
-    log_evidence_ : float
-        With ``noise="mle"``: the maximised log-evidence, summed over the cycles after
-        the first observed one.
-    n_iter_ : int
-        With ``noise="mle"``: iterations of the optimiser.
+    %(fitted_attrs)s
+    %(mle_attrs)s
 
     See Also
     --------
@@ -119,16 +96,7 @@ default="systematic"
         noise="moments",
         forecast_first=True,
     ):
-        self.model = model
-        self.observation = observation
-        self.n_members = n_members
-        self.resampling = resampling
-        self.ess_threshold = ess_threshold
-        self.jitter = jitter
-        self.jitter_duplicates_only = jitter_duplicates_only
-        self.random_state = random_state
-        self.noise = noise
-        self.forecast_first = forecast_first
+        store_params(self, locals())
 
     def _check_params(self):
         if self.resampling not in RESAMPLING_METHODS:
@@ -147,7 +115,7 @@ default="systematic"
     def _analysis(self, forecast, y, predicted, loglik, log_weights, rng):
         logw = log_weights + loglik
         logw = logw - logsumexp(logw)
-        ess = 1.0 / np.sum(np.exp(2.0 * logw))
+        ess = effective_sample_size(logw)
         # The analysis is the weighted particle set; resampling (and jitter) happens in
         # _before_forecast, so it adds no noise to this cycle's estimate (as DAPPER).
         resample_next = ess < self.ess_threshold * forecast.shape[0]
@@ -179,7 +147,7 @@ default="systematic"
             cov = (anom.T * wc) @ anom / (1.0 - np.sum(wc**2))
             evals, evecs = np.linalg.eigh(cov)
             root = evecs * np.sqrt(np.clip(evals, 0.0, None))
-            scale = self.jitter * n ** (-1.0 / (d + 4))
+            scale = self.jitter * scott_factor(n, d)
             if self.jitter_duplicates_only:
                 # idx is sorted: every copy of a particle drawn more than once is jittered.
                 same = idx[1:] == idx[:-1]

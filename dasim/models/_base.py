@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import numpy as np
 from sklearn.base import BaseEstimator
-from sklearn.utils import check_random_state
 
-from .._validation import check_array_finite, check_noise, check_positive
+from .._noise import GaussianNoise, cached_noise
+from .._random import as_generator
+from .._validation import check_array_finite, check_positive
 
 _CLIMATOLOGY_CACHE = {}
 
@@ -96,7 +97,7 @@ class DynamicalModel(BaseEstimator):
             f"{type(self).__name__} has no climatology; pass an initial state or ensemble."
         )
 
-    # -- public API --------------------------------------------------------------------
+    # -- the contract the estimators use ---------------------------------------------
     def _check_ensemble(self, ensemble, name="ensemble"):
         arr = check_array_finite(ensemble, name, ndim=(1, 2))
         n_state = self.n_state
@@ -107,26 +108,56 @@ class DynamicalModel(BaseEstimator):
             )
         return arr
 
-    def _noise(self, n_state):
-        """Resolve ``process_noise`` to ``None`` (no noise) or a (kind, factor) pair."""
+    def _check_params(self):
+        """Validate the parameters; subclasses extend it (see :meth:`validate`)."""
+        if self.n_state is not None:
+            self.noise_model(self.n_state)
+            return
+        # Without a fixed dimension only the values can be checked here; the shape is
+        # checked against the ensemble when the noise is resolved (noise_model).
         q = getattr(self, "process_noise", 0.0)
-        if q is None:
-            return None
-        arr = np.asarray(q, dtype=np.float64)
-        if arr.ndim == 0:
-            check_positive(float(arr), "process_noise", allow_zero=True)
-            return None if arr == 0 else ("std", np.full(n_state, float(arr)))
-        if arr.ndim == 1 and np.all(arr == 0):
-            return None
-        if arr.ndim == 1:
-            check_positive(arr, "process_noise", allow_zero=True, allow_array=True)
-            if arr.shape != (n_state,):
-                raise ValueError(
-                    f"process_noise has {arr.shape[0]} entries but the state has {n_state}."
-                )
-            return ("std", arr)
-        _, cov = check_noise(arr, n_state, "process_noise")
-        return ("chol", np.linalg.cholesky(cov))
+        if q is not None and np.ndim(q) <= 1:
+            check_positive(q, "process_noise", allow_zero=True, allow_array=True)
+
+    def validate(self, n_state=None):
+        """Check every parameter, before any work.
+
+        Parameters
+        ----------
+        n_state : int, optional
+            The state dimension: ``process_noise`` is then checked against it too.
+
+        Returns
+        -------
+        self : DynamicalModel
+            The model (unchanged).
+
+        Raises
+        ------
+        ValueError or TypeError
+            Naming the parameter that is wrong.
+        """
+        self._check_params()
+        if n_state is not None:
+            self.noise_model(n_state)
+        return self
+
+    def noise_model(self, n_state):
+        """The Gaussian model noise added once per cycle, resolved from ``process_noise``.
+
+        Parameters
+        ----------
+        n_state : int
+            The state dimension.
+
+        Returns
+        -------
+        GaussianNoise or None
+            ``None`` when the model has no noise (``process_noise`` zero or None). A
+            vector ``process_noise`` may hold zeros (components without noise).
+        """
+        q = getattr(self, "process_noise", 0.0)
+        return cached_noise(self, q, n_state, _resolve_process_noise)
 
     def add_noise(self, ensemble, random_state=None):
         """Add one cycle of Gaussian model noise ``N(0, Q)`` to an ensemble.
@@ -144,46 +175,34 @@ class DynamicalModel(BaseEstimator):
             The perturbed states (a new array).
         """
         ensemble = np.asarray(ensemble, dtype=np.float64)
-        noise = self._noise(ensemble.shape[-1])
+        noise = self.noise_model(ensemble.shape[-1])
         if noise is None:
             return ensemble.copy()
-        rng = _as_generator(random_state)
-        z = rng.standard_normal(ensemble.shape)
-        kind, factor = noise
-        return ensemble + (z * factor if kind == "std" else z @ factor.T)
+        z = as_generator(random_state).standard_normal(ensemble.shape)
+        return ensemble + noise.colour(z)
 
-    def _check_params(self):
-        """Validate the parameters (called once per public call or filter run)."""
-        if self.n_state is not None:
-            self._noise(self.n_state)
-            return
-        # Without a fixed dimension only the values can be checked here; the shape is
-        # checked against the ensemble by ``_noise`` when the noise is resolved.
-        q = getattr(self, "process_noise", 0.0)
-        if q is not None and np.ndim(q) <= 1:
-            check_positive(q, "process_noise", allow_zero=True, allow_array=True)
+    def propagate(self, ensemble, *, time=None):
+        """One noise-free cycle of an ensemble, unchecked.
 
-    def _forecast_checked(self, ensemble, rng, noise, time=None):
-        """One cycle for a validated ``(N, d)`` ensemble: no parameter checks (hot path).
+        Parameters
+        ----------
+        ensemble : ndarray of shape (n_members, n_state)
+            States.
+        time : object, optional
+            The time of the cycle (see :meth:`forecast`).
 
-        ``time`` is the label of the row the cycle produces (see :meth:`forecast`).
+        Returns
+        -------
+        ndarray
+            What the dynamics return, as float64, neither shape- nor finiteness-checked
+            (:meth:`forecast` checks both): the mean of the transition density for
+            additive noise.
         """
         with np.errstate(over="ignore", invalid="ignore"):
-            out = np.asarray(self._propagate_at(ensemble, time), dtype=np.float64)
-        if out.shape != ensemble.shape:
-            raise ValueError(
-                f"{type(self).__name__} returned shape {out.shape} for an ensemble of "
-                f"shape {ensemble.shape}."
-            )
-        if not np.all(np.isfinite(out)):
-            raise ValueError(f"{type(self).__name__} returned non-finite states.")
-        if noise is None:
-            return out
-        kind, factor = noise
-        z = rng.standard_normal(out.shape)
-        return out + (z * factor if kind == "std" else z @ factor.T)
+            out = self._propagate_at(np.asarray(ensemble, dtype=np.float64), time)
+            return np.asarray(out, dtype=np.float64)
 
-    def forecast(self, ensemble, random_state=None, *, time=None):
+    def forecast(self, ensemble, random_state=None, *, time=None, check_input=True):
         """Propagate an ensemble over one assimilation cycle, with model noise.
 
         Parameters
@@ -197,19 +216,37 @@ class DynamicalModel(BaseEstimator):
             index in the filters and in :meth:`simulate`). Passed on to time-dependent
             models (:class:`FunctionModel` with ``time_arg=True``, which require it);
             other models ignore it.
+        check_input : bool, default=True
+            Validate the parameters and ``ensemble`` first. The filters pass ``False``
+            in their cycle loop after :meth:`validate` (as scikit-learn's trees take
+            ``check_input``): ``ensemble`` must then be a finite float64 array of shape
+            ``(n_members, n_state)`` and the model's parameters unchanged since.
 
         Returns
         -------
         ndarray of the same shape
             States at the end of the cycle. A ``ValueError`` is raised if the model
-            produced non-finite states.
+            produced non-finite states or the wrong shape.
         """
-        self._check_params()
-        x = self._check_ensemble(ensemble)
-        x2 = np.atleast_2d(x)
-        noise = self._noise(x2.shape[-1])
-        rng = None if noise is None else _as_generator(random_state)
-        return self._forecast_checked(x2, rng, noise, time).reshape(x.shape)
+        if check_input:
+            self._check_params()
+            x = self._check_ensemble(ensemble)
+            x2 = np.atleast_2d(x)
+            noise = self.noise_model(x2.shape[-1])
+        else:
+            x = x2 = ensemble
+            noise = self.noise_model(x2.shape[-1])
+        out = self.propagate(x2, time=time)
+        if out.shape != x2.shape:
+            raise ValueError(
+                f"{type(self).__name__} returned shape {out.shape} for an ensemble of "
+                f"shape {x2.shape}."
+            )
+        if not np.all(np.isfinite(out)):
+            raise ValueError(f"{type(self).__name__} returned non-finite states.")
+        if noise is not None:
+            out = out + noise.colour(as_generator(random_state).standard_normal(out.shape))
+        return out.reshape(x.shape)
 
     def simulate(
         self, n_times, random_state=None, initial_state=None, process_noise=True, *, times=None
@@ -252,7 +289,7 @@ class DynamicalModel(BaseEstimator):
                     f"times must have shape ({n_times},) (one label per row), got {times.shape}."
                 )
         self._check_params()
-        rng = _as_generator(random_state)
+        rng = as_generator(random_state)
         if initial_state is None:
             x = self.climatology(1, rng)[0]
         else:
@@ -290,7 +327,7 @@ class DynamicalModel(BaseEstimator):
         """
         if isinstance(n, bool) or not isinstance(n, int | np.integer) or n < 1:
             raise ValueError(f"n must be a positive integer, got {n!r}.")
-        rng = _as_generator(random_state)
+        rng = as_generator(random_state)
         pool = self._climatology_pool(int(n))
         idx = rng.choice(pool.shape[0], size=n, replace=n > pool.shape[0])
         return pool[idx].copy()
@@ -517,13 +554,21 @@ def as_model(model):
     )
 
 
-def _as_generator(random_state):
-    """Turn a seed, ``RandomState`` or ``Generator`` into a ``numpy.random.Generator``."""
-    if isinstance(random_state, np.random.Generator):
-        return random_state
-    if isinstance(random_state, np.random.RandomState):
-        return np.random.default_rng(random_state.randint(0, 2**31 - 1))
-    if random_state is None:
-        return np.random.default_rng()
-    rs = check_random_state(random_state)
-    return np.random.default_rng(rs.randint(0, 2**31 - 1))
+def _resolve_process_noise(q, n_state):
+    """``process_noise`` as a :class:`GaussianNoise`, or None for no noise."""
+    if q is None:
+        return None
+    arr = np.asarray(q, dtype=np.float64)
+    if arr.ndim == 0:
+        check_positive(float(arr), "process_noise", allow_zero=True)
+        return None if arr == 0 else GaussianNoise(std=float(arr), dim=n_state)
+    if arr.ndim == 1 and np.all(arr == 0):
+        return None
+    if arr.ndim == 1:
+        check_positive(arr, "process_noise", allow_zero=True, allow_array=True)
+        if arr.shape != (n_state,):
+            raise ValueError(
+                f"process_noise has {arr.shape[0]} entries but the state has {n_state}."
+            )
+        return GaussianNoise(std=arr, name="process_noise", allow_zero=True)
+    return GaussianNoise.from_spec(arr, n_state, "process_noise")

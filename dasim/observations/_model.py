@@ -7,7 +7,9 @@ import numbers
 import numpy as np
 from sklearn.base import BaseEstimator
 
-from .._validation import check_array_finite, check_noise
+from .._noise import GaussianNoise, cached_noise
+from .._random import as_generator
+from .._validation import check_array_finite
 
 __all__ = ["ObservationModel", "OPERATORS"]
 
@@ -166,16 +168,31 @@ default="identity"
             return int(self.apply(np.zeros((1, n_state))).shape[-1])
         return int(self.selected(n_state).size)
 
-    def _validate(self, n_state, states=None, data="X", lead_ndim=1):
+    def validate(self, n_state, states=None, data="X", lead_ndim=1):
         """Check every parameter against a state dimension; return the number of outputs.
 
-        Called by the estimators' ``fit`` before any cycle runs: the operator name, ``scale``,
-        ``indices`` (against ``n_state``) and ``noise_std`` (against the number of outputs).
-        A callable operator is called (twice, the second time with the members in reverse
-        order) on a few rows of ``states``, the user's own states of shape
-        ``(..., n_state)`` (``data`` names them in messages), arranged with ``lead_ndim``
-        leading axes as the estimator will call it; it must return a finite array with the
-        same leading shape, computed row by row.
+        Called by the estimators' ``fit`` before any cycle runs: the operator name,
+        ``scale``, ``indices`` (against ``n_state``) and ``noise_std`` (against the number
+        of outputs). A callable operator is called (twice, the second time with the
+        members in reverse order) on a few rows of ``states``, arranged with ``lead_ndim``
+        leading axes as the estimator will call it; it must return a finite array with
+        the same leading shape, computed row by row.
+
+        Parameters
+        ----------
+        n_state : int
+            The state dimension.
+        states : array-like of shape (..., n_state), optional
+            The user's own states to probe a callable operator on (zeros by default).
+        data : str, default="X"
+            What ``states`` are called in error messages.
+        lead_ndim : {1, 2}, default=1
+            Number of leading axes the estimator calls the operator with.
+
+        Returns
+        -------
+        int
+            The number of observed components ``n_obs``.
         """
         self._check_operator()
         self._check_scale()
@@ -186,7 +203,7 @@ default="identity"
                 if states is None
                 else np.asarray(states, dtype=np.float64).reshape(-1, n_state)
             )
-            p = _probe_size(n_state, idx.size)
+            p = probe_size(n_state, idx.size)
             if lead_ndim == 1:
                 probe = np.resize(rows, (p, n_state))
             else:
@@ -194,7 +211,7 @@ default="identity"
             n_obs = self._probe_callable(probe, idx, data)
         else:
             n_obs = int(idx.size)
-        check_noise(self.noise_std, n_obs, "noise_std")
+        self.noise_model(n_obs)
         return n_obs
 
     def _probe_callable(self, probe, idx, data):
@@ -247,6 +264,21 @@ default="identity"
             )
         return int(out.shape[-1])
 
+    def noise_model(self, n_obs):
+        """The observation noise as a :class:`GaussianNoise` (from ``noise_std``).
+
+        Parameters
+        ----------
+        n_obs : int
+            Number of observed components.
+
+        Returns
+        -------
+        GaussianNoise
+            The noise ``N(0, R)``; its Cholesky factor is computed once.
+        """
+        return cached_noise(self, self.noise_std, n_obs, _resolve_noise_std)
+
     def noise_cov(self, n_obs):
         """The observation-noise covariance ``R``, shape ``(n_obs, n_obs)``.
 
@@ -260,7 +292,7 @@ default="identity"
         ndarray of shape (n_obs, n_obs)
             The covariance.
         """
-        return check_noise(self.noise_std, n_obs, "noise_std")[1]
+        return self.noise_model(n_obs).covariance
 
     # -- maps ------------------------------------------------------------------------------
     def apply(self, X):
@@ -331,19 +363,20 @@ default="identity"
         ndarray of shape (..., n_obs)
             ``predicted + e``.
         """
-        from ..models._base import _as_generator
-
         predicted = np.asarray(predicted, dtype=np.float64)
-        std, cov = check_noise(self.noise_std, predicted.shape[-1], "noise_std")
-        return self._add_noise(predicted, _as_generator(random_state), std, cov)
+        noise = self.noise_model(predicted.shape[-1])
+        z = as_generator(random_state).standard_normal(predicted.shape)
+        return predicted + noise.colour(z)
 
     @staticmethod
     def _add_noise(predicted, rng, std, cov):
-        """``add_noise`` with the noise already resolved by ``check_noise`` (hot loops)."""
-        z = rng.standard_normal(predicted.shape)
-        if std is not None:
-            return predicted + z * std
-        return predicted + z @ np.linalg.cholesky(cov).T
+        """Deprecated: ``add_noise`` with the noise resolved by ``check_noise``.
+
+        Kept for ``filters/_kde_global.py`` and ``_kde_local.py`` until they draw through
+        :meth:`noise_model`; it will go.
+        """
+        noise = GaussianNoise(std=std) if std is not None else GaussianNoise(covariance=cov)
+        return predicted + noise.colour(rng.standard_normal(predicted.shape))
 
     def log_likelihood(self, y, ensemble):
         """Gaussian log-likelihood ``log p(y | x_i)`` for every member ``x_i``.
@@ -387,34 +420,24 @@ default="identity"
                 f"y has {y.shape[-1]} components but the observation operator gives "
                 f"{predicted.shape[-1]}."
             )
-        std, cov = check_noise(self.noise_std, y.shape[-1], "noise_std")
-        return self._log_likelihood(y, predicted, std, cov)
+        return self.noise_model(y.shape[-1]).log_likelihood(y, predicted)
 
     @staticmethod
     def _log_likelihood(y, predicted, std, cov):
-        """Log-likelihood with the noise already resolved by ``check_noise`` (hot loops)."""
-        mask = ~np.isnan(y)
-        n = int(mask.sum())
-        if n == 0:
-            return np.zeros(predicted.shape[0])
-        resid = y[mask] - predicted[:, mask]
-        with np.errstate(over="ignore"):
-            return ObservationModel._gaussian_log_density(resid, std, cov, mask, n)
+        """Deprecated: the log-likelihood with the noise resolved by ``check_noise``.
 
-    @staticmethod
-    def _gaussian_log_density(resid, std, cov, mask, n):
-        if std is not None:
-            s = std[mask]
-            white = resid / s
-            logdet = 2.0 * np.sum(np.log(s))
-        else:
-            chol = np.linalg.cholesky(cov[np.ix_(mask, mask)])
-            white = np.linalg.solve(chol, resid.T).T
-            logdet = 2.0 * np.sum(np.log(np.diag(chol)))
-        return -0.5 * (np.sum(white**2, axis=1) + logdet + n * np.log(2.0 * np.pi))
+        Kept for ``filters/kde.py`` and ``_kde_global.py`` until they call
+        :meth:`log_likelihood_from_predicted`; it will go.
+        """
+        noise = GaussianNoise(std=std) if std is not None else GaussianNoise(covariance=cov)
+        return noise.log_likelihood(y, predicted)
 
 
-def _probe_size(n_state, n_selected):
+def _resolve_noise_std(noise_std, n_obs):
+    return GaussianNoise.from_spec(noise_std, n_obs, "noise_std")
+
+
+def probe_size(n_state, n_selected):
     """A small ensemble size that differs from the state and selection widths.
 
     A callable that confuses members with components then gives a wrong shape rather than

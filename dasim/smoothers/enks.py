@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import numbers
 
+from .._inputs import store_params
+from ..filters._params import fill_shared_doc
 from ..filters.enkf import EnKF
 
 __all__ = ["EnKS"]
 
 
+@fill_shared_doc
 class EnKS(EnKF):
     """Ensemble Kalman smoother: the EnKF's transform applied to the past ensembles.
 
@@ -38,11 +41,7 @@ class EnKS(EnKF):
 
     Parameters
     ----------
-    model : DynamicalModel, callable or None, default=None
-        The dynamics; ``None`` is a persistence model with noise learned in ``fit``.
-    observation : ObservationModel or None, default=None
-        Observation operator and noise; ``None`` observes the first ``y.shape[1]``
-        components with noise learned in ``fit``.
+    %(model_params)s
     n_members : int, default=100
         Ensemble size (at least 2).
     variant : {"sqrt", "stochastic"}, default="sqrt"
@@ -75,18 +74,7 @@ default=None
 
     Attributes
     ----------
-    model_ : DynamicalModel
-        The resolved dynamical model.
-    observation_ : ObservationModel
-        The resolved observation model.
-    n_obs_ : int
-        Number of observed components.
-    n_features_in_ : int
-        State dimension.
-    climatology_ : ndarray of shape (n_times, n_state)
-        Training states defining the climatological prior.
-    climatology_kernel_ : ndarray of shape (n_state, n_state)
-        Square-root kernel covariance of the prior KDE.
+    %(fitted_attrs)s
 
     See Also
     --------
@@ -136,19 +124,7 @@ default=None
         forecast_first=True,
         lag=None,
     ):
-        self.model = model
-        self.observation = observation
-        self.n_members = n_members
-        self.variant = variant
-        self.inflation = inflation
-        self.localization_radius = localization_radius
-        self.rotate = rotate
-        self.periodic = periodic
-        self.state_coordinates = state_coordinates
-        self.random_state = random_state
-        self.noise = noise
-        self.forecast_first = forecast_first
-        self.lag = lag
+        store_params(self, locals())
 
     def _check_params(self):
         super()._check_params()

@@ -24,14 +24,16 @@ from __future__ import annotations
 import numbers
 
 import numpy as np
-from scipy.linalg import solve_triangular
 
+from .._inputs import store_params
 from .._math import logsumexp
+from .._random import as_generator
+from .._stats import effective_sample_size
 from .._validation import check_positive_int
+from ..filters._params import fill_shared_doc
 from ..filters._resampling import resample
 from ..filters.sir import SIRFilter
 from ..models import as_model
-from ..models._base import _as_generator
 
 __all__ = ["ParticleSmoother", "bootstrap_smoother"]
 
@@ -41,6 +43,7 @@ METHODS = ("ancestry", "backward")
 _BLOCK = 2**20
 
 
+@fill_shared_doc
 class ParticleSmoother(SIRFilter):
     """Bootstrap particle smoother: the SIR filter, then whole trajectories.
 
@@ -71,11 +74,7 @@ class ParticleSmoother(SIRFilter):
 
     Parameters
     ----------
-    model : DynamicalModel, callable or None, default=None
-        The dynamics; ``None`` is a persistence model with noise learned in ``fit``.
-    observation : ObservationModel or None, default=None
-        Observation operator and noise; ``None`` observes the first ``y.shape[1]``
-        components with noise learned in ``fit``.
+    %(model_params)s
     n_members : int, default=1000
         Number of particles of the forward filter (at least 2).
     resampling : {"systematic", "stratified", "residual", "multinomial"}, \
@@ -105,18 +104,7 @@ default="systematic"
 
     Attributes
     ----------
-    model_ : DynamicalModel
-        The resolved dynamical model.
-    observation_ : ObservationModel
-        The resolved observation model.
-    n_obs_ : int
-        Number of observed components.
-    n_features_in_ : int
-        State dimension.
-    climatology_ : ndarray of shape (n_times, n_state)
-        Training states defining the climatological prior.
-    climatology_kernel_ : ndarray of shape (n_state, n_state)
-        Square-root kernel covariance of the prior KDE.
+    %(fitted_attrs)s
 
     See Also
     --------
@@ -167,18 +155,7 @@ default="systematic"
         method="ancestry",
         n_trajectories=None,
     ):
-        self.model = model
-        self.observation = observation
-        self.n_members = n_members
-        self.resampling = resampling
-        self.ess_threshold = ess_threshold
-        self.jitter = jitter
-        self.jitter_duplicates_only = jitter_duplicates_only
-        self.random_state = random_state
-        self.noise = noise
-        self.forecast_first = forecast_first
-        self.method = method
-        self.n_trajectories = n_trajectories
+        store_params(self, locals())
 
     def _check_params(self):
         super()._check_params()
@@ -300,17 +277,7 @@ default="systematic"
         """
         n_times, n, d = particles.shape
         model = self.model_
-        kind, factor = _check_transition_noise(model, d)
-        if kind == "std":
-
-            def whiten(v):  # Q^{-1/2} v, rows of v
-                return v / factor
-
-        else:
-
-            def whiten(v):
-                return solve_triangular(factor, v.T, lower=True).T
-
+        whiten = _check_transition_noise(model, d).whiten  # Q^{-1/2} v, rows of v
         with np.errstate(divide="ignore"):
             log_w = np.log(weights)  # a weight that underflowed to 0 keeps probability 0
         index = np.empty((n_times, end.size), dtype=np.int64)
@@ -318,8 +285,7 @@ default="systematic"
         rows = max(1, _BLOCK // n)
         for t in range(n_times - 2, -1, -1):
             with np.errstate(over="ignore", invalid="ignore"):
-                label = t + 1 if times is None else times[t + 1]
-                mean = np.asarray(model._propagate_at(particles[t], label), dtype=np.float64)
+                mean = model.propagate(particles[t], time=t + 1 if times is None else times[t + 1])
             if mean.shape != particles[t].shape or not np.all(np.isfinite(mean)):
                 raise ValueError(
                     f"The noise-free forecast of the particles at cycle {t} is not finite "
@@ -344,7 +310,7 @@ default="systematic"
 
 
 def _check_transition_noise(model, n_state=None):
-    """The model's Gaussian transition noise as ``(kind, factor)``; refuse none or zero.
+    """The model's Gaussian transition noise (a GaussianNoise); refuse none or zero.
 
     Without ``n_state`` only the values of ``process_noise`` are checked (in
     ``_check_params``, before any work); with it, the resolved noise.
@@ -355,8 +321,8 @@ def _check_transition_noise(model, n_state=None):
         zero = arr is None or (arr.ndim <= 1 and bool(np.any(arr == 0)))
         noise = None
     else:
-        noise = model._noise(n_state)
-        zero = noise is None or (noise[0] == "std" and bool(np.any(noise[1] == 0)))
+        noise = model.noise_model(n_state)
+        zero = noise is None or bool(np.any(noise.std == 0))
     if zero:
         raise ValueError(
             "method='backward' needs the model's transition density, a Gaussian around "
@@ -476,7 +442,7 @@ def bootstrap_smoother(
             raise ValueError(f"{name} must be a positive integer, got {value!r}.")
     if not 0.0 <= float(ess_threshold) <= 1.0:
         raise ValueError(f"ess_threshold must be in [0, 1], got {ess_threshold!r}.")
-    rng = _as_generator(random_state)
+    rng = as_generator(random_state)
     n = int(n_particles)
     n_times = y.shape[0]
     x = np.asarray(initial(n, rng), dtype=np.float64)
@@ -499,7 +465,7 @@ def bootstrap_smoother(
             log_evidence += float(increment)
             log_w = joint - increment
             w = np.exp(log_w)
-            ess = 1.0 / np.sum(w**2)
+            ess = effective_sample_size(log_w)
             if ess < float(ess_threshold) * n or float(ess_threshold) == 1.0:
                 parent = resample(w / w.sum(), method="systematic", random_state=rng)
                 x = x[parent]

@@ -1,27 +1,44 @@
-"""Input checks shared by the dasim estimators, before any work: states, a resolved model
-against the training states, ``score``'s inputs and ``burn_in``; the time labels of ``y``;
-and the default score (minus the time-mean CRPS).
+"""Input checks shared by every dasim estimator (filters, smoothers, learned assimilators,
+the composition meta-estimator), before any work: states, a resolved model against the
+training states, ``score``'s inputs and ``burn_in``; the time labels of ``y``; and the
+default score (minus the time-mean CRPS). A low-level module: it imports
+:mod:`dasim.models` and :mod:`dasim.observations` only (and :mod:`dasim.metrics` lazily).
 """
 
 from __future__ import annotations
+
+import inspect
 
 import numpy as np
 import xarray as xr
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from ..models import FunctionModel
+__all__ = [
+    "store_params",
+    "validate_states",
+    "check_states_finite",
+    "transposed_hint",
+    "check_model",
+    "score_inputs",
+    "neg_crps",
+    "check_burn_in",
+    "named_validation",
+    "time_coordinate",
+]
+
+from .models import FunctionModel
 
 
-def _validate_states(estimator, X, **kwargs):
+def validate_states(estimator, X, **kwargs):
     """``validate_data`` on states ``X``, with dasim's own message for NaN and inf."""
-    X = _named_validation(
+    X = named_validation(
         "X", validate_data, estimator, X, dtype=np.float64, ensure_all_finite=False, **kwargs
     )
-    _check_states_finite(X)
+    check_states_finite(X)
     return X
 
 
-def _check_states_finite(X, name="X"):
+def check_states_finite(X, name="X"):
     """Raise a ``ValueError`` naming ``name`` if the states hold NaN or inf."""
     finite = np.isfinite(X)
     if finite.all():
@@ -36,14 +53,14 @@ def _check_states_finite(X, name="X"):
     )
 
 
-def _transposed_hint(X):
+def transposed_hint(X):
     """A hint appended to shape errors when ``X`` has fewer rows than columns."""
     if X.shape[0] >= X.shape[1]:
         return ""
     return f" X has shape {X.shape}: is it transposed? fit expects (n_times, n_state)."
 
 
-def _check_model(model, X):
+def check_model(model, X):
     """Validate a resolved model against training states ``X`` before any cycle runs.
 
     Checks the model's parameters (``process_noise`` against the state dimension
@@ -57,7 +74,7 @@ def _check_model(model, X):
     func = getattr(model, "func", None)
     if isinstance(model, FunctionModel) and callable(func):
         name = f"FunctionModel(func={getattr(func, '__qualname__', type(func).__name__)})"
-    hint = _transposed_hint(X)
+    hint = transposed_hint(X)
     if model.n_state is not None and model.n_state != n_state:
         raise ValueError(
             f"X has {n_state} state components but the model {name} has n_state="
@@ -66,13 +83,12 @@ def _check_model(model, X):
         )
     if isinstance(model, FunctionModel) and not callable(model.func):
         raise TypeError(f"model: FunctionModel's func must be callable, got {model.func!r}.")
-    model._check_params()
-    model._noise(n_state)  # process_noise against the state dimension
+    model.validate(n_state)  # process_noise against the state dimension included
     if model.n_state is not None:
         return
-    from ..observations._model import _probe_size
+    from .observations._model import probe_size
 
-    probe = np.resize(X, (_probe_size(n_state, n_state), n_state))
+    probe = np.resize(X, (probe_size(n_state, n_state), n_state))
     contract = (
         "The model must map an ensemble of shape (n_members, n_state) to the states one "
         "cycle later, same shape: it is called once per cycle with every member, not once "
@@ -82,7 +98,7 @@ def _check_model(model, X):
     try:
         with np.errstate(all="ignore"):
             # time 0: the first cycle of a plain-array run (time-dependent models).
-            out = np.asarray(model._propagate_at(probe.copy(), 0), dtype=np.float64)
+            out = model.propagate(probe.copy(), time=0)
     except Exception as exc:
         raise ValueError(
             f"model={name} failed when {seen}: {type(exc).__name__}: "
@@ -92,14 +108,14 @@ def _check_model(model, X):
         raise ValueError(f"model={name} returned shape {out.shape} when {seen}. {contract}{hint}")
 
 
-def _score_inputs(estimator, X, y, check_obs):
+def score_inputs(estimator, X, y, check_obs):
     """Validate ``score``'s inputs before any work; shared by every dasim estimator.
 
     Checks that ``estimator`` is fitted, validates ``X`` against the fitted state width,
     requires ``y`` (checked by ``check_obs``) and matches the numbers of rows.
     """
     check_is_fitted(estimator)
-    X = _validate_states(estimator, X, reset=False)
+    X = validate_states(estimator, X, reset=False)
     if y is None:
         raise ValueError("score needs the observations y.")
     y = check_obs(y)
@@ -110,23 +126,23 @@ def _score_inputs(estimator, X, y, check_obs):
     return X, y
 
 
-def _neg_crps(X, analysis, weights=None, burn_in=0):
+def neg_crps(X, analysis, weights=None, burn_in=0):
     """The default score of every dasim estimator: minus the time-mean CRPS after burn-in."""
-    from ..metrics import crps_ensemble
+    from .metrics import crps_ensemble
 
     if weights is not None:
         weights = weights[burn_in:]
     return -float(np.mean(crps_ensemble(X[burn_in:], analysis[burn_in:], weights)))
 
 
-def _check_burn_in(burn_in, n_times):
+def check_burn_in(burn_in, n_times):
     """Validate ``score``'s ``burn_in`` against the number of cycles, before any work."""
-    from ..metrics import _check_burn_in as check
+    from .metrics import _check_burn_in as check
 
     return check(burn_in, n_times)
 
 
-def _named_validation(name, func, *args, **kwargs):
+def named_validation(name, func, *args, **kwargs):
     """Call a scikit-learn validator, making sure its error names the argument."""
     try:
         return func(*args, **kwargs)
@@ -137,7 +153,7 @@ def _named_validation(name, func, *args, **kwargs):
         raise type(exc)(f"{name}: {msg}") from exc
 
 
-def _time_coordinate(y):
+def time_coordinate(y):
     """Index of a DataFrame / first coordinate of a DataArray, else None."""
     index = getattr(y, "index", None)
     if index is not None and not callable(index):
@@ -145,3 +161,14 @@ def _time_coordinate(y):
     if isinstance(y, xr.DataArray) and y.dims and y.dims[0] in y.coords:
         return np.asarray(y.coords[y.dims[0]])
     return None
+
+
+def store_params(estimator, values):
+    """Store each constructor argument as the attribute of the same name, unchanged.
+
+    scikit-learn's contract for ``__init__`` (which still lists every parameter, so
+    ``get_params`` sees them): ``store_params(self, locals())`` as its only statement.
+    """
+    for name in inspect.signature(type(estimator).__init__).parameters:
+        if name != "self":
+            setattr(estimator, name, values[name])
