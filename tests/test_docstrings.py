@@ -47,7 +47,7 @@ PUBLIC_MODULES = [
     "dasim.diffusion.kde_local",
     "dasim.diffusion.kde_joint",
     "dasim.diffusion.schedules",
-    "dasim.diffusion.vpsde",
+    "dasim.diffusion.denoising",
     "dasim.diffusion.networks",
     "dasim.diffusion.windows",
     "dasim.diffusion.training",
