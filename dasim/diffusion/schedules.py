@@ -108,7 +108,7 @@ _XT_PARAM = """
 """
 
 
-def _method(name, hook, summary, root=False):
+def _method(name, hook, summary, root=False, owner="DiffusionSchedule"):
     """Public method ``name``: ``self.<hook>(t, xp)`` (its square root if ``root``)."""
 
     def method(self, t):
@@ -117,7 +117,7 @@ def _method(name, hook, summary, root=False):
         return _out(xp.sqrt(value) if root else value)
 
     method.__name__ = name
-    method.__qualname__ = f"DiffusionSchedule.{name}"
+    method.__qualname__ = f"{owner}.{name}"
     method.__doc__ = summary + "\n" + _T_PARAM.format(what=f"``{name}(t)``")
     return method
 
@@ -314,13 +314,17 @@ class _KDESchedule(DiffusionSchedule):
         return self._marginal_variance(t, self.sigma_x**2, xp)
 
     sigmabar2 = _method(
-        "sigmabar2", "_sigmabar2", "Total kernel variance :math:`\\bar\\sigma(t)^2`."
+        "sigmabar2",
+        "_sigmabar2",
+        "Total kernel variance :math:`\\bar\\sigma(t)^2`.",
+        owner="_KDESchedule",
     )
     sigmabar = _method(
         "sigmabar",
         "_sigmabar2",
         "Total kernel standard deviation :math:`\\bar\\sigma(t)`.",
         root=True,
+        owner="_KDESchedule",
     )
 
     @property
