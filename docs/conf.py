@@ -323,7 +323,7 @@ API_MODULES = [
     "dasim.diffusion.kde",
     "dasim.diffusion.kde_sampling",
     "dasim.diffusion.schedules",
-    "dasim.diffusion.vpsde",
+    "dasim.diffusion.denoising",
     "dasim.diffusion.networks",
     "dasim.diffusion.windows",
     "dasim.diffusion.training",

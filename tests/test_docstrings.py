@@ -48,7 +48,7 @@ PUBLIC_MODULES = [
     "dasim.diffusion.kde_transport",
     "dasim.diffusion.kde_joint",
     "dasim.diffusion.schedules",
-    "dasim.diffusion.vpsde",
+    "dasim.diffusion.denoising",
     "dasim.diffusion.networks",
     "dasim.diffusion.windows",
     "dasim.diffusion.training",

@@ -44,7 +44,6 @@ from ._inputs import _check_float, _check_int, _ObservationInputs
 from ._runtime import (
     _check_n_threads,
     _default_n_threads,
-    _gaussian_skip_class,
     _torch_threads,
 )
 
@@ -319,6 +318,7 @@ class WindowedAssimilator(_ObservationInputs, BaseEstimator):
 
     # ------------------------------------------------------------------ torch internals
     def _build_net(self, torch):
+        from ..diffusion.denoising import GaussianSkip
         from ..diffusion.networks import ConvEpsNet, LocalScoreNet, MLPEpsNet
 
         cfg = self.net_config_
@@ -336,12 +336,12 @@ class WindowedAssimilator(_ObservationInputs, BaseEstimator):
             inner = MLPEpsNet(features, cfg["width"], cfg["depth"])
         else:
             inner = ConvEpsNet(size, cfg["width"], cfg["depth"])
-        kernel = _gaussian_skip_class(torch)(inner, features, self._schedule(torch).eta)
+        kernel = GaussianSkip(inner, features, self._schedule(torch))
         return LocalScoreNet(cfg["n_state"], cfg["window"], kernel)
 
     @staticmethod
     def _schedule(torch):
-        from ..diffusion.vpsde import CosineSchedule
+        from ..diffusion.schedules import CosineSchedule
 
         return CosineSchedule()
 

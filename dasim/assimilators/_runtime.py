@@ -1,6 +1,5 @@
-"""Torch at run time for the learned assimilators: the thread count and the gaussian-skip
-kernel wrapper (the lazy import and the device are :mod:`dasim._torch`'s, seeds
-:mod:`dasim._random`'s).
+"""Torch at run time for the learned assimilators: the thread count (the lazy import
+and the device are :mod:`dasim._torch`'s, seeds :mod:`dasim._random`'s).
 
 Everything here takes the ``torch`` module as an argument or imports it lazily, so that
 importing :mod:`dasim.assimilators` works without torch.
@@ -10,8 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import threading
-
-import numpy as np
 
 from ._inputs import _check_int
 
@@ -63,38 +60,3 @@ def _torch_threads(torch, n_threads):
                 if torch.get_num_threads() != _THREADS_STATE["previous"]:
                     torch.set_num_threads(_THREADS_STATE["previous"])
                 _THREADS_STATE["previous"] = None
-
-
-_SKIP_CLASS = []
-
-
-def _gaussian_skip_class(torch):
-    """The kernel wrapper ``eps(w, t) = sigma_t w / (1 + eta^2) + g * inner(w, t)``.
-
-    The first term is the exact epsilon of a standard normal prior (the normalised data's
-    first two moments), so the network learns only the departure from it; the per-feature
-    gain ``g`` starts at zero, so an untrained network samples a standard normal instead of
-    amplifying its errors by up to ``1 / mu(1) = 1000`` through the sampler. It is a
-    reparametrisation of the same epsilon-model: loss and samplers are unchanged.
-    """
-    if _SKIP_CLASS:
-        return _SKIP_CLASS[0]
-
-    class GaussianSkipKernel(torch.nn.Module):
-        def __init__(self, inner, features, eta):
-            super().__init__()
-            self.inner = inner
-            self.eta = float(eta)
-            self.omega = float(np.arccos(np.sqrt(self.eta)))
-            self.gain = torch.nn.Parameter(torch.zeros(int(features)))
-
-        def forward(self, w, t):
-            t = torch.as_tensor(t, dtype=w.dtype, device=w.device)
-            mu = torch.cos(self.omega * t) ** 2
-            sigma = torch.sqrt(1 - mu**2 + self.eta**2)
-            if sigma.ndim == 1:
-                sigma = sigma[:, None]
-            return sigma * w / (1 + self.eta**2) + self.gain * self.inner(w, t)
-
-    _SKIP_CLASS.append(GaussianSkipKernel)
-    return GaussianSkipKernel

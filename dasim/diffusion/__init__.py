@@ -1,17 +1,19 @@
 """Diffusion building blocks shared by the KDE filter and the learned assimilators.
 
-- :mod:`~dasim.diffusion.schedules`: the KDE filter's VE and VP schedules (mean
-  :math:`\\mu(t)`, standard deviation :math:`\\bar\\sigma(t)`, drift and diffusion).
+- :mod:`~dasim.diffusion.schedules`: the noise schedules of both sides, one interface
+  (:math:`t \\mapsto (\\alpha(t), \\sigma(t))`, with the SDE's drift and diffusion, the
+  probability-flow drift and the marginal moments derived from it): the KDE filter's VE
+  and VP schedules and the learned assimilators' cosine schedule.
 - :mod:`~dasim.diffusion.kde`: the closed-form conditional score and log-density of a
   diffused Gaussian KDE (numpy, chunked with log-sum-exp), with its torch twin in
   ``_kde_torch``.
 - :mod:`~dasim.diffusion.kde_sampling`: the samplers of the KDE conditional (exact mixture,
   probability-flow ODE, reverse SDE), the covariance-shaped kernel and ESS-targeted
   tempering, and the one-call analysis step.
-- :mod:`~dasim.diffusion.vpsde`, :mod:`~dasim.diffusion.networks`,
+- :mod:`~dasim.diffusion.denoising`, :mod:`~dasim.diffusion.networks`,
   :mod:`~dasim.diffusion.training`, :mod:`~dasim.diffusion.windows`,
   :mod:`~dasim.diffusion.guidance`, :mod:`~dasim.diffusion.sampling`: the learned side
-  (cosine VP schedule and denoising loss, score networks, training loop, trajectory
+  (denoising loss and Tweedie denoiser, score networks, training loop, trajectory
   windows, likelihood guidance, predictor-corrector sampling), which needs torch.
 
 Nothing is imported here: each module is imported where it is used, so that numpy-only

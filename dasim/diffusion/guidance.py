@@ -45,7 +45,7 @@ from dasim.diffusion._linear_observations import (
     _check_std,
     _LinearObservations,
 )
-from dasim.diffusion.vpsde import broadcast_time
+from dasim.diffusion.denoising import broadcast_time, tweedie
 
 __all__ = [
     "AugmentedGuidance",
@@ -115,7 +115,7 @@ class GaussianGuidance:
     Examples
     --------
     >>> import torch
-    >>> from dasim.diffusion.vpsde import CosineSchedule
+    >>> from dasim.diffusion.schedules import CosineSchedule
     >>> prior = lambda x, t: 0.1 * x
     >>> y = torch.tensor([[0.5], [float("nan")]])
     >>> post = GaussianGuidance(prior, y, lambda x: x[:, ::2], 0.1, CosineSchedule())
@@ -161,8 +161,7 @@ class GaussianGuidance:
         self.detach = bool(detach)
 
     def _log_likelihood(self, x, t, eps):
-        mu, sigma = self.schedule(broadcast_time(t, x))
-        x_hat = (x - sigma * eps) / mu
+        x_hat = tweedie(x, eps, *self.schedule(broadcast_time(t, x)))
         pred = self.A(x_hat)
         y = self.y.to(device=pred.device, dtype=pred.dtype)
         try:
@@ -268,7 +267,7 @@ def augmented_log_likelihood(
     --------
     >>> import torch
     >>> from dasim.diffusion.guidance import augmented_log_likelihood
-    >>> from dasim.diffusion.vpsde import CosineSchedule
+    >>> from dasim.diffusion.schedules import CosineSchedule
     >>> selector = (torch.tensor([0, 2]), torch.tensor([0, 0]))  # (time, feature) indices
     >>> observations = [(torch.tensor([0.5, -0.5]), selector, 0.1)]
     >>> prior = lambda z, t: 0.1 * z
@@ -280,7 +279,7 @@ def augmented_log_likelihood(
     dense = _LinearObservations(observations).dense(z_t)
     mu, sigma = schedule(broadcast_time(t, z_t))
     v = 1 / (1 / sigma_x**2 + (mu / sigma) ** 2)  # posterior variance of z_0 given z_t/mu
-    z_hat = (z_t - sigma * eps_model(z_t, t)) / mu
+    z_hat = tweedie(z_t, eps_model(z_t, t), mu, sigma)
     total = torch.zeros(z_t.shape[0], dtype=z_t.dtype, device=z_t.device)
     for y, mask, std in dense:
         var = std**2 + v
@@ -330,10 +329,12 @@ class AugmentedGuidance:
     --------
     >>> import torch
     >>> from dasim.diffusion.guidance import AugmentedGuidance
-    >>> from dasim.diffusion.vpsde import CosineSchedule
-    >>> selector = (torch.tensor([0, 2]), torch.tensor([0, 0]))  # (time, feature) indices
-    >>> observations = [(torch.tensor([0.5, -0.5]), selector, 0.1)]
-    >>> post = AugmentedGuidance(lambda z, t: 0.1 * z, observations, CosineSchedule())
+    >>> from dasim.diffusion.schedules import CosineSchedule
+    >>> mask = torch.zeros(4, 2, dtype=torch.bool)  # observe feature 0 at times 0 and 2
+    >>> mask[[0, 2], 0] = True
+    >>> post = AugmentedGuidance(
+    ...     lambda z, t: 0.1 * z, [(torch.tensor([0.5, -0.5]), mask, 0.1)], CosineSchedule()
+    ... )
     >>> post(torch.zeros(3, 4, 2), torch.tensor(0.5)).shape
     torch.Size([3, 4, 2])
     """
@@ -435,7 +436,7 @@ class ForwardDiffusionCorrector:
     --------
     >>> import torch
     >>> from dasim.diffusion.guidance import ForwardDiffusionCorrector
-    >>> from dasim.diffusion.vpsde import CosineSchedule
+    >>> from dasim.diffusion.schedules import CosineSchedule
     >>> mask = torch.zeros(4, 2, dtype=torch.bool)
     >>> mask[::2, 0] = True
     >>> observations = [(torch.tensor([0.5, -0.5]), mask, 0.1)]

@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from dasim._validation import check_positive_int
+from dasim.diffusion.denoising import _EPS_FORWARD_DOC
 from dasim.diffusion.windows import check_window, fold_windows, unfold_windows
 
 __all__ = [
@@ -34,6 +35,22 @@ __all__ = [
     "ResMLP",
     "ResidualBlock",
 ]
+
+
+def _forward_doc(summary, name, given, returned, kind="torch.Tensor"):
+    """Numpydoc text of the ``forward`` of a module with one input."""
+    return f"""{summary}
+
+        Parameters
+        ----------
+        {name} : {kind}
+            {given}
+
+        Returns
+        -------
+        torch.Tensor
+            {returned}
+        """
 
 
 def _time_features(embedding: nn.Module, t, batch_shape: tuple[int, ...], like: torch.Tensor):
@@ -79,20 +96,15 @@ class ParameterFreeLayerNorm(nn.Module):
         self.eps = float(eps)
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
-        """Normalise ``h`` over its last dimension.
-
-        Parameters
-        ----------
-        h : torch.Tensor
-            Input of shape ``(..., n)``.
-
-        Returns
-        -------
-        torch.Tensor
-            The normalised input, same shape.
-        """
         var, mean = torch.var_mean(h, dim=-1, unbiased=True, keepdim=True)
         return (h - mean) / torch.sqrt(var + self.eps)
+
+    forward.__doc__ = _forward_doc(
+        "Normalise ``h`` over its last dimension.",
+        "h",
+        "Input of shape ``(..., n)``.",
+        "The normalised input, same shape.",
+    )
 
 
 class ResidualBlock(nn.Module):
@@ -116,19 +128,14 @@ class ResidualBlock(nn.Module):
         self.body = nn.Sequential(*layers)
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
-        """Return ``h + body(h)``.
-
-        Parameters
-        ----------
-        h : torch.Tensor
-            Input, of the shape the wrapped modules expect.
-
-        Returns
-        -------
-        torch.Tensor
-            ``h + body(h)``, same shape.
-        """
         return h + self.body(h)
+
+    forward.__doc__ = _forward_doc(
+        "Return ``h + body(h)``.",
+        "h",
+        "Input, of the shape the wrapped modules expect.",
+        "``h + body(h)``, same shape.",
+    )
 
 
 class ResMLP(nn.Module):
@@ -186,19 +193,14 @@ class ResMLP(nn.Module):
         self.out_features = out_features
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
-        """Apply the network to the last dimension of ``h``.
-
-        Parameters
-        ----------
-        h : torch.Tensor
-            Input of shape ``(..., in_features)``.
-
-        Returns
-        -------
-        torch.Tensor
-            Output of shape ``(..., out_features)``.
-        """
         return self.layers(h)
+
+    forward.__doc__ = _forward_doc(
+        "Apply the network to the last dimension of ``h``.",
+        "h",
+        "Input of shape ``(..., in_features)``.",
+        "Output of shape ``(..., out_features)``.",
+    )
 
 
 class FourierTimeEmbedding(nn.Module):
@@ -236,24 +238,42 @@ class FourierTimeEmbedding(nn.Module):
         self.out_features = out
 
     def forward(self, t: torch.Tensor) -> torch.Tensor:
-        """Embed diffusion times.
-
-        Parameters
-        ----------
-        t : float or torch.Tensor
-            Diffusion time(s), of any shape ``(...)``.
-
-        Returns
-        -------
-        torch.Tensor
-            Embeddings of shape ``(..., out)``.
-        """
         t = torch.as_tensor(t, dtype=self.freqs.dtype, device=self.freqs.device)
         angles = t[..., None] * self.freqs
         return self.mlp(torch.cat([torch.cos(angles), torch.sin(angles)], dim=-1))
 
+    forward.__doc__ = _forward_doc(
+        "Embed diffusion times.",
+        "t",
+        "Diffusion time(s), of any shape ``(...)``.",
+        "Embeddings of shape ``(..., out)``.",
+        kind="float or torch.Tensor",
+    )
 
-class MLPEpsNet(nn.Module):
+
+class _EpsNet(nn.Module):
+    """Shared part of :class:`MLPEpsNet` and :class:`ConvEpsNet`: sizes, time embedding, call.
+
+    Subclasses call ``width, depth = self._embedding_and_sizes(width, depth, embedding)``
+    before making their other layers (so the time embedding draws its initial weights
+    first) and implement ``_check_features(x)`` and ``_predict(x, emb)``.
+    """
+
+    def _embedding_and_sizes(self, width: int, depth: int, embedding: int):
+        """Check the sizes, make ``self.embedding`` and return ``(width, depth)``."""
+        width = check_positive_int(width, "width")
+        depth = check_positive_int(depth, "depth")
+        self.embedding = FourierTimeEmbedding(out=check_positive_int(embedding, "embedding"))
+        return width, depth
+
+    def forward(self, x: torch.Tensor, t) -> torch.Tensor:
+        self._check_features(x)
+        return self._predict(x, _time_features(self.embedding, t, tuple(x.shape[:-1]), x))
+
+    forward.__doc__ = _EPS_FORWARD_DOC.format(x="x", shape="(B, ..., F)", n="B")
+
+
+class MLPEpsNet(_EpsNet):
     r"""Epsilon-network for flat states: :math:`\varepsilon_\phi(x, t) = \text{ResMLP}([x, e(t)])`.
 
     Parameters
@@ -293,32 +313,19 @@ class MLPEpsNet(nn.Module):
     ):
         super().__init__()
         self.features = check_positive_int(features, "features")
-        width = check_positive_int(width, "width")
-        depth = check_positive_int(depth, "depth")
-        embedding = check_positive_int(embedding, "embedding")
-        self.embedding = FourierTimeEmbedding(out=embedding)
+        width, depth = self._embedding_and_sizes(width, depth, embedding)
         self.network = ResMLP(
-            self.features + embedding, self.features, (width,) * depth, activation
+            self.features + self.embedding.out_features,
+            self.features,
+            (width,) * depth,
+            activation,
         )
 
-    def forward(self, x: torch.Tensor, t) -> torch.Tensor:
-        """Predict the noise in ``x`` at time ``t``.
-
-        Parameters
-        ----------
-        x : torch.Tensor
-            Noisy states of shape ``(B, ..., F)``.
-        t : float or torch.Tensor
-            Diffusion time: a scalar or a ``(B,)`` tensor.
-
-        Returns
-        -------
-        torch.Tensor
-            The predicted noise, shaped like ``x``.
-        """
+    def _check_features(self, x):
         if x.shape[-1] != self.features:
             raise ValueError(f"x: expected {self.features} features, got {x.shape[-1]}")
-        emb = _time_features(self.embedding, t, tuple(x.shape[:-1]), x)
+
+    def _predict(self, x, emb):
         return self.network(torch.cat([x, emb], dim=-1))
 
 
@@ -339,7 +346,7 @@ class _ConvBlock(nn.Module):
         return h + self.conv2(self.act(u))
 
 
-class ConvEpsNet(nn.Module):
+class ConvEpsNet(_EpsNet):
     r"""Circular 1-d convolutional epsilon-network for spatially extended states.
 
     A flat input of ``F = channels * n_space`` features (e.g. a Lorenz-96 window of
@@ -380,8 +387,10 @@ class ConvEpsNet(nn.Module):
     >>> import torch
     >>> from dasim.diffusion.networks import ConvEpsNet
     >>> net = ConvEpsNet(channels=3, width=4, depth=1, kernel_size=3, embedding=4)
-    >>> net(torch.zeros(2, 3 * 8), 0.5).shape
-    torch.Size([2, 24])
+    >>> x = torch.randn(2, 3 * 8)  # 3 channels, 8 points of periodic space
+    >>> shift = lambda v: v.reshape(2, 3, 8).roll(1, dims=-1).reshape(2, 24)
+    >>> torch.allclose(net(shift(x), 0.5), shift(net(x, 0.5)), atol=1e-6)
+    True
     """
 
     def __init__(
@@ -395,14 +404,12 @@ class ConvEpsNet(nn.Module):
     ):
         super().__init__()
         self.channels = check_positive_int(channels, "channels")
-        width = check_positive_int(width, "width")
-        depth = check_positive_int(depth, "depth")
         kernel_size = check_positive_int(kernel_size, "kernel_size")
         if kernel_size % 2 == 0:
             raise ValueError(f"kernel_size must be odd, got {kernel_size}")
-        embedding = check_positive_int(embedding, "embedding")
+        width, depth = self._embedding_and_sizes(width, depth, embedding)
+        embedding = self.embedding.out_features
         pad = kernel_size // 2
-        self.embedding = FourierTimeEmbedding(out=embedding)
         self.conv_in = nn.Conv1d(
             self.channels, width, kernel_size, padding=pad, padding_mode="circular"
         )
@@ -413,28 +420,15 @@ class ConvEpsNet(nn.Module):
             width, self.channels, kernel_size, padding=pad, padding_mode="circular"
         )
 
-    def forward(self, x: torch.Tensor, t) -> torch.Tensor:
-        """Predict the noise in ``x`` at time ``t``.
-
-        Parameters
-        ----------
-        x : torch.Tensor
-            Noisy states of shape ``(B, ..., channels * n_space)``.
-        t : float or torch.Tensor
-            Diffusion time: a scalar or a ``(B,)`` tensor.
-
-        Returns
-        -------
-        torch.Tensor
-            The predicted noise, shaped like ``x``.
-        """
+    def _check_features(self, x):
         if x.shape[-1] % self.channels != 0:
             raise ValueError(
                 f"x: the number of features {x.shape[-1]} is not a multiple of "
                 f"channels={self.channels}"
             )
-        lead = tuple(x.shape[:-1])
-        emb = _time_features(self.embedding, t, lead, x).reshape(-1, self.embedding.out_features)
+
+    def _predict(self, x, emb):
+        emb = emb.reshape(-1, self.embedding.out_features)
         h = self.conv_in(x.reshape(-1, self.channels, x.shape[-1] // self.channels))
         for block in self.blocks:
             h = block(h, emb)
@@ -518,20 +512,6 @@ class LocalScoreNet(nn.Module):
         return 2 * self.window + 1
 
     def forward(self, x: torch.Tensor, t) -> torch.Tensor:
-        """Predict the noise of whole trajectories at time ``t``.
-
-        Parameters
-        ----------
-        x : torch.Tensor
-            Noisy trajectories of shape ``(B, L, D)``, with ``L >= 2k+1``.
-        t : float or torch.Tensor
-            Diffusion time: a scalar or a ``(B,)`` tensor.
-
-        Returns
-        -------
-        torch.Tensor
-            The predicted noise, shape ``(B, L, D)``.
-        """
         if not isinstance(x, torch.Tensor) or x.ndim != 3 or x.shape[-1] != self.n_state:
             raise ValueError(
                 f"x must have shape (B, L, {self.n_state}), got {tuple(getattr(x, 'shape', ()))}"
@@ -549,3 +529,5 @@ class LocalScoreNet(nn.Module):
             raise ValueError(f"t must be a scalar or a (B,) tensor, got shape {tuple(t.shape)}")
         out = self.kernel(flat, t).reshape(batch, n_win, size, self.n_state)
         return fold_windows(out, k)
+
+    forward.__doc__ = _EPS_FORWARD_DOC.format(x="x", shape="(B, L, D)", n="B")

@@ -45,7 +45,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from dasim.diffusion.vpsde import broadcast_time
+from dasim.diffusion.denoising import broadcast_time
 
 __all__ = ["PredictorCorrector"]
 
@@ -56,7 +56,7 @@ class PredictorCorrector:
     Parameters
     ----------
     schedule : callable
-        ``schedule(t) -> (mu, sigma)``, e.g. :class:`~dasim.diffusion.vpsde.CosineSchedule`.
+        ``schedule(t) -> (mu, sigma)``, e.g. :class:`~dasim.diffusion.schedules.CosineSchedule`.
     n_steps : int, default=64
         Number :math:`T` of predictor steps.
     n_corrections : int, default=1
@@ -102,7 +102,7 @@ class PredictorCorrector:
 
     >>> import torch
     >>> from dasim.diffusion.sampling import PredictorCorrector
-    >>> from dasim.diffusion.vpsde import CosineSchedule
+    >>> from dasim.diffusion.schedules import CosineSchedule
     >>> schedule = CosineSchedule()
     >>> def eps_model(x, t):
     ...     mu, sigma = schedule(t)
@@ -341,30 +341,18 @@ class PredictorCorrector:
         last = self.n_steps - 1
         for i in tqdm(range(self.n_steps), disable=not progress, desc="sampling", leave=False):
             t, s = times[i], times[i + 1]
-            if refresh_score_in_corrector or (i == last and self.n_corrections == 0):
-                # the cached evaluation after the final predictor would be wasted
-                x, _ = self.step(
-                    x,
-                    t,
-                    s,
-                    eps_model,
-                    generator=generator,
-                    post_step=post_step,
-                    eps_t=eps_cache,
-                    refresh_score_in_corrector=True,
-                )
-                eps_cache = None
-            else:
-                x, eps_cache = self.step(
-                    x,
-                    t,
-                    s,
-                    eps_model,
-                    generator=generator,
-                    post_step=post_step,
-                    eps_t=eps_cache,
-                    refresh_score_in_corrector=False,
-                )
+            # the cached evaluation after the final predictor would be wasted
+            refresh = refresh_score_in_corrector or (i == last and self.n_corrections == 0)
+            x, eps_cache = self.step(
+                x,
+                t,
+                s,
+                eps_model,
+                generator=generator,
+                post_step=post_step,
+                eps_t=eps_cache,
+                refresh_score_in_corrector=refresh,
+            )
             if not torch.isfinite(x).all():
                 raise FloatingPointError(
                     f"non-finite samples at step {i} (t={float(t):.4g}); try more steps, a "

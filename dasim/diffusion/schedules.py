@@ -1,32 +1,59 @@
-r"""Noise schedules of the closed-form KDE diffusion (numpy, vectorised in time).
+r"""Diffusion noise schedules: one interface for the KDE filter and the learned assimilators.
 
-A forward schedule is the linear SDE :math:`dx = f(t)\, x\, dt + g(t)\, dW` on
-:math:`t \in [0, 1]`, whose transition kernel is
-:math:`x_t \mid x_0 \sim \mathcal N(\mu(t) x_0, \sigma(t)^2 I)`. Diffusing the Gaussian
-kernel density estimate :math:`\frac1N \sum_i \mathcal N(x; x_i, \sigma_x^2 I)` through it
-gives the mixture
+A schedule is a linear forward SDE :math:`dx = f(t)\, x\, dt + g(t)\, dW` on
+:math:`t \in [0, 1]`, given by its transition kernel
+:math:`x_t \mid x_0 \sim \mathcal N(\alpha(t) x_0, \sigma(t)^2 I)`. Everything else follows
+from :math:`\alpha` and :math:`\sigma` (:class:`DiffusionSchedule`):
+
+.. math::
+
+    f(t) = \frac{d \log\alpha}{dt}, \qquad
+    g(t)^2 = \frac{d\sigma^2}{dt} - 2 f(t)\, \sigma(t)^2 ,
+
+a state :math:`x_0` of mean :math:`m` and variance :math:`v` has the marginal mean
+:math:`\alpha(t) m` and variance :math:`\alpha(t)^2 v + \sigma(t)^2` (the solution of the
+moment equation :math:`\dot v = 2 f v + g^2`), the probability-flow ODE has the drift
+:math:`f x - \tfrac12 g^2 \nabla\log p_t` and the reverse SDE
+:math:`f x - g^2 \nabla\log p_t`. A subclass writes :math:`\alpha`, :math:`\sigma^2`,
+:math:`f` and :math:`d\sigma^2/dt` in closed form; :math:`g^2` is derived (a subclass may
+override it with a simplified closed form of the same value, which the tests hold against
+the derivation).
+
+- :class:`VESchedule` and :class:`VPSchedule` (linear :math:`\beta`): the schedules of the
+  closed-form KDE filter, which also carry its kernel bandwidth (see below);
+- :class:`CosineSchedule`: the cosine-squared schedule of the learned assimilators (SDA,
+  SOAD).
+
+Every method takes ``t`` as a float, an array-like or a torch tensor: numpy inputs give
+numpy float64 (a 0-d result comes back as a numpy scalar), a tensor gives a tensor of its
+own dtype and device (an integer tensor gets torch's default dtype). Torch is never
+imported here.
+
+**The KDE schedules.** Diffusing the Gaussian kernel density estimate
+:math:`\frac1N \sum_i \mathcal N(x; x_i, \sigma_x^2 I)` through the SDE gives the mixture
 
 .. math::
 
     p_t(x) = \frac1N \sum_i \mathcal N\big(x;\ \mu(t)\, x_i,\ \bar\sigma(t)^2 I\big),
     \qquad \bar\sigma(t)^2 = \mu(t)^2 \sigma_x^2 + \sigma(t)^2 ,
 
-so every schedule here is described by :math:`\mu(t)` and the *total* kernel standard
-deviation :math:`\bar\sigma(t)` (what the closed-form score needs), together with the drift
-coefficient :math:`f(t)` and the squared diffusion :math:`g^2(t)` (what the reverse samplers
-need). The reverse samplers run from ``t_start = 1`` down to ``t_end``; the kernels of the
-target at ``t_end`` are :math:`\mathcal N(\mu(t_{end}) x_i, \bar\sigma(t_{end})^2 I)` with
-:math:`\bar\sigma(t_{end}) = \sigma_x` (``floor_std``) for every schedule in this module.
+with :math:`\mu = \alpha`: :math:`\bar\sigma(t)^2` is the marginal variance of a kernel of
+variance :math:`\sigma_x^2`, the *total* kernel standard deviation the closed-form score
+needs, while the reverse samplers need :math:`f(t)` and :math:`g^2(t)`. The reverse
+samplers run from ``t_start = 1`` down to ``t_end``; the kernels of the target at ``t_end``
+are :math:`\mathcal N(\mu(t_{end}) x_i, \bar\sigma(t_{end})^2 I)` with
+:math:`\bar\sigma(t_{end}) = \sigma_x` (``floor_std``) for both KDE schedules.
 """
 
 from __future__ import annotations
 
 import math
 import numbers
+import sys
 
 import numpy as np
 
-__all__ = ["VESchedule", "VPSchedule", "make_schedule"]
+__all__ = ["CosineSchedule", "DiffusionSchedule", "VESchedule", "VPSchedule", "make_schedule"]
 
 
 def _check_positive_scalar(value, name):
@@ -40,35 +67,240 @@ def _check_positive_scalar(value, name):
 
 
 def _as_time(t):
-    return np.asarray(t, dtype=np.float64)
+    """``(t, xp)``: a floating torch tensor and torch, or a float64 array and numpy."""
+    torch = sys.modules.get("torch")  # a tensor can only exist once torch is imported
+    if torch is not None and isinstance(t, torch.Tensor):
+        return (t if t.is_floating_point() else t.to(torch.get_default_dtype())), torch
+    return np.asarray(t, dtype=np.float64), np
 
 
 def _out(arr):
-    """0-d arrays come back as numpy scalars, others unchanged."""
-    return arr[()] if arr.ndim == 0 else arr
+    """0-d numpy arrays come back as numpy scalars, others (and tensors) unchanged."""
+    return arr[()] if isinstance(arr, np.ndarray) and arr.ndim == 0 else arr
 
 
 _T_PARAM = """
         Parameters
         ----------
-        t : float or array-like
+        t : float, array-like or torch.Tensor
             Diffusion time(s) in [0, 1].
 
         Returns
         -------
-        numpy.float64 or numpy.ndarray
-            Value of {what}, with the shape of ``t``.
+        numpy.float64, numpy.ndarray or torch.Tensor
+            {what}, with the shape of ``t`` (a tensor for a tensor ``t``).
+"""
+
+_XT_PARAM = """
+        Parameters
+        ----------
+        x : array-like or torch.Tensor
+            State(s) :math:`x_t`.
+        t : float, array-like or torch.Tensor
+            Diffusion time(s), broadcastable against ``x`` (a scalar, typically).
+        score : array-like or torch.Tensor
+            The score :math:`\\nabla \\log p_t(x)`, shaped like ``x``.
+
+        Returns
+        -------
+        numpy.ndarray or torch.Tensor
+            The drift, shaped like ``x``.
 """
 
 
-def _doc(summary, what):
-    return summary + "\n" + _T_PARAM.format(what=what)
+def _method(name, hook, summary, root=False, owner="DiffusionSchedule"):
+    """Public method ``name``: ``self.<hook>(t, xp)`` (its square root if ``root``)."""
+
+    def method(self, t):
+        t, xp = _as_time(t)
+        value = getattr(self, hook)(t, xp)
+        return _out(xp.sqrt(value) if root else value)
+
+    method.__name__ = name
+    method.__qualname__ = f"{owner}.{name}"
+    method.__doc__ = summary + "\n" + _T_PARAM.format(what=f"``{name}(t)``")
+    return method
 
 
-class _Schedule:
-    """Shared interface: ``mu``, ``sigmabar``, ``sigmabar2``, ``drift``, ``g2``.
+class DiffusionSchedule:
+    r"""Base of the noise schedules: :math:`t \mapsto (\alpha(t), \sigma(t))` and what follows.
 
-    Subclasses implement ``_mu``, ``_sigmabar2``, ``_drift`` and ``_g2`` on float arrays.
+    Subclasses implement ``_alpha``, ``_sigma2``, ``_drift`` (:math:`d\log\alpha/dt`) and
+    ``_dsigma2`` (:math:`d\sigma^2/dt`) as functions of ``(t, xp)``, with ``t`` a float
+    array and ``xp`` its namespace (numpy or torch), using only arithmetic and functions
+    both namespaces have. The public methods are derived here (module docstring). Not
+    meant to be instantiated.
+
+    Examples
+    --------
+    >>> s = CosineSchedule(eta=1e-3)
+    >>> alpha, sigma = s(0.5)
+    >>> round(float(alpha**2 + sigma**2), 9), isinstance(s, DiffusionSchedule)
+    (1.000001, True)
+    """
+
+    # ------------------------------------------------------------------ subclass hooks
+    def _alpha(self, t, xp):
+        raise NotImplementedError
+
+    def _sigma2(self, t, xp):
+        raise NotImplementedError
+
+    def _drift(self, t, xp):
+        raise NotImplementedError
+
+    def _dsigma2(self, t, xp):
+        raise NotImplementedError
+
+    def _g2(self, t, xp):
+        return self._dsigma2(t, xp) - 2.0 * self._drift(t, xp) * self._sigma2(t, xp)
+
+    def _alpha_sigma2(self, t, xp):
+        return self._alpha(t, xp), self._sigma2(t, xp)
+
+    def _marginal_variance(self, t, var0, xp):
+        alpha, sigma2 = self._alpha_sigma2(t, xp)
+        return alpha * alpha * var0 + sigma2
+
+    # ------------------------------------------------------------------ public interface
+    alpha = _method("alpha", "_alpha", "Signal scale :math:`\\alpha(t)` of the transition kernel.")
+    mu = _method("mu", "_alpha", "Signal scale :math:`\\mu(t) = \\alpha(t)` (the KDE name).")
+    sigma2 = _method("sigma2", "_sigma2", "Noise variance :math:`\\sigma(t)^2` of the kernel.")
+    sigma = _method("sigma", "_sigma2", "Noise scale :math:`\\sigma(t)` of the kernel.", root=True)
+    drift = _method("drift", "_drift", "Drift :math:`f(t) = d\\log\\alpha/dt` of the forward SDE.")
+    g2 = _method("g2", "_g2", "Squared diffusion :math:`g(t)^2` of the forward SDE.")
+    diffusion = _method("diffusion", "_g2", "Diffusion :math:`g(t)` of the SDE.", root=True)
+
+    def __call__(self, t):
+        r"""Return :math:`(\alpha(t), \sigma(t))`, each with the shape of ``t``."""
+        t, xp = _as_time(t)
+        alpha, sigma2 = self._alpha_sigma2(t, xp)
+        return _out(alpha), _out(xp.sqrt(sigma2))
+
+    def marginal_mean(self, x0, t):
+        r"""Mean :math:`\alpha(t)\, x_0` of :math:`x_t` given :math:`x_0`.
+
+        Parameters
+        ----------
+        x0 : array-like or torch.Tensor
+            Clean state(s) :math:`x_0` (or their mean).
+        t : float, array-like or torch.Tensor
+            Diffusion time(s), broadcastable against ``x0``.
+
+        Returns
+        -------
+        numpy.ndarray or torch.Tensor
+            :math:`\alpha(t)\, x_0`.
+        """
+        return x0 * self.alpha(t)
+
+    def marginal_variance(self, t, var0=0.0):
+        r"""Variance :math:`\alpha(t)^2 v_0 + \sigma(t)^2` of :math:`x_t` (per entry).
+
+        For a state :math:`x_0` of variance :math:`v_0` (0: a point), this solves the
+        moment equation :math:`\dot v = 2 f(t) v + g(t)^2` of the forward SDE.
+
+        Parameters
+        ----------
+        t : float, array-like or torch.Tensor
+            Diffusion time(s) in [0, 1].
+        var0 : float, default=0.0
+            Variance :math:`v_0` of the clean state.
+
+        Returns
+        -------
+        numpy.float64, numpy.ndarray or torch.Tensor
+            The variance, with the shape of ``t``.
+        """
+        t, xp = _as_time(t)
+        return _out(self._marginal_variance(t, var0, xp))
+
+    def probability_flow_drift(self, x, t, score):
+        return x * self.drift(t) - score * (0.5 * self.g2(t))
+
+    probability_flow_drift.__doc__ = (
+        "Drift :math:`f(t)\\, x - \\tfrac12 g(t)^2 \\nabla\\log p_t(x)` of the probability-flow"
+        " ODE.\n" + _XT_PARAM
+    )
+
+    def reverse_drift(self, x, t, score):
+        return x * self.drift(t) - score * self.g2(t)
+
+    reverse_drift.__doc__ = (
+        "Drift :math:`f(t)\\, x - g(t)^2 \\nabla\\log p_t(x)` of the reverse-time SDE (run "
+        "with decreasing ``t``, diffusion :math:`g(t)`).\n" + _XT_PARAM
+    )
+
+
+class CosineSchedule(DiffusionSchedule):
+    r"""The cosine-squared schedule of SDA and SOAD.
+
+    .. math::
+
+        \alpha(t) = \cos(\omega t)^2, \qquad \omega = \arccos\sqrt{\eta}, \qquad
+        \sigma(t) = \sqrt{1 - \alpha(t)^2 + \eta^2},
+
+    so that :math:`\alpha(t)^2 + \sigma(t)^2 = 1 + \eta^2`, :math:`\alpha(0) = 1`,
+    :math:`\sigma(0) = \eta`, :math:`\alpha(1) = \eta`, :math:`\sigma(1) = 1`; :math:`\alpha`
+    is decreasing and :math:`\sigma` increasing on :math:`[0, 1]`, and the noise-to-signal
+    ratio :math:`r(t) = \sigma(t)/\alpha(t)` runs from :math:`\eta` to :math:`1/\eta`. The
+    SDE has :math:`f(t) = -2\omega\tan(\omega t)` and :math:`g(t)^2 = -2 f(t) (1 + \eta^2)`.
+
+    Note the square: a schedule :math:`\alpha = \cos(\omega t)` (without it) is a different
+    process, and the SDA/SOAD formulas do not apply to it.
+
+    Parameters
+    ----------
+    eta : float, default=1e-3
+        Smallest noise level, in ``(0, 1)``.
+
+    Examples
+    --------
+    >>> import torch
+    >>> schedule = CosineSchedule()
+    >>> mu, sigma = schedule(torch.tensor([0.0, 1.0], dtype=torch.float64))
+    >>> [round(v, 6) for v in mu.tolist()], [round(v, 6) for v in sigma.tolist()]
+    ([1.0, 0.001], [0.001, 1.0])
+    >>> round(float(schedule.sigma(1.0)), 6)
+    1.0
+    """
+
+    def __init__(self, eta: float = 1e-3):
+        eta = float(eta)
+        if not (0.0 < eta < 1.0) or not math.isfinite(eta):
+            raise ValueError(f"eta must be in (0, 1), got {eta!r}")
+        self.eta = eta
+        self.omega = math.acos(math.sqrt(eta))
+
+    def __repr__(self) -> str:
+        return f"CosineSchedule(eta={self.eta!r})"
+
+    def _alpha(self, t, xp):
+        return xp.cos(self.omega * t) ** 2
+
+    def _alpha_sigma2(self, t, xp):
+        alpha = self._alpha(t, xp)
+        return alpha, 1 - alpha**2 + self.eta**2
+
+    def _sigma2(self, t, xp):
+        return self._alpha_sigma2(t, xp)[1]
+
+    def _drift(self, t, xp):
+        return -2.0 * self.omega * xp.tan(self.omega * t)
+
+    def _dsigma2(self, t, xp):  # d(-alpha^2)/dt = -2 alpha^2 f
+        alpha = self._alpha(t, xp)
+        return -2.0 * alpha * alpha * self._drift(t, xp)
+
+    def _g2(self, t, xp):  # alpha^2 + sigma^2 = 1 + eta^2
+        return -2.0 * (1 + self.eta**2) * self._drift(t, xp)
+
+
+class _KDESchedule(DiffusionSchedule):
+    """A schedule of the KDE filter: the SDE plus the kernel bandwidth ``sigma_x``.
+
+    Adds the total kernel variance ``sigmabar2`` (the marginal variance of a kernel of
+    variance ``sigma_x**2``) and the start and end of the reverse flow.
     """
 
     #: start of the reverse flow (noise end).
@@ -78,35 +310,22 @@ class _Schedule:
     moment_matched_start = False
     name = "base"
 
-    def mu(self, t):
-        return _out(self._mu(_as_time(t)))
+    def _sigmabar2(self, t, xp):
+        return self._marginal_variance(t, self.sigma_x**2, xp)
 
-    mu.__doc__ = _doc("Mean scale :math:`\\mu(t)` of the transition kernel.", "mu(t)")
-
-    def sigmabar2(self, t):
-        return _out(self._sigmabar2(_as_time(t)))
-
-    sigmabar2.__doc__ = _doc(
-        "Total kernel variance :math:`\\bar\\sigma(t)^2` of the diffused KDE.", "sigmabar(t)^2"
+    sigmabar2 = _method(
+        "sigmabar2",
+        "_sigmabar2",
+        "Total kernel variance :math:`\\bar\\sigma(t)^2`.",
+        owner="_KDESchedule",
     )
-
-    def sigmabar(self, t):
-        return _out(np.sqrt(self._sigmabar2(_as_time(t))))
-
-    sigmabar.__doc__ = _doc(
-        "Total kernel standard deviation :math:`\\bar\\sigma(t)` of the diffused KDE.",
-        "sigmabar(t)",
+    sigmabar = _method(
+        "sigmabar",
+        "_sigmabar2",
+        "Total kernel standard deviation :math:`\\bar\\sigma(t)`.",
+        root=True,
+        owner="_KDESchedule",
     )
-
-    def drift(self, t):
-        return _out(self._drift(_as_time(t)))
-
-    drift.__doc__ = _doc("Drift coefficient :math:`f(t)` of the forward SDE.", "f(t)")
-
-    def g2(self, t):
-        return _out(self._g2(_as_time(t)))
-
-    g2.__doc__ = _doc("Squared diffusion coefficient :math:`g(t)^2` of the forward SDE.", "g(t)^2")
 
     @property
     def prior_std(self):
@@ -124,12 +343,13 @@ class _Schedule:
         return float(self.mu(self.t_end))
 
 
-class VESchedule(_Schedule):
+class VESchedule(_KDESchedule):
     r"""Variance-exploding schedule with a linear total standard deviation.
 
     .. math::
 
         \mu(t) = 1,\quad \bar\sigma(t) = \sigma_x + t(\sigma_{max} - \sigma_x),\quad
+        \sigma(t)^2 = \bar\sigma(t)^2 - \sigma_x^2,\quad
         f(t) = 0,\quad g^2(t) = \frac{d\bar\sigma^2}{dt}
         = 2\,\bar\sigma(t)\,(\sigma_{max} - \sigma_x).
 
@@ -171,20 +391,24 @@ class VESchedule(_Schedule):
     def _sigmabar(self, t):
         return self.sigma_x + t * (self.sigma_max - self.sigma_x)
 
-    def _mu(self, t):
-        return np.ones_like(t)
+    def _alpha(self, t, xp):
+        return xp.ones_like(t)
 
-    def _sigmabar2(self, t):
+    def _sigma2(self, t, xp):  # sigmabar^2 - sigma_x^2, without the cancellation
+        slope = self.sigma_max - self.sigma_x
+        return t * slope * (2.0 * self.sigma_x + t * slope)
+
+    def _sigmabar2(self, t, xp):
         return self._sigmabar(t) ** 2
 
-    def _drift(self, t):
-        return np.zeros_like(t)
+    def _drift(self, t, xp):
+        return xp.zeros_like(t)
 
-    def _g2(self, t):
+    def _dsigma2(self, t, xp):
         return 2.0 * self._sigmabar(t) * (self.sigma_max - self.sigma_x)
 
 
-class VPSchedule(_Schedule):
+class VPSchedule(_KDESchedule):
     r"""Variance-preserving schedule with a linear :math:`\beta(t) = \beta_{max} t`.
 
     .. math::
@@ -261,41 +485,35 @@ class VPSchedule(_Schedule):
             f"early_stop={self.early_stop!r})"
         )
 
-    def sigma2(self, t):
-        return _out(self._sigma2(_as_time(t)))
+    def _alpha(self, t, xp):
+        return xp.exp(-0.25 * self.beta_max * t * t)
 
-    sigma2.__doc__ = _doc(
-        "Diffusion variance :math:`\\sigma(t)^2 = 1 - \\mu(t)^2` (computed with ``expm1``).",
-        "sigma(t)^2",
-    )
+    def _sigma2(self, t, xp):  # 1 - alpha^2, with expm1
+        return -xp.expm1(-0.5 * self.beta_max * t * t)
 
-    def _mu(self, t):
-        return np.exp(-0.25 * self.beta_max * t * t)
-
-    def _sigma2(self, t):
-        return -np.expm1(-0.5 * self.beta_max * t * t)
-
-    def _sigmabar2(self, t):
-        s2 = self._sigma2(t)
+    def _sigmabar2(self, t, xp):
         if self.early_stop:
-            return s2
-        mu = self._mu(t)
-        return mu * mu * self.sigma_x**2 + s2
+            return self._sigma2(t, xp)
+        return super()._sigmabar2(t, xp)
 
-    def _drift(self, t):
+    def _drift(self, t, xp):
         return -0.5 * self.beta_max * t
 
-    def _g2(self, t):
+    def _dsigma2(self, t, xp):  # -2 alpha alpha' = beta t alpha^2
+        return self.beta_max * t * xp.exp(-0.5 * self.beta_max * t * t)
+
+    def _g2(self, t, xp):  # the derived g^2, beta t (alpha^2 + sigma^2), is beta t
         return self.beta_max * t
 
 
 def make_schedule(schedule, *, sigma_x, sigma_max=None, beta_max=50.0):
-    """Build a schedule from its name, or pass an instance through.
+    """Build a KDE schedule from its name, or pass an instance through.
 
     Parameters
     ----------
     schedule : {"ve", "vp", "vp-early-stop"} or schedule instance
-        Name of the schedule. An instance is returned unchanged (``sigma_x`` etc. ignored).
+        Name of the schedule. An instance of :class:`VESchedule` or :class:`VPSchedule` is
+        returned unchanged (``sigma_x`` etc. ignored).
     sigma_x : float
         Bandwidth floor.
     sigma_max : float, optional
@@ -313,7 +531,7 @@ def make_schedule(schedule, *, sigma_x, sigma_max=None, beta_max=50.0):
     >>> make_schedule("ve", sigma_x=0.5, sigma_max=50.0)
     VESchedule(sigma_x=0.5, sigma_max=50.0)
     """
-    if isinstance(schedule, _Schedule):
+    if isinstance(schedule, _KDESchedule):
         return schedule
     if sigma_x is None:
         raise ValueError("sigma_x is required to build a schedule by name.")

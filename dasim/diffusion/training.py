@@ -1,6 +1,6 @@
 r"""Training loop for epsilon-models on trajectory windows (torch).
 
-The loss is the denoising loss of :func:`~dasim.diffusion.vpsde.denoising_loss`,
+The loss is the denoising loss of :func:`~dasim.diffusion.denoising.denoising_loss`,
 
 .. math::
 
@@ -22,7 +22,7 @@ import torch
 from tqdm.auto import tqdm
 
 from dasim._validation import check_positive_int
-from dasim.diffusion.vpsde import broadcast_time, denoising_loss
+from dasim.diffusion.denoising import _squared_error, denoising_loss
 from dasim.diffusion.windows import check_window, random_windows
 
 __all__ = ["train_eps_model"]
@@ -36,9 +36,7 @@ def _fixed_noise_loss(model, x, t, eps, schedule, batch_size: int) -> float:
     with torch.no_grad():
         for i in range(0, x.shape[0], batch_size):
             xb, tb, eb = x[i : i + batch_size], t[i : i + batch_size], eps[i : i + batch_size]
-            mu, sigma = schedule(tb)
-            x_t = broadcast_time(mu, xb) * xb + broadcast_time(sigma, xb) * eb
-            total += float(((model(x_t, tb) - eb) ** 2).sum())
+            total += float(_squared_error(model, xb, tb, eb, schedule).sum())
             count += eb.numel()
     return total / count
 
@@ -124,7 +122,7 @@ def train_eps_model(
     >>> import torch
     >>> from dasim.diffusion.networks import LocalScoreNet
     >>> from dasim.diffusion.training import train_eps_model
-    >>> from dasim.diffusion.vpsde import CosineSchedule
+    >>> from dasim.diffusion.schedules import CosineSchedule
     >>> trajectories = torch.randn(4, 12, 2)
     >>> net = LocalScoreNet(n_state=2, window=1, width=8, depth=1, embedding=4)
     >>> history = train_eps_model(

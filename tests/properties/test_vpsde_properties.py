@@ -10,7 +10,7 @@ from hypothesis import given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
 from dasim.diffusion.guidance import AugmentedGuidance, augmented_log_likelihood  # noqa: E402
-from dasim.diffusion.vpsde import CosineSchedule  # noqa: E402
+from dasim.diffusion.schedules import CosineSchedule  # noqa: E402
 
 F64 = torch.float64
 etas = st.floats(1e-6, 0.5)

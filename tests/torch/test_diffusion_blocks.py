@@ -7,6 +7,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
+from dasim.diffusion.denoising import denoising_loss, tweedie  # noqa: E402
 from dasim.diffusion.networks import (  # noqa: E402
     ConvEpsNet,
     FourierTimeEmbedding,
@@ -16,8 +17,8 @@ from dasim.diffusion.networks import (  # noqa: E402
     ResMLP,
 )
 from dasim.diffusion.sampling import PredictorCorrector  # noqa: E402
+from dasim.diffusion.schedules import CosineSchedule  # noqa: E402
 from dasim.diffusion.training import train_eps_model  # noqa: E402
-from dasim.diffusion.vpsde import CosineSchedule, denoising_loss, tweedie  # noqa: E402
 from dasim.diffusion.windows import fold_windows, random_windows, unfold_windows  # noqa: E402
 
 F64 = torch.float64

@@ -12,7 +12,7 @@ from dasim.diffusion.guidance import (  # noqa: E402
     GaussianGuidance,
 )
 from dasim.diffusion.sampling import PredictorCorrector  # noqa: E402
-from dasim.diffusion.vpsde import CosineSchedule  # noqa: E402
+from dasim.diffusion.schedules import CosineSchedule  # noqa: E402
 
 F64 = torch.float64
 SCHEDULE = CosineSchedule()

@@ -1,4 +1,4 @@
-r"""Variance-preserving noise schedule, denoising loss and Tweedie denoiser (torch).
+r"""The noise-prediction (epsilon) parametrisation: denoising loss and Tweedie denoiser (torch).
 
 The forward (noising) process of SDA and SOAD perturbs a clean sample :math:`x` as
 
@@ -7,10 +7,14 @@ The forward (noising) process of SDA and SOAD perturbs a clean sample :math:`x` 
     x_t = \mu(t)\, x + \sigma(t)\, \varepsilon, \qquad \varepsilon \sim \mathcal{N}(0, I),
     \qquad t \in [0, 1],
 
-and a network :math:`\varepsilon_\phi(x_t, t)` is trained to predict the noise
-:math:`\varepsilon`. Everything in :mod:`dasim.diffusion` speaks three tiny interfaces:
+with :math:`(\mu, \sigma)` from a schedule of :mod:`dasim.diffusion.schedules` (the
+learned assimilators use :class:`~dasim.diffusion.schedules.CosineSchedule`), and a
+network :math:`\varepsilon_\phi(x_t, t)` is trained to predict the noise
+:math:`\varepsilon`. The learned side of :mod:`dasim.diffusion` speaks three tiny
+interfaces:
 
-* a *schedule* is a callable ``schedule(t) -> (mu, sigma)``;
+* a *schedule* is a callable ``schedule(t) -> (mu, sigma)`` (every
+  :class:`~dasim.diffusion.schedules.DiffusionSchedule` is one);
 * an *epsilon-model* is any callable ``eps(x, t) -> eps`` on tensors of shape ``(B, L, D)``
   (batch, time, features), with ``t`` a 0-d tensor or a ``(B,)`` tensor;
 * a *sampler* integrates from :math:`t = 1` to :math:`t = 0` with one ``step``.
@@ -22,12 +26,11 @@ References
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 
 import torch
 
-__all__ = ["CosineSchedule", "broadcast_time", "denoising_loss", "tweedie"]
+__all__ = ["GaussianSkip", "broadcast_time", "denoising_loss", "tweedie"]
 
 
 def _as_time(t, like: torch.Tensor | None = None) -> torch.Tensor:
@@ -66,7 +69,7 @@ def broadcast_time(v, x: torch.Tensor) -> torch.Tensor:
     Examples
     --------
     >>> import torch
-    >>> from dasim.diffusion.vpsde import broadcast_time
+    >>> from dasim.diffusion.denoising import broadcast_time
     >>> broadcast_time(torch.ones(4), torch.zeros(4, 3, 2)).shape
     torch.Size([4, 1, 1])
     """
@@ -86,82 +89,28 @@ def broadcast_time(v, x: torch.Tensor) -> torch.Tensor:
     )
 
 
-class CosineSchedule:
-    r"""The cosine-squared variance-preserving schedule of SDA and SOAD.
-
-    .. math::
-
-        \mu(t) = \cos(\omega t)^2, \qquad \omega = \arccos\sqrt{\eta}, \qquad
-        \sigma(t) = \sqrt{1 - \mu(t)^2 + \eta^2},
-
-    so that :math:`\mu(t)^2 + \sigma(t)^2 = 1 + \eta^2`, :math:`\mu(0) = 1`,
-    :math:`\sigma(0) = \eta`, :math:`\mu(1) = \eta`, :math:`\sigma(1) = 1`; :math:`\mu` is
-    decreasing and :math:`\sigma` increasing on :math:`[0, 1]`. The signal-to-noise ratio
-    :math:`r(t) = \sigma(t)/\mu(t)` runs from :math:`\eta` to :math:`1/\eta`.
-
-    Note the square: a schedule :math:`\mu = \cos(\omega t)` (without it) is a different
-    process, and the SDA/SOAD formulas do not apply to it.
-
-    Parameters
-    ----------
-    eta : float, default=1e-3
-        Smallest noise level, in ``(0, 1)``.
-
-    Examples
-    --------
-    >>> import torch
-    >>> schedule = CosineSchedule()
-    >>> mu, sigma = schedule(torch.tensor([0.0, 1.0], dtype=torch.float64))
-    >>> [round(v, 6) for v in mu.tolist()], [round(v, 6) for v in sigma.tolist()]
-    ([1.0, 0.001], [0.001, 1.0])
-    """
-
-    def __init__(self, eta: float = 1e-3):
-        eta = float(eta)
-        if not (0.0 < eta < 1.0) or not math.isfinite(eta):
-            raise ValueError(f"eta must be in (0, 1), got {eta!r}")
-        self.eta = eta
-        self.omega = math.acos(math.sqrt(eta))
-
-    def mu(self, t) -> torch.Tensor:
-        r"""Compute the signal scale :math:`\mu(t) = \cos(\omega t)^2`.
+#: Docstring of ``forward(x, t)`` of the epsilon-networks (one contract, one text).
+_EPS_FORWARD_DOC = """Predict the noise in ``{x}`` at time ``t``.
 
         Parameters
         ----------
+        {x} : torch.Tensor
+            Noisy inputs of shape ``{shape}``.
         t : float or torch.Tensor
-            Diffusion time(s) in :math:`[0, 1]`, of any shape.
+            Diffusion time: a scalar or a ``({n},)`` tensor.
 
         Returns
         -------
         torch.Tensor
-            :math:`\mu(t)`, with the shape of ``t`` (vectorised over ``t``).
+            The predicted noise, shaped like ``{x}``.
         """
-        t = _as_time(t)
-        return torch.cos(self.omega * t) ** 2
 
-    def sigma(self, t) -> torch.Tensor:
-        r"""Compute the noise scale :math:`\sigma(t) = \sqrt{1 - \mu(t)^2 + \eta^2}`.
 
-        Parameters
-        ----------
-        t : float or torch.Tensor
-            Diffusion time(s) in :math:`[0, 1]`, of any shape.
-
-        Returns
-        -------
-        torch.Tensor
-            :math:`\sigma(t)`, with the shape of ``t`` (vectorised over ``t``).
-        """
-        mu = self.mu(t)
-        return torch.sqrt(1 - mu**2 + self.eta**2)
-
-    def __call__(self, t) -> tuple[torch.Tensor, torch.Tensor]:
-        r"""Return :math:`(\mu(t), \sigma(t))` with the shape, dtype and device of ``t``."""
-        mu = self.mu(t)
-        return mu, torch.sqrt(1 - mu**2 + self.eta**2)
-
-    def __repr__(self) -> str:
-        return f"CosineSchedule(eta={self.eta!r})"
+def _squared_error(eps_model, x, t, eps, schedule):
+    """``(eps_model(x_t, t) - eps)**2`` for the noised ``x_t = mu(t) x + sigma(t) eps``."""
+    mu, sigma = schedule(t)
+    x_t = broadcast_time(mu, x) * x + broadcast_time(sigma, x) * eps
+    return (eps_model(x_t, t) - eps) ** 2
 
 
 def denoising_loss(
@@ -193,7 +142,8 @@ def denoising_loss(
     x : torch.Tensor
         Clean samples, shape ``(B, ...)``.
     schedule : callable
-        ``schedule(t) -> (mu, sigma)``, e.g. :class:`CosineSchedule`.
+        ``schedule(t) -> (mu, sigma)``, e.g.
+        :class:`~dasim.diffusion.schedules.CosineSchedule`.
     generator : torch.Generator, optional
         Source of randomness for ``t`` and :math:`\varepsilon` (on the device of ``x``).
     weights : torch.Tensor, optional
@@ -207,7 +157,8 @@ def denoising_loss(
     Examples
     --------
     >>> import torch
-    >>> from dasim.diffusion.vpsde import CosineSchedule, denoising_loss
+    >>> from dasim.diffusion.denoising import denoising_loss
+    >>> from dasim.diffusion.schedules import CosineSchedule
     >>> x = torch.randn(8, 5, 2, generator=torch.Generator().manual_seed(0))
     >>> loss = denoising_loss(lambda x_t, t: torch.zeros_like(x_t), x, CosineSchedule())
     >>> loss.shape, bool(loss > 0)
@@ -217,9 +168,7 @@ def denoising_loss(
         raise ValueError("x must be a torch.Tensor of shape (B, ...) with at least 2 dims")
     t = torch.rand(x.shape[0], generator=generator, dtype=x.dtype, device=x.device)
     eps = torch.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device)
-    mu, sigma = schedule(t)
-    x_t = broadcast_time(mu, x) * x + broadcast_time(sigma, x) * eps
-    err = (eps_model(x_t, t) - eps) ** 2
+    err = _squared_error(eps_model, x, t, eps, schedule)
     if weights is None:
         return err.mean()
     weights = torch.as_tensor(weights, dtype=x.dtype, device=x.device)
@@ -255,8 +204,65 @@ def tweedie(x_t: torch.Tensor, eps: torch.Tensor, mu, sigma) -> torch.Tensor:
     Examples
     --------
     >>> import torch
-    >>> from dasim.diffusion.vpsde import tweedie
+    >>> from dasim.diffusion.denoising import tweedie
     >>> tweedie(torch.tensor([[1.0]]), torch.tensor([[0.5]]), mu=0.5, sigma=1.0)
     tensor([[1.]])
     """
     return (x_t - broadcast_time(sigma, x_t) * eps) / broadcast_time(mu, x_t)
+
+
+class GaussianSkip(torch.nn.Module):
+    r"""Epsilon-model with the exact noise of a standard normal prior as a skip connection.
+
+    .. math::
+
+        \varepsilon(w, t) = \frac{\sigma(t)}{1 + \eta^2}\, w
+        + g \odot \varepsilon_\text{inner}(w, t).
+
+    The first term is the exact epsilon :math:`\sigma w / (\alpha^2 + \sigma^2)` of a
+    standard normal prior (the first two moments of standardised data) under the
+    :class:`~dasim.diffusion.schedules.CosineSchedule`, whose :math:`\alpha^2 + \sigma^2`
+    is the constant :math:`1 + \eta^2`; the network learns only the departure from it. The
+    per-feature gain :math:`g` starts at zero, so an untrained model samples a standard
+    normal instead of amplifying its errors by up to :math:`1/\alpha(1) = 1/\eta` through
+    the sampler. It is a reparametrisation of the same epsilon-model: the loss and the
+    samplers are unchanged.
+
+    Parameters
+    ----------
+    inner : torch.nn.Module
+        The learned epsilon-model ``inner(w, t)`` on flat inputs ``(N, features)``.
+    features : int
+        Number of features of ``w`` (the size of the gain).
+    schedule : CosineSchedule
+        The schedule the model is trained and sampled with.
+
+    Examples
+    --------
+    Untrained (zero gain), the model is the exact epsilon of a standard normal prior:
+
+    >>> import torch
+    >>> from dasim.diffusion.networks import MLPEpsNet
+    >>> from dasim.diffusion.schedules import CosineSchedule
+    >>> schedule = CosineSchedule()
+    >>> skip = GaussianSkip(MLPEpsNet(4, width=8, depth=1), 4, schedule)
+    >>> w, t = torch.randn(3, 4), torch.rand(3)
+    >>> alpha, sigma = schedule(t)
+    >>> torch.allclose(skip(w, t), (sigma / (alpha**2 + sigma**2))[:, None] * w)
+    True
+    """
+
+    def __init__(self, inner: torch.nn.Module, features: int, schedule):
+        super().__init__()
+        self.inner = inner
+        self.schedule = schedule
+        self.gain = torch.nn.Parameter(torch.zeros(int(features)))
+
+    def forward(self, w: torch.Tensor, t) -> torch.Tensor:
+        t = torch.as_tensor(t, dtype=w.dtype, device=w.device)
+        _, sigma = self.schedule(t)
+        if sigma.ndim == 1:
+            sigma = sigma[:, None]
+        return sigma * w / (1 + self.schedule.eta**2) + self.gain * self.inner(w, t)
+
+    forward.__doc__ = _EPS_FORWARD_DOC.format(x="w", shape="(N, features)", n="N")
