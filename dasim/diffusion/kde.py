@@ -49,15 +49,15 @@ only the two matrix products and the ``exp`` run in float32. The error of the ex
 squared distance is then about :math:`\epsilon_{32}(\lVert x'\rVert^2 +
 \mu^2\lVert c'\rVert^2)/(2\bar\sigma^2)` in each logit.
 
-Functions accept numpy arrays (computed here, in float64) or torch tensors (computed by
-:mod:`dasim.diffusion._kde_torch`, on the tensor's device and dtype). torch is imported
-only when a tensor is passed or ``backend="torch"`` is asked for.
+Functions accept numpy arrays (computed in float64) or torch tensors (computed on the
+tensor's device and dtype); one implementation serves both, written over the small array
+namespace of :mod:`dasim.diffusion._xp` (in :mod:`dasim.diffusion._kde_core`). torch is
+imported only when a tensor is passed or ``backend="torch"`` is asked for. With torch the
+log-density is differentiable by autograd:
+``torch.autograd.grad(kde_log_density(x, ...).sum(), x)`` equals :func:`kde_score`.
 """
 
 from __future__ import annotations
-
-import math
-import sys
 
 import numpy as np
 from scipy.special import logsumexp
@@ -67,17 +67,24 @@ from ._kde_core import (
     EXP_FLOOR,
     RESCUE_BELOW,
     SCORE_DTYPES,
+    Centres,
+    _check_log_weights,
+    _check_matrix,
+    _check_time,
+    _score_logp_prepared,
     check_score_dtype,
+    tile_for,
 )
 
-# re-exported for the sampler, the torch twin, the benchmarks and the tests
+# re-exported for the samplers, the benchmarks and the tests
 from ._kde_core import _Centres as _Centres
 from ._kde_core import _lse_stats as _lse_stats
 from ._kde_core import _lse_stats_exact as _lse_stats_exact
 from ._kde_core import _numpy_tile as _numpy_tile
-from ._kde_core import _score_logp_prepared as _score_logp_prepared
 from ._kde_core import floor_needed as floor_needed
 from ._kde_core import tile_shape as tile_shape
+from ._xp import is_tensor as _is_tensor
+from ._xp import torch_namespace
 
 __all__ = [
     "DEFAULT_MEMORY_BUDGET",
@@ -93,11 +100,6 @@ __all__ = [
 ]
 
 # --------------------------------------------------------------------------- helpers
-
-
-def _is_tensor(obj):
-    torch = sys.modules.get("torch")
-    return torch is not None and isinstance(obj, torch.Tensor)
 
 
 def resolve_device(device="auto"):
@@ -128,66 +130,6 @@ def resolve_device(device="auto"):
     if not isinstance(device, str) and type(device).__name__ != "device":
         raise TypeError(f"device must be a string or a torch.device, got {device!r}.")
     return str(device)
-
-
-def _check_matrix(value, name, ncols=None):
-    if _is_tensor(value):
-        raise TypeError(f"{name} is a torch tensor; pass all arrays as numpy or all as torch.")
-    try:
-        arr = np.asarray(value, dtype=np.float64)
-    except (TypeError, ValueError) as exc:
-        raise TypeError(f"{name} must be a numeric array ({exc}).") from exc
-    if arr.ndim != 2:
-        raise ValueError(f"{name} must be 2-D (n, d), got shape {arr.shape}.")
-    if arr.shape[0] < 1 or arr.shape[1] < 1:
-        raise ValueError(f"{name} must have at least one row and one column, got {arr.shape}.")
-    if ncols is not None and arr.shape[1] != ncols:
-        raise ValueError(
-            f"{name} must have {ncols} columns (the state dimension), got {arr.shape}."
-        )
-    if not np.all(np.isfinite(arr)):
-        raise ValueError(f"{name} contains NaN or inf.")
-    return arr
-
-
-def _check_log_weights(log_w, n):
-    """Validate log-weights; ``None`` means uniform. ``-inf`` (zero weight) is allowed."""
-    if log_w is None:
-        return np.zeros(n)
-    if _is_tensor(log_w):
-        raise TypeError("log_w_obs is a torch tensor; pass all arrays as numpy or all as torch.")
-    arr = np.asarray(log_w, dtype=np.float64)
-    if arr.shape != (n,):
-        raise ValueError(f"log_w_obs must have shape ({n},) (one per centre), got {arr.shape}.")
-    if np.any(np.isnan(arr)) or np.any(arr == np.inf):
-        raise ValueError("log_w_obs contains NaN or +inf.")
-    if not np.any(np.isfinite(arr)):
-        raise ValueError("every observation weight is zero (all log_w_obs are -inf).")
-    return arr
-
-
-def _check_time(t, schedule):
-    if _is_tensor(t):
-        t = t.item()
-    if isinstance(t, bool):
-        raise TypeError("t must be a real scalar, got bool.")
-    try:
-        t_arr = np.asarray(t, dtype=np.float64)
-    except (TypeError, ValueError) as exc:
-        raise TypeError(f"t must be a real scalar, got {type(t).__name__}.") from exc
-    if t_arr.ndim != 0:
-        raise ValueError(f"t must be a scalar, got shape {t_arr.shape}.")
-    t = float(t_arr)
-    if not math.isfinite(t) or t < 0.0:
-        raise ValueError(f"t must be finite and >= 0, got {t!r}.")
-    mu = float(schedule.mu(t))
-    sbar2 = float(schedule.sigmabar2(t))
-    if not (math.isfinite(sbar2) and sbar2 > 0.0 and math.isfinite(mu)):
-        raise ValueError(
-            f"t={t!r} gives sigmabar(t)^2={sbar2!r}; it must be > 0 (t below the "
-            f"schedule's t_end={getattr(schedule, 't_end', None)!r}?)."
-        )
-    return t, mu, sbar2
 
 
 def effective_sample_size(log_w):
@@ -274,6 +216,47 @@ def observation_log_weights(y_obs, Y_sim, sigma_y):
     return -0.5 * np.einsum("ij,ij->i", z, z)
 
 
+_PARAMS = """\
+    x : numpy.ndarray or torch.Tensor of shape (M, d)
+        Query points.
+    t : float
+        Diffusion time, with :math:`\\bar\\sigma(t) > 0` (at or above the schedule's
+        ``t_end``).
+    centres : numpy.ndarray or torch.Tensor of shape (N, d)
+        KDE centres :math:`x_i` (the forecast ensemble, centred by the caller if wanted).
+    log_w_obs : numpy.ndarray or torch.Tensor of shape (N,), or None
+        Observation log-weights :math:`\\ell_i` (unnormalised; ``-inf`` allowed for zero
+        weight; ``None`` for uniform weights, the prior KDE). See
+        :func:`observation_log_weights`, or pass a known log-likelihood vector.
+    schedule : VESchedule or VPSchedule
+        Gives :math:`\\mu(t)` and :math:`\\bar\\sigma(t)`.
+    chunk_size : int or tuple of (int, int), optional
+        Forced tile: queries per tile, or (queries, centres) per tile. Default: from
+        ``memory_budget``.
+    memory_budget : int, optional
+        Bytes allowed for the pairwise temporaries of one tile (default 256 MiB).
+    backend : {None, "numpy", "torch"}, optional
+        ``None`` dispatches on the type of the inputs (torch if any is a tensor).
+    device : str, optional
+        The torch device used when numpy inputs are sent to ``backend="torch"``
+        (default ``"auto"``); tensors are computed on the device of ``x``.
+    dtype : {None, "float64", "float32"}, optional
+        Precision of the pairwise tiles (the two matrix products and the ``exp``; a numpy
+        or torch dtype is accepted too). None: float64 for numpy inputs, the dtype of
+        ``x`` for tensors. ``"float32"`` is about 1.5 x faster on CPU, with logits
+        accurate to about :math:`\\epsilon_{32}\\lVert x\\rVert^2/\\bar\\sigma^2`; the
+        shift, the norms and the results stay in the input precision.
+
+"""
+
+
+def _fill_params(func):
+    """Put the parameters the three public functions share into ``func``'s docstring."""
+    if func.__doc__:  # None under python -OO
+        func.__doc__ = func.__doc__.replace("    %(kde_params)s\n", _PARAMS)
+    return func
+
+
 def _dispatch(
     x,
     t,
@@ -291,43 +274,28 @@ def _dispatch(
     if backend not in (None, "numpy", "torch"):
         raise ValueError(f"backend must be None, 'numpy' or 'torch', got {backend!r}.")
     dtype = check_score_dtype(dtype)
-    tensors = any(_is_tensor(a) for a in (x, centres, log_w_obs))
-    if tensors or backend == "torch":
+    xp = None  # numpy float64 (the checks' default)
+    return_numpy = not _is_tensor(x)
+    if backend == "torch" or any(_is_tensor(a) for a in (x, centres, log_w_obs)):
         if backend == "numpy":
             raise ValueError("backend='numpy' was asked for but torch tensors were passed.")
-        from dasim.diffusion import _kde_torch
-
-        return_numpy = not _is_tensor(x)
-        out = _kde_torch.score_and_log_density(
-            x,
-            t,
-            centres,
-            log_w_obs,
-            schedule,
-            chunk_size,
-            memory_budget=memory_budget,
-            device=device,
-            want_score=want_score,
-            want_logp=want_logp,
-            dtype=dtype,
-        )
-        if return_numpy:
-            out = tuple(
-                None if o is None else o.detach().cpu().numpy().astype(np.float64) for o in out
-            )
-        return out
-    x = _check_matrix(x, "x")
-    centres = _check_matrix(centres, "centres", ncols=x.shape[1])
-    log_w = _check_log_weights(log_w_obs, centres.shape[0])
+        xp = torch_namespace(device, like=None if return_numpy else x)
+    x = _check_matrix(x, "x", xp=xp)
+    centres = _check_matrix(centres, "centres", ncols=x.shape[1], xp=xp)
+    log_w = _check_log_weights(log_w_obs, centres.shape[0], xp=xp, like=x)
     _, mu, sbar2 = _check_time(t, schedule)
-    cen = _Centres(centres, log_w, dtype or "float64")
-    tile = _numpy_tile(x.shape[0], cen.C0.shape[0], chunk_size, memory_budget)
-    return _score_logp_prepared(x, mu, sbar2, cen, tile, want_score, want_logp)
+    cen = Centres(centres, log_w, dtype)
+    tile = tile_for(cen.xp, x.shape[0], cen.C0.shape[0], chunk_size, memory_budget, cen.dtype)
+    out = _score_logp_prepared(x, mu, sbar2, cen, tile, want_score, want_logp)
+    if xp is not None and return_numpy:
+        out = tuple(None if o is None else xp.to_numpy(o) for o in out)
+    return out
 
 
 # --------------------------------------------------------------------------- public API
 
 
+@_fill_params
 def kde_score(
     x,
     t,
@@ -351,36 +319,7 @@ def kde_score(
 
     Parameters
     ----------
-    x : numpy.ndarray or torch.Tensor of shape (M, d)
-        Query points.
-    t : float
-        Diffusion time, with :math:`\bar\sigma(t) > 0` (at or above the schedule's
-        ``t_end``).
-    centres : numpy.ndarray or torch.Tensor of shape (N, d)
-        KDE centres :math:`x_i` (the forecast ensemble, centred by the caller if wanted).
-    log_w_obs : numpy.ndarray or torch.Tensor of shape (N,), or None
-        Observation log-weights :math:`\ell_i` (unnormalised; ``-inf`` allowed for zero
-        weight; ``None`` for uniform weights, the prior KDE). See
-        :func:`observation_log_weights`, or pass a known log-likelihood vector.
-    schedule : VESchedule or VPSchedule
-        Gives :math:`\mu(t)` and :math:`\bar\sigma(t)`.
-    chunk_size : int or tuple of (int, int), optional
-        Forced tile: queries per tile, or (queries, centres) per tile. Default: from
-        ``memory_budget``.
-    memory_budget : int, optional
-        Bytes allowed for the pairwise temporaries of one tile (default 256 MiB).
-    backend : {None, "numpy", "torch"}, optional
-        ``None`` dispatches on the type of the inputs (torch if any is a tensor).
-    device : str, optional
-        The torch device used when numpy inputs are sent to ``backend="torch"``
-        (default ``"auto"``); tensors are computed on the device of ``x``.
-    dtype : {None, "float64", "float32"}, optional
-        Precision of the pairwise tiles (the two matrix products and the ``exp``; a numpy
-        or torch dtype is accepted too). None: float64 for numpy inputs, the dtype of
-        ``x`` for tensors. ``"float32"`` is about 1.5 x faster on CPU, with logits
-        accurate to about :math:`\epsilon_{32}\lVert x\rVert^2/\bar\sigma^2`; the
-        shift, the norms and the results stay in the input precision.
-
+    %(kde_params)s
     Returns
     -------
     numpy.ndarray or torch.Tensor of shape (M, d)
@@ -409,6 +348,7 @@ def kde_score(
     )[0]
 
 
+@_fill_params
 def kde_log_density(
     x,
     t,
@@ -435,36 +375,7 @@ def kde_log_density(
 
     Parameters
     ----------
-    x : numpy.ndarray or torch.Tensor of shape (M, d)
-        Query points.
-    t : float
-        Diffusion time, with :math:`\bar\sigma(t) > 0` (at or above the schedule's
-        ``t_end``).
-    centres : numpy.ndarray or torch.Tensor of shape (N, d)
-        KDE centres :math:`x_i` (the forecast ensemble, centred by the caller if wanted).
-    log_w_obs : numpy.ndarray or torch.Tensor of shape (N,), or None
-        Observation log-weights :math:`\ell_i` (unnormalised; ``-inf`` allowed for zero
-        weight; ``None`` for uniform weights, the prior KDE). See
-        :func:`observation_log_weights`, or pass a known log-likelihood vector.
-    schedule : VESchedule or VPSchedule
-        Gives :math:`\mu(t)` and :math:`\bar\sigma(t)`.
-    chunk_size : int or tuple of (int, int), optional
-        Forced tile: queries per tile, or (queries, centres) per tile. Default: from
-        ``memory_budget``.
-    memory_budget : int, optional
-        Bytes allowed for the pairwise temporaries of one tile (default 256 MiB).
-    backend : {None, "numpy", "torch"}, optional
-        ``None`` dispatches on the type of the inputs (torch if any is a tensor).
-    device : str, optional
-        The torch device used when numpy inputs are sent to ``backend="torch"``
-        (default ``"auto"``); tensors are computed on the device of ``x``.
-    dtype : {None, "float64", "float32"}, optional
-        Precision of the pairwise tiles (the two matrix products and the ``exp``; a numpy
-        or torch dtype is accepted too). None: float64 for numpy inputs, the dtype of
-        ``x`` for tensors. ``"float32"`` is about 1.5 x faster on CPU, with logits
-        accurate to about :math:`\epsilon_{32}\lVert x\rVert^2/\bar\sigma^2`; the
-        shift, the norms and the results stay in the input precision.
-
+    %(kde_params)s
     Returns
     -------
     numpy.ndarray or torch.Tensor of shape (M,)
@@ -493,6 +404,7 @@ def kde_log_density(
     )[1]
 
 
+@_fill_params
 def kde_score_and_log_density(
     x,
     t,
@@ -510,36 +422,7 @@ def kde_score_and_log_density(
 
     Parameters
     ----------
-    x : numpy.ndarray or torch.Tensor of shape (M, d)
-        Query points.
-    t : float
-        Diffusion time, with :math:`\bar\sigma(t) > 0` (at or above the schedule's
-        ``t_end``).
-    centres : numpy.ndarray or torch.Tensor of shape (N, d)
-        KDE centres :math:`x_i` (the forecast ensemble, centred by the caller if wanted).
-    log_w_obs : numpy.ndarray or torch.Tensor of shape (N,), or None
-        Observation log-weights :math:`\ell_i` (unnormalised; ``-inf`` allowed for zero
-        weight; ``None`` for uniform weights, the prior KDE). See
-        :func:`observation_log_weights`, or pass a known log-likelihood vector.
-    schedule : VESchedule or VPSchedule
-        Gives :math:`\mu(t)` and :math:`\bar\sigma(t)`.
-    chunk_size : int or tuple of (int, int), optional
-        Forced tile: queries per tile, or (queries, centres) per tile. Default: from
-        ``memory_budget``.
-    memory_budget : int, optional
-        Bytes allowed for the pairwise temporaries of one tile (default 256 MiB).
-    backend : {None, "numpy", "torch"}, optional
-        ``None`` dispatches on the type of the inputs (torch if any is a tensor).
-    device : str, optional
-        The torch device used when numpy inputs are sent to ``backend="torch"``
-        (default ``"auto"``); tensors are computed on the device of ``x``.
-    dtype : {None, "float64", "float32"}, optional
-        Precision of the pairwise tiles (the two matrix products and the ``exp``; a numpy
-        or torch dtype is accepted too). None: float64 for numpy inputs, the dtype of
-        ``x`` for tensors. ``"float32"`` is about 1.5 x faster on CPU, with logits
-        accurate to about :math:`\epsilon_{32}\lVert x\rVert^2/\bar\sigma^2`; the
-        shift, the norms and the results stay in the input precision.
-
+    %(kde_params)s
     Returns
     -------
     score : numpy.ndarray or torch.Tensor of shape (M, d)
