@@ -250,13 +250,6 @@ _PARAMS = """\
 """
 
 
-def _fill_params(func):
-    """Put the parameters the three public functions share into ``func``'s docstring."""
-    if func.__doc__:  # None under python -OO
-        func.__doc__ = func.__doc__.replace("    %(kde_params)s\n", _PARAMS)
-    return func
-
-
 def _dispatch(
     x,
     t,
@@ -292,23 +285,40 @@ def _dispatch(
     return out
 
 
+def _entry_point(name, want_score, want_logp, doc):
+    """A public function of the closed-form KDE: one body, three entry points that differ
+    in what they compute (the score, the log-density or both) and return."""
+
+    def evaluate(
+        x,
+        t,
+        centres,
+        log_w_obs,
+        schedule,
+        chunk_size=None,
+        *,
+        memory_budget=None,
+        backend=None,
+        device=None,
+        dtype=None,
+    ):
+        args = (x, t, centres, log_w_obs, schedule, chunk_size, memory_budget, backend, device)
+        score, logp = _dispatch(*args, want_score, want_logp, dtype)
+        if want_score and want_logp:
+            return score, logp
+        return score if want_score else logp
+
+    evaluate.__name__ = evaluate.__qualname__ = name
+    evaluate.__doc__ = doc.replace("    %(kde_params)s\n", _PARAMS)
+    return evaluate
+
+
 # --------------------------------------------------------------------------- public API
 
-
-@_fill_params
-def kde_score(
-    x,
-    t,
-    centres,
-    log_w_obs,
-    schedule,
-    chunk_size=None,
-    *,
-    memory_budget=None,
-    backend=None,
-    device=None,
-    dtype=None,
-):
+kde_score = _entry_point(
+    "kde_score",
+    True,
+    False,
     r"""Closed-form conditional score :math:`s(x, t \mid y^*)` of the diffused KDE.
 
     .. math::
@@ -331,37 +341,13 @@ def kde_score(
     >>> from dasim.diffusion.schedules import VESchedule
     >>> kde_score(np.array([[1.0]]), 0.0, np.array([[0.0]]), None, VESchedule(1.0, 10.0))
     array([[-1.]])
-    """
-    return _dispatch(
-        x,
-        t,
-        centres,
-        log_w_obs,
-        schedule,
-        chunk_size,
-        memory_budget,
-        backend,
-        device,
-        True,
-        False,
-        dtype,
-    )[0]
+    """,
+)
 
-
-@_fill_params
-def kde_log_density(
-    x,
-    t,
-    centres,
-    log_w_obs,
-    schedule,
-    chunk_size=None,
-    *,
-    memory_budget=None,
-    backend=None,
-    device=None,
-    dtype=None,
-):
+kde_log_density = _entry_point(
+    "kde_log_density",
+    False,
+    True,
     r"""Log-density :math:`\log p_t(x \mid y^*)` of the diffused conditional KDE.
 
     A proper (normalised) log-density in :math:`x`:
@@ -387,37 +373,13 @@ def kde_log_density(
     >>> lp = kde_log_density(np.zeros((1, 1)), 0.0, np.zeros((1, 1)), None, VESchedule(1.0, 2.0))
     >>> bool(np.isclose(lp[0], -0.5 * np.log(2 * np.pi)))
     True
-    """
-    return _dispatch(
-        x,
-        t,
-        centres,
-        log_w_obs,
-        schedule,
-        chunk_size,
-        memory_budget,
-        backend,
-        device,
-        False,
-        True,
-        dtype,
-    )[1]
+    """,
+)
 
-
-@_fill_params
-def kde_score_and_log_density(
-    x,
-    t,
-    centres,
-    log_w_obs,
-    schedule,
-    chunk_size=None,
-    *,
-    memory_budget=None,
-    backend=None,
-    device=None,
-    dtype=None,
-):
+kde_score_and_log_density = _entry_point(
+    "kde_score_and_log_density",
+    True,
+    True,
     r"""Score and log-density in one pass over the pairs (the tiles are shared).
 
     Parameters
@@ -437,18 +399,5 @@ def kde_score_and_log_density(
     ...                                   VESchedule(0.5, 5.0))
     >>> s.shape, lp.shape
     ((2, 3), (2,))
-    """
-    return _dispatch(
-        x,
-        t,
-        centres,
-        log_w_obs,
-        schedule,
-        chunk_size,
-        memory_budget,
-        backend,
-        device,
-        True,
-        True,
-        dtype,
-    )
+    """,
+)

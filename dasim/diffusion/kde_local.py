@@ -197,6 +197,29 @@ def local_tempered_log_weights(log_w, target_ess, *, max_exponent=1.0, n_bisect=
 
 # --------------------------------------------------------------------------- the score
 
+_QUERY_PARAMS = """\
+    x : numpy.ndarray of shape (M, d)
+        Query points.
+    t : float
+        Diffusion time.
+    X : numpy.ndarray of shape (N, d)
+        Centres :math:`x_i`.
+    log_w_local : numpy.ndarray of shape (N, d)
+        Local log-weights :math:`L_{ik}` (:func:`local_log_weights`); each column needs a
+        finite entry.
+    taper_xx : numpy.ndarray of shape (d, d)
+        State taper :math:`\\rho_{kl}`, 1 on the diagonal.
+    schedule : VESchedule or VPSchedule
+        The diffusion schedule (:math:`\\mu(t)`, :math:`\\bar\\sigma(t)^2`).
+"""
+
+
+def _fill_query_params(func):
+    """Put the parameters the score and the log-density share into the docstring."""
+    if func.__doc__:  # None under python -OO
+        func.__doc__ = func.__doc__.replace("    %(query_params)s\n", _QUERY_PARAMS)
+    return func
+
 
 def _normalise_local(L):
     top = np.max(L, axis=0, keepdims=True)
@@ -218,6 +241,7 @@ def _check_inputs(x, X, log_w_local, taper_xx):
     return x, X, _normalise_local(L), _StateTaper(taper_xx)
 
 
+@_fill_query_params
 def local_kde_score(x, t, X, log_w_local, taper_xx, schedule, *, chunk_size=None):
     r"""Localised closed-form score :math:`s_k(x, t) = \partial_{x_k}\log p^{(k)}_t(x)`.
 
@@ -225,19 +249,7 @@ def local_kde_score(x, t, X, log_w_local, taper_xx, schedule, *, chunk_size=None
 
     Parameters
     ----------
-    x : numpy.ndarray of shape (M, d)
-        Query points.
-    t : float
-        Diffusion time.
-    X : numpy.ndarray of shape (N, d)
-        Centres :math:`x_i`.
-    log_w_local : numpy.ndarray of shape (N, d)
-        Local log-weights :math:`L_{ik}` (:func:`local_log_weights`); each column needs a
-        finite entry.
-    taper_xx : numpy.ndarray of shape (d, d)
-        State taper :math:`\rho_{kl}`, 1 on the diagonal.
-    schedule : VESchedule or VPSchedule
-        The diffusion schedule (:math:`\mu(t)`, :math:`\bar\sigma(t)^2`).
+    %(query_params)s
     chunk_size : int, optional
         Query rows per chunk (default: from a 64 MiB budget).
 
@@ -261,6 +273,7 @@ def local_kde_score(x, t, X, log_w_local, taper_xx, schedule, *, chunk_size=None
     return _score_logp(x, mu, sbar2, X, L, taper, chunk)[0]
 
 
+@_fill_query_params
 def local_kde_log_density(x, t, X, log_w_local, taper_xx, schedule):
     r"""Log of each component's local density :math:`\log p^{(k)}_t(x)`, up to a constant.
 
@@ -271,18 +284,7 @@ def local_kde_log_density(x, t, X, log_w_local, taper_xx, schedule):
 
     Parameters
     ----------
-    x : numpy.ndarray of shape (M, d)
-        Query points.
-    t : float
-        Diffusion time.
-    X : numpy.ndarray of shape (N, d)
-        Centres.
-    log_w_local : numpy.ndarray of shape (N, d)
-        Local log-weights.
-    taper_xx : numpy.ndarray of shape (d, d)
-        State taper, 1 on the diagonal.
-    schedule : VESchedule or VPSchedule
-        The diffusion schedule.
+    %(query_params)s
 
     Returns
     -------
