@@ -68,37 +68,35 @@ def _scaled_std(schedule, t):
 def ode_sigma_grid(schedule, n_steps):
     r"""Time grid of the fixed-step probability-flow solvers: geometric in the noise level.
 
-        Every schedule's marginals are :math:`\mu(t)` times those of a VE flow with noise level
-        :math:`\tilde\sigma(t) = \bar\sigma(t)/\mu(t)` (for VE, :math:`\tilde\sigma =
-        \bar\sigma`, the total standard deviation, kernel floor included). The grid is
-        :math:`\tilde\sigma_k = \tilde\sigma(t_s)\,(\tilde\sigma(t_e)/\tilde\sigma(t_s))^{k/K}`,
-        :math:`k = 0..K`, from ``t_start`` (noise) to ``t_end`` (the floor
-        :math:`\tilde\sigma(t_e) = \sigma_x/\mu(t_e)`), and :math:`t_k` solves
-        :math:`\tilde\sigma(t_k) = \tilde\sigma_k` (closed form for VE, Brent's method
-        otherwise; :math:`\tilde\sigma` must increase with :math:`t`).
+    Every schedule's marginals are :math:`\mu(t)` times those of a VE flow with noise level
+    :math:`\tilde\sigma(t) = \bar\sigma(t)/\mu(t)` (for VE, :math:`\tilde\sigma =
+    \bar\sigma`, the total standard deviation, kernel floor included). The grid is
+    :math:`\tilde\sigma_k = \tilde\sigma(t_s)\,(\tilde\sigma(t_e)/\tilde\sigma(t_s))^{k/K}`,
+    :math:`k = 0..K`, from ``t_start`` (noise) to ``t_end`` (the floor
+    :math:`\tilde\sigma(t_e) = \sigma_x/\mu(t_e)`), and :math:`t_k` solves
+    :math:`\tilde\sigma(t_k) = \tilde\sigma_k` (closed form for VE, Brent's method
+    otherwise; :math:`\tilde\sigma` must increase with :math:`t`).
 
-        Parameters
-        ----------
-        schedule : VESchedule or VPSchedule
-            The diffusion schedule.
-        n_steps : int
-            Number of steps :math:`K` (>= 1).
+    Parameters
+    ----------
+    schedule : VESchedule or VPSchedule
+        The diffusion schedule.
+    n_steps : int
+        Number of steps :math:`K` (>= 1).
 
-        Returns
-        -------
-        t : numpy.ndarray of shape (n_steps + 1,)
-            Times, from ``t_start`` down to ``t_end``.
-        sigma : numpy.ndarray of shape (n_steps + 1,)
-            :math:`\tilde\sigma(t_k)`, decreasing.
+    Returns
+    -------
+    t : numpy.ndarray of shape (n_steps + 1,)
+        Times, from ``t_start`` down to ``t_end``.
+    sigma : numpy.ndarray of shape (n_steps + 1,)
+        :math:`\tilde\sigma(t_k)`, decreasing.
 
-        Examples
-        --------
-        >>> from dasim.diffusion._ode import rk45
-    from dasim.diffusion._xp import namespace
-    from dasim.diffusion.schedules import VESchedule
-        >>> t, sigma = ode_sigma_grid(VESchedule(1.0, 100.0), 2)
-        >>> sigma.round(6).tolist(), t.round(6).tolist()
-        ([100.0, 10.0, 1.0], [1.0, 0.090909, 0.0])
+    Examples
+    --------
+    >>> from dasim.diffusion.schedules import VESchedule
+    >>> t, sigma = ode_sigma_grid(VESchedule(1.0, 100.0), 2)
+    >>> sigma.round(6).tolist(), t.round(6).tolist()
+    ([100.0, 10.0, 1.0], [1.0, 0.090909, 0.0])
     """
     n_steps = _check_n_steps(n_steps)
     t0, t1 = float(schedule.t_start), float(schedule.t_end)
