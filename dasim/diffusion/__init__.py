@@ -5,11 +5,12 @@
   probability-flow drift and the marginal moments derived from it): the KDE filter's VE
   and VP schedules and the learned assimilators' cosine schedule.
 - :mod:`~dasim.diffusion.kde`: the closed-form conditional score and log-density of a
-  diffused Gaussian KDE (numpy, chunked with log-sum-exp), with its torch twin in
-  ``_kde_torch``.
+  diffused Gaussian KDE (chunked with log-sum-exp), written once for numpy arrays and
+  torch tensors over the small array namespace of ``_xp`` (the core in ``_kde_core``).
 - :mod:`~dasim.diffusion.kde_sampling`: the samplers of the KDE conditional (exact mixture,
   probability-flow ODE, reverse SDE), the covariance-shaped kernel and ESS-targeted
-  tempering, and the one-call analysis step.
+  tempering, and the one-call analysis step. The solvers take a ``score(x, t)``
+  callable (``_kde_fixed_step.probability_flow``; the adaptive RK45 in ``_ode``).
 - :mod:`~dasim.diffusion.denoising`, :mod:`~dasim.diffusion.networks`,
   :mod:`~dasim.diffusion.training`, :mod:`~dasim.diffusion.windows`,
   :mod:`~dasim.diffusion.guidance`, :mod:`~dasim.diffusion.sampling`: the learned side

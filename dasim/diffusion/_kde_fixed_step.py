@@ -1,7 +1,10 @@
-"""Fixed-step exponential integrators of the probability-flow ODE in the log of the noise level.
+"""The probability-flow ODE of a score ``score(x, t)``: adaptive RK45 or fixed steps.
 
-The grid (:func:`ode_sigma_grid`), the step weights and the flow itself, shared by the
-global sampler (:func:`dasim.diffusion.kde_sampling.sample_ode`) and the localised one
+The fixed-step exponential integrators in the log of the noise level (the grid
+:func:`ode_sigma_grid`, the step weights and the flow), and :func:`probability_flow`, which
+integrates the flow of any score callable by them or by RK45 (:mod:`dasim.diffusion._ode`),
+on numpy arrays or torch tensors alike; shared by the global sampler
+(:func:`dasim.diffusion.kde_sampling.sample_ode`) and the localised one
 (:mod:`dasim.diffusion.kde_local`). The public names are documented, and imported, from
 :mod:`dasim.diffusion.kde_sampling`.
 """
@@ -14,6 +17,8 @@ import numbers
 import numpy as np
 from scipy.optimize import brentq
 
+from dasim.diffusion._ode import rk45
+from dasim.diffusion._xp import namespace
 from dasim.diffusion.schedules import VESchedule
 
 #: Solvers of the probability-flow ODE: adaptive RK45 (the paper's), and the fixed-step
@@ -182,4 +187,41 @@ def _fixed_step_flow(denoise, z, sigma, solver):
     return z, nfev
 
 
-# --------------------------------------------------------------------------- samplers
+def probability_flow(score, schedule, x1, solver, n_steps, rtol, atol, what=None):
+    r"""Integrate :math:`dx/dt = f(t) x - \tfrac12 g^2(t)\, \text{score}(x, t)` from
+    ``t_start`` to ``t_end``.
+
+    ``solver="rk45"``: adaptive (``rtol``, ``atol``); otherwise the fixed-step solver
+    ``solver`` in the log of the noise level, with ``n_steps`` steps, on the flow of
+    :math:`z = x/\mu(t)` with the denoiser :math:`D = z + (\bar\sigma^2/\mu)\,
+    \text{score}(\mu z, t)`. ``x1`` (the start) is a numpy array or a torch tensor; the
+    score must take and return the same kind. Runs without autograd. Returns the state at
+    ``t_end`` and an info dict (``n_steps``, ``nfev``, ``success``, ``message``, and with
+    RK45 ``n_rejected``); raises RuntimeError ``"{what} solver failed: ..."`` when the
+    solver fails or the result is not finite.
+    """
+    what = what or "probability-flow ODE"
+    xp = namespace(x1)
+    with xp.no_grad():
+        if solver == "rk45":
+
+            def drift(t, x):
+                f, g2 = float(schedule.drift(t)), float(schedule.g2(t))
+                return f * x - 0.5 * g2 * score(x, t)
+
+            t0, t1 = float(schedule.t_start), float(schedule.t_end)
+            return rk45(drift, t0, t1, x1, rtol, atol, what=what)
+        t, sigma = ode_sigma_grid(schedule, n_steps)
+        mus = [float(schedule.mu(u)) for u in t]
+
+        def denoise(z, k):
+            mu, sbar2 = mus[k], float(schedule.sigmabar2(t[k]))
+            return z + score(z * mu, t[k]) * (sbar2 / mu)
+
+        z, nfev = _fixed_step_flow(denoise, x1 / mus[0], sigma, solver)
+    if not xp.all_finite(z):
+        raise RuntimeError(
+            f"{what} solver failed: non-finite state after the fixed-step {solver!r} solver."
+        )
+    info = {"n_steps": int(n_steps), "nfev": int(nfev), "success": True, "message": ""}
+    return z * mus[-1], info

@@ -13,6 +13,23 @@ from dasim.diffusion._kde_sampler_utils import _normalised_weights
 from dasim.diffusion.kde import _check_log_weights, _check_matrix, effective_sample_size
 
 
+def _fill_query_params(method):
+    """Put the query parameters ``score`` and ``log_density`` share into the docstring."""
+    if method.__doc__:  # None under python -OO
+        method.__doc__ = method.__doc__.replace("        %(query_params)s\n", _QUERY_PARAMS)
+    return method
+
+
+_QUERY_PARAMS = """\
+        x : array-like of shape (M, d)
+            Query states.
+        t : float
+            Diffusion time.
+        log_w : array-like of shape (N,) or None
+            Observation log-weights.
+"""
+
+
 def _whitening(cov, rank_rtol):
     """``B`` (d, r), ``W`` (r, d) and ``r``: ``B B^T = cov``, ``W cov W^T = I_r``.
 
@@ -27,7 +44,32 @@ def _whitening(cov, rank_rtol):
     return evecs[:, keep] * root, (evecs[:, keep] / root).T, int(keep.sum())
 
 
-class CovarianceKernel:
+class _Whitened:
+    """A kernel sampled in whitened coordinates: ``sqrt_cov`` (:math:`B`) maps them back
+    to states around the origin named by ``_origin`` (an attribute name)."""
+
+    _origin = "mean"
+
+    def from_latent(self, z):
+        """Map whitened coordinates back to states, :math:`x = o + B z`.
+
+        :math:`o` is the kernel's origin (the weighted mean :math:`m` of the covariance
+        kernel, the mean :math:`c` of the kernel means of the joint kernel).
+
+        Parameters
+        ----------
+        z : array-like of shape (M, r)
+            Whitened coordinates.
+
+        Returns
+        -------
+        numpy.ndarray of shape (M, d)
+            The states.
+        """
+        return getattr(self, self._origin) + np.asarray(z, dtype=np.float64) @ self.sqrt_cov.T
+
+
+class CovarianceKernel(_Whitened):
     r"""The covariance-shaped state kernel, with variance-preserving shrinkage of the centres.
 
     The regularised particle filter's kernel: the bandwidth matrix is :math:`h^2 C`, with
@@ -129,21 +171,6 @@ class CovarianceKernel:
         """
         return (np.asarray(x, dtype=np.float64) - self.mean) @ self.whiten.T
 
-    def from_latent(self, z):
-        """Map whitened coordinates back to states, :math:`x = m + B z`.
-
-        Parameters
-        ----------
-        z : array-like of shape (M, r)
-            Whitened coordinates.
-
-        Returns
-        -------
-        numpy.ndarray of shape (M, d)
-            The states.
-        """
-        return self.mean + np.asarray(z, dtype=np.float64) @ self.sqrt_cov.T
-
     def mixture_moments(self, log_w):
         r"""Mean and covariance of the target mixture, in state coordinates.
 
@@ -166,6 +193,7 @@ class CovarianceKernel:
         dev = c - mean
         return mean, (dev * pi[:, None]).T @ dev + self.bandwidth**2 * self.cov
 
+    @_fill_query_params
     def score(self, x, t, log_w, schedule, **kwargs):
         r"""State-space score of the diffused covariance-kernel KDE (full rank only).
 
@@ -174,12 +202,7 @@ class CovarianceKernel:
 
         Parameters
         ----------
-        x : array-like of shape (M, d)
-            Query states.
-        t : float
-            Diffusion time.
-        log_w : array-like of shape (N,) or None
-            Observation log-weights.
+        %(query_params)s
         schedule : VESchedule or VPSchedule
             The schedule in whitened units (``sigma_x`` is the bandwidth :math:`h`).
         **kwargs
@@ -197,6 +220,7 @@ class CovarianceKernel:
             self.whiten
         )
 
+    @_fill_query_params
     def log_density(self, x, t, log_w, schedule, **kwargs):
         r"""State-space log-density of the diffused covariance-kernel KDE (full rank only).
 
@@ -204,12 +228,7 @@ class CovarianceKernel:
 
         Parameters
         ----------
-        x : array-like of shape (M, d)
-            Query states.
-        t : float
-            Diffusion time.
-        log_w : array-like of shape (N,) or None
-            Observation log-weights.
+        %(query_params)s
         schedule : VESchedule or VPSchedule
             The schedule in whitened units.
         **kwargs

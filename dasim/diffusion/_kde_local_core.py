@@ -1,7 +1,8 @@
 """The localised KDE score's inner loop: the state taper and one chunked pass (private).
 
-Backend-neutral: the same code runs on numpy arrays and torch tensors (a few shims
-below). :mod:`dasim.diffusion.kde_local` checks the inputs and holds the public API.
+Backend-neutral: the same code runs on numpy arrays and torch tensors, through the array
+namespace of :mod:`dasim.diffusion._xp`. :mod:`dasim.diffusion.kde_local` checks the inputs
+and holds the public API.
 """
 
 from __future__ import annotations
@@ -9,6 +10,8 @@ from __future__ import annotations
 import math
 
 import numpy as np
+
+from ._xp import namespace
 
 #: Bytes for the (queries, members, components) temporaries of one chunk.
 _MEMORY_BUDGET = 64 * 2**20
@@ -45,23 +48,14 @@ class _StateTaper:
             self.idx = order
             self.val = np.take_along_axis(taper, order, axis=1)
 
-    def astype(self, dtype):
-        """A numpy copy in ``dtype``."""
+    def to(self, xp, dtype=None):
+        """A copy as arrays of namespace ``xp`` (its device), the taper in ``dtype``."""
         out = _StateTaper.__new__(_StateTaper)
         out.dense, out.width = self.dense, self.width
-        out.taper = self.taper.astype(dtype)
+        out.taper = xp.astype(xp.asarray(self.taper), dtype or xp.float_dtype)
         if not self.dense:
-            out.idx, out.val = self.idx, self.val.astype(dtype)
-        return out
-
-    def to(self, xp_tensor, dev):
-        """Copies for torch (``xp_tensor`` is ``torch.as_tensor``)."""
-        out = _StateTaper.__new__(_StateTaper)
-        out.dense, out.width = self.dense, self.width
-        out.taper = xp_tensor(self.taper, device=dev)
-        if not self.dense:
-            out.idx = xp_tensor(self.idx, device=dev)
-            out.val = xp_tensor(self.val, device=dev)
+            out.idx = xp.as_index(self.idx)
+            out.val = xp.astype(xp.asarray(self.val), dtype or xp.float_dtype)
         return out
 
     def apply(self, sq):
@@ -75,26 +69,6 @@ class _StateTaper:
         return out
 
 
-def _amax(a, axis):
-    if isinstance(a, np.ndarray):
-        return a.max(axis=axis, keepdims=True)
-    return a.amax(dim=axis, keepdim=True)
-
-
-def _sum(a, axis, keep=False):
-    if isinstance(a, np.ndarray):
-        return a.sum(axis=axis, keepdims=keep)
-    return a.sum(dim=axis, keepdim=keep)
-
-
-def _exp(a):
-    return np.exp(a) if isinstance(a, np.ndarray) else a.exp()
-
-
-def _log(a):
-    return np.log(a) if isinstance(a, np.ndarray) else a.log()
-
-
 def _rows_per_chunk(n_centres, d, chunk_size):
     if chunk_size is not None:
         return int(chunk_size)
@@ -104,28 +78,22 @@ def _rows_per_chunk(n_centres, d, chunk_size):
 
 def _score_logp(x, mu, sbar2, X, L, taper, chunk, want_logp=False):
     """Localised score (and local log-densities) at rows ``x``; numpy or torch, no checks."""
+    xp = namespace(x)
     Xmu = X * mu
-    cat = np.concatenate if isinstance(x, np.ndarray) else _torch_cat
     scores, logps = [], []
     for start in range(0, x.shape[0], chunk):
         xc = x[start : start + chunk]
         diff = Xmu[None, :, :] - xc[:, None, :]  # (m, N, d)
         dist = taper.apply(diff * diff) * (0.5 / sbar2)
         logits = L[None, :, :] - dist
-        top = _amax(logits, 1)
-        w = _exp(logits - top)
-        norm = _sum(w, 1, keep=True)
-        scores.append(_sum(w * diff, 1) / (norm[:, 0, :] * sbar2))
+        top = xp.amax(logits, 1, keepdims=True)
+        w = xp.exp(logits - top)
+        norm = xp.sum(w, 1, keepdims=True)
+        scores.append(xp.sum(w * diff, 1) / (norm[:, 0, :] * sbar2))
         if want_logp:
-            rho_sum = _sum(taper.taper, 1) if taper.dense else _sum(taper.val, 1)
+            rho_sum = xp.sum(taper.taper if taper.dense else taper.val, 1)
             logps.append(
-                (top + _log(norm))[:, 0, :] - 0.5 * math.log(2 * math.pi * sbar2) * rho_sum
+                (top + xp.log(norm))[:, 0, :] - 0.5 * math.log(2 * math.pi * sbar2) * rho_sum
             )
-    score = cat(scores, 0)
-    return (score, cat(logps, 0)) if want_logp else (score, None)
-
-
-def _torch_cat(parts, dim):
-    import torch
-
-    return torch.cat(parts, dim=dim)
+    score = xp.concat(scores, 0)
+    return (score, xp.concat(logps, 0)) if want_logp else (score, None)

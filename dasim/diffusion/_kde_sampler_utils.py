@@ -1,5 +1,5 @@
-"""What the KDE samplers share: input checks, the start of the reverse flow, the
-torch setup, the schedule's coefficients.
+"""What the KDE samplers share: input checks, the start of the reverse flow, the shared
+parameter documentation.
 
 Also imported by :mod:`dasim.diffusion.kde_local`. The public names are documented, and
 imported, from :mod:`dasim.diffusion.kde_sampling`.
@@ -11,19 +11,49 @@ import math
 import numbers
 
 import numpy as np
-from scipy.integrate import RK45
 from scipy.special import logsumexp
 
-from dasim.diffusion.kde import (
-    _check_log_weights,
-    _check_matrix,
-    _is_tensor,
-    resolve_device,
-)
+from dasim.diffusion._kde_core import _check_log_weights, _check_matrix
+from dasim.diffusion._xp import is_tensor as _is_tensor
+
+# Parameter descriptions the samplers share (filled in by ``_fill_doc``).
+_DOC_PARAMS = {
+    "centres_params": """\
+    X : numpy.ndarray of shape (N, d)
+        Centres: the centred forecast ensemble.
+    log_w_obs : numpy.ndarray of shape (N,) or None
+        Observation log-weights :math:`\\ell_i` (``-inf`` allowed; None: uniform, the prior
+        KDE).
+    schedule : VESchedule or VPSchedule
+        The diffusion schedule (:mod:`dasim.diffusion.schedules`).
+    rng : numpy.random.Generator
+        Source of randomness (an int or None seeds a new Generator).
+    n_samples : int, optional
+        Number of samples (default N).
+""",
+    "backend_params": """\
+    backend : {"numpy", "torch"}, default="numpy"
+        Compute with numpy, or with torch on ``device`` (and return a tensor there).
+    device : str, optional
+        The torch device (``"auto"``, the default, picks CUDA when available).
+""",
+    "score_params": """\
+    chunk_size : int or tuple of (int, int), optional
+        Tile of the score computation (see :func:`dasim.diffusion.kde.kde_score`).
+    memory_budget : int, optional
+        Bytes for the pairwise temporaries of one score tile (default 256 MiB).
+    x_start : numpy.ndarray of shape (n_samples, d), optional
+        Given start at ``t = 1`` instead of the Gaussian draw.
+""",
+}
 
 
-class _NonFinite(ArithmeticError):
-    """Raised inside the ODE right-hand side when it is not finite."""
+def _fill_doc(func):
+    """Put the shared parameter descriptions into ``func``'s docstring."""
+    if func.__doc__:  # None under python -OO
+        for key, text in _DOC_PARAMS.items():
+            func.__doc__ = func.__doc__.replace(f"    %({key})s\n", text)
+    return func
 
 
 def _check_rng(rng):
@@ -112,23 +142,6 @@ def _start(x_start, schedule, X, log_w, n, rng):
     return x_start, None
 
 
-def _torch_setup(device):
-    import torch
-
-    from dasim.diffusion import _kde_torch
-
-    return torch, _kde_torch, torch.device(resolve_device(device))
-
-
-def _coefficients(schedule, t):
-    return (
-        float(schedule.mu(t)),
-        float(schedule.sigmabar2(t)),
-        float(schedule.drift(t)),
-        float(schedule.g2(t)),
-    )
-
-
 def _check_tolerance(value, name):
     if (
         isinstance(value, bool)
@@ -136,30 +149,3 @@ def _check_tolerance(value, name):
         or not (math.isfinite(value) and value > 0)
     ):
         raise ValueError(f"{name} must be finite and > 0, got {value!r}.")
-
-
-def _rk45_numpy(drift, t0, t1, x1, rtol, atol, what="probability-flow ODE"):
-    """Adaptive RK45 on ``dx/dt = drift(t, x)`` for an (n, d) numpy state.
-
-    scipy's ``RK45`` stepper, stepped directly so that only the current state is kept.
-    Returns the state at ``t1``, the accepted steps and the right-hand-side evaluations.
-    """
-    shape = x1.shape
-
-    def rhs(t, y):
-        out = drift(t, y.reshape(shape)).ravel()
-        if not np.all(np.isfinite(out)):  # scipy's RK45 would loop forever on NaN
-            raise _NonFinite(f"non-finite right-hand side at t={t!r}")
-        return out
-
-    n_acc = 0
-    try:
-        stepper = RK45(rhs, t0, x1.ravel(), t1, rtol=rtol, atol=atol)
-        while stepper.status == "running":
-            message = stepper.step()
-            if stepper.status == "failed":
-                raise RuntimeError(f"{what} solver failed: {message}")
-            n_acc += 1
-    except _NonFinite as exc:
-        raise RuntimeError(f"{what} solver failed: {exc}") from None
-    return stepper.y.reshape(shape).copy(), n_acc, int(stepper.nfev)

@@ -1,36 +1,55 @@
 """The samplers of the KDE conditional: the exact mixture, the probability-flow ODE
 (adaptive RK45 or fixed steps) and the reverse SDE.
 
-The public names are documented, and imported, from :mod:`dasim.diffusion.kde_sampling`.
+Each builds the closed-form score once as a ``score(x, t)`` callable over the array
+namespace of the backend (:mod:`dasim.diffusion._xp`) and hands it to a solver that holds
+no per-backend code. The public names are documented, and imported, from
+:mod:`dasim.diffusion.kde_sampling`.
 """
 
 from __future__ import annotations
 
 import math
-import numbers
 
 import numpy as np
 
+from dasim.diffusion._kde_core import (
+    Centres,
+    _score_logp_prepared,
+    check_score_dtype,
+    tile_for,
+)
 from dasim.diffusion._kde_fixed_step import (
     _ODE_SOLVERS,
     _check_n_steps,
-    _fixed_step_flow,
     default_ode_steps,
-    ode_sigma_grid,
+    probability_flow,
 )
 from dasim.diffusion._kde_sampler_utils import (
     _check_rng,
     _check_tolerance,
-    _coefficients,
+    _fill_doc,
     _normalised_weights,
     _prepare,
-    _rk45_numpy,
     _start,
-    _torch_setup,
 )
-from dasim.diffusion.kde import _Centres, _numpy_tile, _score_logp_prepared, check_score_dtype
+from dasim.diffusion._xp import namespace
 
 
+def _kde_score_fn(X, log_w, schedule, n, backend, device, chunk_size, memory_budget, dtype):
+    """The namespace of ``backend`` and the closed-form score ``score(x, t)`` there."""
+    xp = namespace(backend=backend, device=device)
+    cen = Centres(xp.asarray(X), xp.asarray(log_w), dtype)
+    tile = tile_for(xp, n, cen.C0.shape[0], chunk_size, memory_budget, cen.dtype)
+
+    def score(x, t):
+        mu, sbar2 = float(schedule.mu(t)), float(schedule.sigmabar2(t))
+        return _score_logp_prepared(x, mu, sbar2, cen, tile, True, False)[0]
+
+    return xp, score
+
+
+@_fill_doc
 def sample_mixture(X, log_w_obs, schedule, rng, *, n_samples=None, backend="numpy", device=None):
     r"""Exact sample of the target :math:`\sum_i \pi_i \mathcal N(\mu_e x_i, \sigma_x^2 I)`.
 
@@ -43,21 +62,8 @@ def sample_mixture(X, log_w_obs, schedule, rng, *, n_samples=None, backend="nump
 
     Parameters
     ----------
-    X : numpy.ndarray of shape (N, d)
-        Centres: the centred forecast ensemble.
-    log_w_obs : numpy.ndarray of shape (N,) or None
-        Observation log-weights :math:`\ell_i` (``-inf`` allowed; None: uniform, the prior
-        KDE).
-    schedule : VESchedule or VPSchedule
-        The diffusion schedule (:mod:`dasim.diffusion.schedules`).
-    rng : numpy.random.Generator
-        Source of randomness (an int or None seeds a new Generator).
-    n_samples : int, optional
-        Number of samples (default N).
-    backend : {"numpy", "torch"}, default="numpy"
-        Compute with numpy, or with torch on ``device`` (and return a tensor there).
-    device : str, optional
-        The torch device (``"auto"``, the default, picks CUDA when available).
+    %(centres_params)s
+    %(backend_params)s
 
     Returns
     -------
@@ -80,12 +86,10 @@ def sample_mixture(X, log_w_obs, schedule, rng, *, n_samples=None, backend="nump
     idx = rng.choice(X.shape[0], size=n, replace=True, p=pi)
     out = schedule.target_mu * X[idx] + schedule.floor_std * rng.standard_normal((n, X.shape[1]))
     info = {"sampler": "mixture", "n_steps": 0, "nfev": 0, "success": True, "message": ""}
-    if backend == "torch":
-        torch, _, dev = _torch_setup(device)
-        out = torch.as_tensor(out, device=dev)
-    return out, info
+    return namespace(backend=backend, device=device).asarray(out), info
 
 
+@_fill_doc
 def sample_ode(
     X,
     log_w_obs,
@@ -114,13 +118,13 @@ def sample_ode(
     integrated from ``t_start = 1`` to ``schedule.t_end``, with :math:`s_1` from
     :func:`reverse_start_std`. The whole ensemble, flattened, is one system.
 
-    ``solver="rk45"`` (the default, the paper's sampler) takes one shared adaptive step.
-    numpy: scipy's ``RK45`` stepper (the integrator behind
-    ``solve_ivp(method="RK45")``, stepped directly so that only the current state is kept
-    in memory, not the whole trajectory); ``n_steps`` is the number of accepted steps
-    (``len(sol.t) - 1`` of ``solve_ivp``). torch: :func:`dasim.diffusion._kde_torch.dopri5`,
-    the same Dormand-Prince pair with the same step-size control on tensors; the state and
-    the centres stay on ``device``, only the error norm (one scalar a step) is read back.
+    ``solver="rk45"`` (the default, the paper's sampler) takes one shared adaptive step:
+    the Dormand-Prince pair of ``scipy.integrate.solve_ivp(method="RK45")``, with its
+    arithmetic and step-size control (on numpy float64 the result is scipy's bit for bit),
+    written once for numpy arrays and torch tensors, keeping only the current state;
+    ``n_steps`` is the number of accepted steps (``len(sol.t) - 1`` of ``solve_ivp``). On
+    torch the state and the centres stay on ``device``; only the error norm (one scalar a
+    step attempt) is read back.
 
     The fixed-step solvers (``"heun"``, ``"ab2"``, ``"ab3"``) integrate in the log of the
     noise level. Under every schedule, :math:`z = x/\mu(t)` follows the VE flow
@@ -160,36 +164,18 @@ def sample_ode(
     fixed-step solvers take 20 score evaluations a sample (:func:`default_ode_steps`); on
     the oracle problems of the test suite (energy distance and moments against
     :func:`sample_mixture`) they then match the exact mixture within its sampling noise.
-    The arithmetic of the steps is shared by numpy and torch (one implementation; only the
-    score differs).
+    Every solver takes the score as a ``score(x, t)`` callable and runs unchanged on numpy
+    and torch.
 
     Parameters
     ----------
-    X : numpy.ndarray of shape (N, d)
-        Centres: the centred forecast ensemble.
-    log_w_obs : numpy.ndarray of shape (N,) or None
-        Observation log-weights :math:`\ell_i` (``-inf`` allowed; None: uniform, the prior
-        KDE).
-    schedule : VESchedule or VPSchedule
-        The diffusion schedule (:mod:`dasim.diffusion.schedules`).
-    rng : numpy.random.Generator
-        Source of randomness (an int or None seeds a new Generator).
-    n_samples : int, optional
-        Number of samples (default N).
+    %(centres_params)s
     rtol : float, default=1e-5
         Relative tolerance of RK45.
     atol : float, default=1e-5
         Absolute tolerance of RK45.
-    backend : {"numpy", "torch"}, default="numpy"
-        Compute with numpy, or with torch on ``device`` (and return a tensor there).
-    device : str, optional
-        The torch device (``"auto"``, the default, picks CUDA when available).
-    chunk_size : int or tuple of (int, int), optional
-        Tile of the score computation (see :func:`dasim.diffusion.kde.kde_score`).
-    memory_budget : int, optional
-        Bytes for the pairwise temporaries of one score tile (default 256 MiB).
-    x_start : numpy.ndarray of shape (n_samples, d), optional
-        Given start at ``t = 1`` instead of the Gaussian draw.
+    %(backend_params)s
+    %(score_params)s
     solver : {"rk45", "heun", "ab2", "ab3"}, default="rk45"
         The ODE solver: adaptive RK45 (``rtol``, ``atol``), or a fixed-step solver in
         :math:`\log\tilde\sigma` (``n_steps``).
@@ -209,7 +195,7 @@ def sample_ode(
         Keys ``sampler``, ``solver``, ``n_steps`` (accepted steps), ``nfev`` (score
         evaluations: :math:`K` for ``"ab2"``/``"ab3"``, :math:`2K` for ``"heun"``),
         ``success``, ``message``, ``start_std`` (None when ``x_start`` is given), and with
-        RK45 on torch ``n_rejected``.
+        RK45 ``n_rejected``.
 
     Raises
     ------
@@ -244,132 +230,15 @@ def sample_ode(
             )
     else:
         n_steps = default_ode_steps(solver) if n_steps is None else _check_n_steps(n_steps)
-        grid = ode_sigma_grid(schedule, n_steps)
     x1, std = _start(x_start, schedule, X, log_w, n, rng)
-    if solver != "rk45":
-        out, info = _sample_ode_fixed(
-            X,
-            log_w,
-            schedule,
-            x1,
-            grid,
-            solver,
-            backend,
-            device,
-            chunk_size,
-            memory_budget,
-            score_dtype,
-        )
-        info["start_std"] = std
-        return out, info
-    t0, t1 = float(schedule.t_start), float(schedule.t_end)
-    if backend == "numpy":
-        cen = _Centres(X, log_w, score_dtype)
-        tile = _numpy_tile(n, cen.C0.shape[0], chunk_size, memory_budget)
-
-        def drift(t, x):
-            mu, sbar2, f, g2 = _coefficients(schedule, t)
-            s = _score_logp_prepared(x, mu, sbar2, cen, tile, True, False)[0]
-            return f * x - 0.5 * g2 * s
-
-        out, n_acc, nfev = _rk45_numpy(drift, t0, t1, x1, rtol, atol)
-        info = {
-            "sampler": "ode",
-            "solver": "rk45",
-            "n_steps": n_acc,
-            "nfev": nfev,
-            "success": True,
-            "message": "The solver successfully reached the end of the integration interval.",
-        }
-    else:
-        torch, kt, dev = _torch_setup(device)
-        Xt = torch.as_tensor(X, device=dev)
-        cen = kt.Centres(Xt, torch.as_tensor(log_w, device=dev), kt.as_torch_dtype(score_dtype))
-        tile = kt.torch_tile(n, cen.C0.shape[0], chunk_size, memory_budget, cen.dtype, dev)
-
-        def rhs(t, x):
-            mu, sbar2, f, g2 = _coefficients(schedule, t)
-            s = kt.score_logp_prepared(x, mu, sbar2, cen, tile, True, False)[0]
-            return x * f - (0.5 * g2) * s if f != 0.0 else s * (-0.5 * g2)
-
-        with torch.no_grad():
-            out, info = kt.dopri5(rhs, t0, t1, torch.as_tensor(x1, device=dev), rtol, atol)
-        if not info["success"]:
-            raise RuntimeError(f"probability-flow ODE solver failed: {info['message']}")
-        info = {"sampler": "ode", "solver": "rk45", **info}
-    info["start_std"] = std
-    return out, info
+    xp, score = _kde_score_fn(
+        X, log_w, schedule, n, backend, device, chunk_size, memory_budget, score_dtype
+    )
+    out, info = probability_flow(score, schedule, xp.asarray(x1), solver, n_steps, rtol, atol)
+    return out, {"sampler": "ode", "solver": solver, **info, "start_std": std}
 
 
-def _sample_ode_fixed(
-    X,
-    log_w,
-    schedule,
-    x1,
-    grid,
-    solver,
-    backend,
-    device,
-    chunk_size,
-    memory_budget,
-    score_dtype="float64",
-):
-    r"""The fixed-step solvers of :func:`sample_ode`: one loop for numpy and torch.
-
-    The flow runs in :math:`z = x/\mu(t)`, where every schedule is the VE flow
-    :math:`dz/d\tilde\sigma = (z - D(z))/\tilde\sigma` with the denoiser
-    :math:`D = z + (\bar\sigma^2/\mu)\, s(\mu z, t)` built from the score.
-    """
-    t, sigma = grid
-    coeffs = [(float(schedule.mu(u)), float(schedule.sigmabar2(u))) for u in t]
-    n = x1.shape[0]
-    if backend == "numpy":
-        cen = _Centres(X, log_w, score_dtype)
-        tile = _numpy_tile(n, cen.C0.shape[0], chunk_size, memory_budget)
-
-        def score(x, mu, sbar2):
-            return _score_logp_prepared(x, mu, sbar2, cen, tile, True, False)[0]
-
-        z0 = x1
-    else:
-        torch, kt, dev = _torch_setup(device)
-        Xt = torch.as_tensor(X, device=dev)
-        cen = kt.Centres(Xt, torch.as_tensor(log_w, device=dev), kt.as_torch_dtype(score_dtype))
-        tile = kt.torch_tile(n, cen.C0.shape[0], chunk_size, memory_budget, cen.dtype, dev)
-
-        def score(x, mu, sbar2):
-            return kt.score_logp_prepared(x, mu, sbar2, cen, tile, True, False)[0]
-
-        z0 = torch.as_tensor(x1, device=dev)
-
-    def denoise(z, k):
-        mu, sbar2 = coeffs[k]
-        return z + score(z * mu, mu, sbar2) * (sbar2 / mu)
-
-    mu0, mu_end = coeffs[0][0], coeffs[-1][0]
-    if backend == "numpy":
-        z, nfev = _fixed_step_flow(denoise, z0 / mu0, sigma, solver)
-        finite = bool(np.all(np.isfinite(z)))
-    else:
-        with torch.no_grad():
-            z, nfev = _fixed_step_flow(denoise, z0 / mu0, sigma, solver)
-        finite = bool(torch.isfinite(z).all())
-    if not finite:
-        raise RuntimeError(
-            f"probability-flow ODE solver failed: non-finite state after the fixed-step "
-            f"{solver!r} solver."
-        )
-    info = {
-        "sampler": "ode",
-        "solver": solver,
-        "n_steps": int(sigma.shape[0] - 1),
-        "nfev": int(nfev),
-        "success": True,
-        "message": "",
-    }
-    return z * mu_end, info
-
-
+@_fill_doc
 def sample_sde(
     X,
     log_w_obs,
@@ -402,29 +271,11 @@ def sample_sde(
 
     Parameters
     ----------
-    X : numpy.ndarray of shape (N, d)
-        Centres: the centred forecast ensemble.
-    log_w_obs : numpy.ndarray of shape (N,) or None
-        Observation log-weights :math:`\ell_i` (``-inf`` allowed; None: uniform, the prior
-        KDE).
-    schedule : VESchedule or VPSchedule
-        The diffusion schedule (:mod:`dasim.diffusion.schedules`).
-    rng : numpy.random.Generator
-        Source of randomness (an int or None seeds a new Generator).
-    n_samples : int, optional
-        Number of samples (default N).
+    %(centres_params)s
     n_steps : int, default=1000
         Number of Euler-Maruyama steps.
-    backend : {"numpy", "torch"}, default="numpy"
-        Compute with numpy, or with torch on ``device`` (and return a tensor there).
-    device : str, optional
-        The torch device (``"auto"``, the default, picks CUDA when available).
-    chunk_size : int or tuple of (int, int), optional
-        Tile of the score computation (see :func:`dasim.diffusion.kde.kde_score`).
-    memory_budget : int, optional
-        Bytes for the pairwise temporaries of one score tile (default 256 MiB).
-    x_start : numpy.ndarray of shape (n_samples, d), optional
-        Given start at ``t = 1`` instead of the Gaussian draw.
+    %(backend_params)s
+    %(score_params)s
     score_dtype : {"float64", "float32"}, default="float64"
         Precision of the score's pairwise tiles (see the ``dtype`` of
         :func:`dasim.diffusion.kde.kde_score`); the state and the result stay in float64.
@@ -447,40 +298,18 @@ def sample_sde(
     """
     X, log_w, n = _prepare(X, log_w_obs, n_samples, backend)
     rng = _check_rng(rng)
-    if isinstance(n_steps, bool) or not isinstance(n_steps, numbers.Integral) or n_steps < 1:
-        raise ValueError(f"n_steps must be a positive integer, got {n_steps!r}.")
+    n_steps = _check_n_steps(n_steps)
     score_dtype = check_score_dtype(score_dtype, "score_dtype", allow_none=False)
     x, std = _start(x_start, schedule, X, log_w, n, rng)
-    ts = np.linspace(float(schedule.t_start), float(schedule.t_end), int(n_steps) + 1)
-    if backend == "numpy":
-        cen = _Centres(X, log_w, score_dtype)
-        tile = _numpy_tile(n, cen.C0.shape[0], chunk_size, memory_budget)
-        for k in range(int(n_steps)):
-            t, h = ts[k], ts[k] - ts[k + 1]
-            mu, sbar2, f, g2 = _coefficients(schedule, t)
-            s = _score_logp_prepared(x, mu, sbar2, cen, tile, True, False)[0]
-            x = x - h * (f * x - g2 * s) + math.sqrt(g2 * h) * rng.standard_normal(x.shape)
-    else:
-        torch, kt, dev = _torch_setup(device)
-        Xt = torch.as_tensor(X, device=dev)
-        cen = kt.Centres(Xt, torch.as_tensor(log_w, device=dev), kt.as_torch_dtype(score_dtype))
-        tile = kt.torch_tile(n, cen.C0.shape[0], chunk_size, memory_budget, cen.dtype, dev)
-        gen = torch.Generator(device=dev)
-        gen.manual_seed(int(rng.integers(2**63 - 1)))
-        x = torch.as_tensor(x, device=dev)
-        with torch.no_grad():
-            for k in range(int(n_steps)):
-                t, h = float(ts[k]), float(ts[k] - ts[k + 1])
-                mu, sbar2, f, g2 = _coefficients(schedule, t)
-                s = kt.score_logp_prepared(x, mu, sbar2, cen, tile, True, False)[0]
-                noise = torch.randn(x.shape, generator=gen, device=dev, dtype=x.dtype)
-                x = x * (1.0 - h * f) + s * (h * g2) + noise * math.sqrt(g2 * h)
-    info = {
-        "sampler": "sde",
-        "n_steps": int(n_steps),
-        "nfev": int(n_steps),
-        "success": True,
-        "message": "",
-        "start_std": std,
-    }
-    return x, info
+    xp, score = _kde_score_fn(
+        X, log_w, schedule, n, backend, device, chunk_size, memory_budget, score_dtype
+    )
+    x, draw = xp.asarray(x), xp.normal_source(rng)
+    ts = np.linspace(float(schedule.t_start), float(schedule.t_end), n_steps + 1)
+    with xp.no_grad():
+        for k in range(n_steps):
+            t, h = float(ts[k]), float(ts[k] - ts[k + 1])
+            f, g2 = float(schedule.drift(t)), float(schedule.g2(t))
+            x = x - h * (f * x - g2 * score(x, t)) + math.sqrt(g2 * h) * draw(tuple(x.shape))
+    info = {"sampler": "sde", "n_steps": n_steps, "nfev": n_steps, "success": True}
+    return x, {**info, "message": "", "start_std": std}

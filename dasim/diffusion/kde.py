@@ -49,15 +49,15 @@ only the two matrix products and the ``exp`` run in float32. The error of the ex
 squared distance is then about :math:`\epsilon_{32}(\lVert x'\rVert^2 +
 \mu^2\lVert c'\rVert^2)/(2\bar\sigma^2)` in each logit.
 
-Functions accept numpy arrays (computed here, in float64) or torch tensors (computed by
-:mod:`dasim.diffusion._kde_torch`, on the tensor's device and dtype). torch is imported
-only when a tensor is passed or ``backend="torch"`` is asked for.
+Functions accept numpy arrays (computed in float64) or torch tensors (computed on the
+tensor's device and dtype); one implementation serves both, written over the small array
+namespace of :mod:`dasim.diffusion._xp` (in :mod:`dasim.diffusion._kde_core`). torch is
+imported only when a tensor is passed or ``backend="torch"`` is asked for. With torch the
+log-density is differentiable by autograd:
+``torch.autograd.grad(kde_log_density(x, ...).sum(), x)`` equals :func:`kde_score`.
 """
 
 from __future__ import annotations
-
-import math
-import sys
 
 import numpy as np
 from scipy.special import logsumexp
@@ -67,17 +67,24 @@ from ._kde_core import (
     EXP_FLOOR,
     RESCUE_BELOW,
     SCORE_DTYPES,
+    Centres,
+    _check_log_weights,
+    _check_matrix,
+    _check_time,
+    _score_logp_prepared,
     check_score_dtype,
+    tile_for,
 )
 
-# re-exported for the sampler, the torch twin, the benchmarks and the tests
+# re-exported for the samplers, the benchmarks and the tests
 from ._kde_core import _Centres as _Centres
 from ._kde_core import _lse_stats as _lse_stats
 from ._kde_core import _lse_stats_exact as _lse_stats_exact
 from ._kde_core import _numpy_tile as _numpy_tile
-from ._kde_core import _score_logp_prepared as _score_logp_prepared
 from ._kde_core import floor_needed as floor_needed
 from ._kde_core import tile_shape as tile_shape
+from ._xp import is_tensor as _is_tensor
+from ._xp import torch_namespace
 
 __all__ = [
     "DEFAULT_MEMORY_BUDGET",
@@ -93,11 +100,6 @@ __all__ = [
 ]
 
 # --------------------------------------------------------------------------- helpers
-
-
-def _is_tensor(obj):
-    torch = sys.modules.get("torch")
-    return torch is not None and isinstance(obj, torch.Tensor)
 
 
 def resolve_device(device="auto"):
@@ -128,66 +130,6 @@ def resolve_device(device="auto"):
     if not isinstance(device, str) and type(device).__name__ != "device":
         raise TypeError(f"device must be a string or a torch.device, got {device!r}.")
     return str(device)
-
-
-def _check_matrix(value, name, ncols=None):
-    if _is_tensor(value):
-        raise TypeError(f"{name} is a torch tensor; pass all arrays as numpy or all as torch.")
-    try:
-        arr = np.asarray(value, dtype=np.float64)
-    except (TypeError, ValueError) as exc:
-        raise TypeError(f"{name} must be a numeric array ({exc}).") from exc
-    if arr.ndim != 2:
-        raise ValueError(f"{name} must be 2-D (n, d), got shape {arr.shape}.")
-    if arr.shape[0] < 1 or arr.shape[1] < 1:
-        raise ValueError(f"{name} must have at least one row and one column, got {arr.shape}.")
-    if ncols is not None and arr.shape[1] != ncols:
-        raise ValueError(
-            f"{name} must have {ncols} columns (the state dimension), got {arr.shape}."
-        )
-    if not np.all(np.isfinite(arr)):
-        raise ValueError(f"{name} contains NaN or inf.")
-    return arr
-
-
-def _check_log_weights(log_w, n):
-    """Validate log-weights; ``None`` means uniform. ``-inf`` (zero weight) is allowed."""
-    if log_w is None:
-        return np.zeros(n)
-    if _is_tensor(log_w):
-        raise TypeError("log_w_obs is a torch tensor; pass all arrays as numpy or all as torch.")
-    arr = np.asarray(log_w, dtype=np.float64)
-    if arr.shape != (n,):
-        raise ValueError(f"log_w_obs must have shape ({n},) (one per centre), got {arr.shape}.")
-    if np.any(np.isnan(arr)) or np.any(arr == np.inf):
-        raise ValueError("log_w_obs contains NaN or +inf.")
-    if not np.any(np.isfinite(arr)):
-        raise ValueError("every observation weight is zero (all log_w_obs are -inf).")
-    return arr
-
-
-def _check_time(t, schedule):
-    if _is_tensor(t):
-        t = t.item()
-    if isinstance(t, bool):
-        raise TypeError("t must be a real scalar, got bool.")
-    try:
-        t_arr = np.asarray(t, dtype=np.float64)
-    except (TypeError, ValueError) as exc:
-        raise TypeError(f"t must be a real scalar, got {type(t).__name__}.") from exc
-    if t_arr.ndim != 0:
-        raise ValueError(f"t must be a scalar, got shape {t_arr.shape}.")
-    t = float(t_arr)
-    if not math.isfinite(t) or t < 0.0:
-        raise ValueError(f"t must be finite and >= 0, got {t!r}.")
-    mu = float(schedule.mu(t))
-    sbar2 = float(schedule.sigmabar2(t))
-    if not (math.isfinite(sbar2) and sbar2 > 0.0 and math.isfinite(mu)):
-        raise ValueError(
-            f"t={t!r} gives sigmabar(t)^2={sbar2!r}; it must be > 0 (t below the "
-            f"schedule's t_end={getattr(schedule, 't_end', None)!r}?)."
-        )
-    return t, mu, sbar2
 
 
 def effective_sample_size(log_w):
@@ -274,6 +216,40 @@ def observation_log_weights(y_obs, Y_sim, sigma_y):
     return -0.5 * np.einsum("ij,ij->i", z, z)
 
 
+_PARAMS = """\
+    x : numpy.ndarray or torch.Tensor of shape (M, d)
+        Query points.
+    t : float
+        Diffusion time, with :math:`\\bar\\sigma(t) > 0` (at or above the schedule's
+        ``t_end``).
+    centres : numpy.ndarray or torch.Tensor of shape (N, d)
+        KDE centres :math:`x_i` (the forecast ensemble, centred by the caller if wanted).
+    log_w_obs : numpy.ndarray or torch.Tensor of shape (N,), or None
+        Observation log-weights :math:`\\ell_i` (unnormalised; ``-inf`` allowed for zero
+        weight; ``None`` for uniform weights, the prior KDE). See
+        :func:`observation_log_weights`, or pass a known log-likelihood vector.
+    schedule : VESchedule or VPSchedule
+        Gives :math:`\\mu(t)` and :math:`\\bar\\sigma(t)`.
+    chunk_size : int or tuple of (int, int), optional
+        Forced tile: queries per tile, or (queries, centres) per tile. Default: from
+        ``memory_budget``.
+    memory_budget : int, optional
+        Bytes allowed for the pairwise temporaries of one tile (default 256 MiB).
+    backend : {None, "numpy", "torch"}, optional
+        ``None`` dispatches on the type of the inputs (torch if any is a tensor).
+    device : str, optional
+        The torch device used when numpy inputs are sent to ``backend="torch"``
+        (default ``"auto"``); tensors are computed on the device of ``x``.
+    dtype : {None, "float64", "float32"}, optional
+        Precision of the pairwise tiles (the two matrix products and the ``exp``; a numpy
+        or torch dtype is accepted too). None: float64 for numpy inputs, the dtype of
+        ``x`` for tensors. ``"float32"`` is about 1.5 x faster on CPU, with logits
+        accurate to about :math:`\\epsilon_{32}\\lVert x\\rVert^2/\\bar\\sigma^2`; the
+        shift, the norms and the results stay in the input precision.
+
+"""
+
+
 def _dispatch(
     x,
     t,
@@ -291,56 +267,58 @@ def _dispatch(
     if backend not in (None, "numpy", "torch"):
         raise ValueError(f"backend must be None, 'numpy' or 'torch', got {backend!r}.")
     dtype = check_score_dtype(dtype)
-    tensors = any(_is_tensor(a) for a in (x, centres, log_w_obs))
-    if tensors or backend == "torch":
+    xp = None  # numpy float64 (the checks' default)
+    return_numpy = not _is_tensor(x)
+    if backend == "torch" or any(_is_tensor(a) for a in (x, centres, log_w_obs)):
         if backend == "numpy":
             raise ValueError("backend='numpy' was asked for but torch tensors were passed.")
-        from dasim.diffusion import _kde_torch
-
-        return_numpy = not _is_tensor(x)
-        out = _kde_torch.score_and_log_density(
-            x,
-            t,
-            centres,
-            log_w_obs,
-            schedule,
-            chunk_size,
-            memory_budget=memory_budget,
-            device=device,
-            want_score=want_score,
-            want_logp=want_logp,
-            dtype=dtype,
-        )
-        if return_numpy:
-            out = tuple(
-                None if o is None else o.detach().cpu().numpy().astype(np.float64) for o in out
-            )
-        return out
-    x = _check_matrix(x, "x")
-    centres = _check_matrix(centres, "centres", ncols=x.shape[1])
-    log_w = _check_log_weights(log_w_obs, centres.shape[0])
+        xp = torch_namespace(device, like=None if return_numpy else x)
+    x = _check_matrix(x, "x", xp=xp)
+    centres = _check_matrix(centres, "centres", ncols=x.shape[1], xp=xp)
+    log_w = _check_log_weights(log_w_obs, centres.shape[0], xp=xp, like=x)
     _, mu, sbar2 = _check_time(t, schedule)
-    cen = _Centres(centres, log_w, dtype or "float64")
-    tile = _numpy_tile(x.shape[0], cen.C0.shape[0], chunk_size, memory_budget)
-    return _score_logp_prepared(x, mu, sbar2, cen, tile, want_score, want_logp)
+    cen = Centres(centres, log_w, dtype)
+    tile = tile_for(cen.xp, x.shape[0], cen.C0.shape[0], chunk_size, memory_budget, cen.dtype)
+    out = _score_logp_prepared(x, mu, sbar2, cen, tile, want_score, want_logp)
+    if xp is not None and return_numpy:
+        out = tuple(None if o is None else xp.to_numpy(o) for o in out)
+    return out
+
+
+def _entry_point(name, want_score, want_logp, doc):
+    """A public function of the closed-form KDE: one body, three entry points that differ
+    in what they compute (the score, the log-density or both) and return."""
+
+    def evaluate(
+        x,
+        t,
+        centres,
+        log_w_obs,
+        schedule,
+        chunk_size=None,
+        *,
+        memory_budget=None,
+        backend=None,
+        device=None,
+        dtype=None,
+    ):
+        args = (x, t, centres, log_w_obs, schedule, chunk_size, memory_budget, backend, device)
+        score, logp = _dispatch(*args, want_score, want_logp, dtype)
+        if want_score and want_logp:
+            return score, logp
+        return score if want_score else logp
+
+    evaluate.__name__ = evaluate.__qualname__ = name
+    evaluate.__doc__ = doc.replace("    %(kde_params)s\n", _PARAMS)
+    return evaluate
 
 
 # --------------------------------------------------------------------------- public API
 
-
-def kde_score(
-    x,
-    t,
-    centres,
-    log_w_obs,
-    schedule,
-    chunk_size=None,
-    *,
-    memory_budget=None,
-    backend=None,
-    device=None,
-    dtype=None,
-):
+kde_score = _entry_point(
+    "kde_score",
+    True,
+    False,
     r"""Closed-form conditional score :math:`s(x, t \mid y^*)` of the diffused KDE.
 
     .. math::
@@ -351,36 +329,7 @@ def kde_score(
 
     Parameters
     ----------
-    x : numpy.ndarray or torch.Tensor of shape (M, d)
-        Query points.
-    t : float
-        Diffusion time, with :math:`\bar\sigma(t) > 0` (at or above the schedule's
-        ``t_end``).
-    centres : numpy.ndarray or torch.Tensor of shape (N, d)
-        KDE centres :math:`x_i` (the forecast ensemble, centred by the caller if wanted).
-    log_w_obs : numpy.ndarray or torch.Tensor of shape (N,), or None
-        Observation log-weights :math:`\ell_i` (unnormalised; ``-inf`` allowed for zero
-        weight; ``None`` for uniform weights, the prior KDE). See
-        :func:`observation_log_weights`, or pass a known log-likelihood vector.
-    schedule : VESchedule or VPSchedule
-        Gives :math:`\mu(t)` and :math:`\bar\sigma(t)`.
-    chunk_size : int or tuple of (int, int), optional
-        Forced tile: queries per tile, or (queries, centres) per tile. Default: from
-        ``memory_budget``.
-    memory_budget : int, optional
-        Bytes allowed for the pairwise temporaries of one tile (default 256 MiB).
-    backend : {None, "numpy", "torch"}, optional
-        ``None`` dispatches on the type of the inputs (torch if any is a tensor).
-    device : str, optional
-        The torch device used when numpy inputs are sent to ``backend="torch"``
-        (default ``"auto"``); tensors are computed on the device of ``x``.
-    dtype : {None, "float64", "float32"}, optional
-        Precision of the pairwise tiles (the two matrix products and the ``exp``; a numpy
-        or torch dtype is accepted too). None: float64 for numpy inputs, the dtype of
-        ``x`` for tensors. ``"float32"`` is about 1.5 x faster on CPU, with logits
-        accurate to about :math:`\epsilon_{32}\lVert x\rVert^2/\bar\sigma^2`; the
-        shift, the norms and the results stay in the input precision.
-
+    %(kde_params)s
     Returns
     -------
     numpy.ndarray or torch.Tensor of shape (M, d)
@@ -392,36 +341,13 @@ def kde_score(
     >>> from dasim.diffusion.schedules import VESchedule
     >>> kde_score(np.array([[1.0]]), 0.0, np.array([[0.0]]), None, VESchedule(1.0, 10.0))
     array([[-1.]])
-    """
-    return _dispatch(
-        x,
-        t,
-        centres,
-        log_w_obs,
-        schedule,
-        chunk_size,
-        memory_budget,
-        backend,
-        device,
-        True,
-        False,
-        dtype,
-    )[0]
+    """,
+)
 
-
-def kde_log_density(
-    x,
-    t,
-    centres,
-    log_w_obs,
-    schedule,
-    chunk_size=None,
-    *,
-    memory_budget=None,
-    backend=None,
-    device=None,
-    dtype=None,
-):
+kde_log_density = _entry_point(
+    "kde_log_density",
+    False,
+    True,
     r"""Log-density :math:`\log p_t(x \mid y^*)` of the diffused conditional KDE.
 
     A proper (normalised) log-density in :math:`x`:
@@ -435,36 +361,7 @@ def kde_log_density(
 
     Parameters
     ----------
-    x : numpy.ndarray or torch.Tensor of shape (M, d)
-        Query points.
-    t : float
-        Diffusion time, with :math:`\bar\sigma(t) > 0` (at or above the schedule's
-        ``t_end``).
-    centres : numpy.ndarray or torch.Tensor of shape (N, d)
-        KDE centres :math:`x_i` (the forecast ensemble, centred by the caller if wanted).
-    log_w_obs : numpy.ndarray or torch.Tensor of shape (N,), or None
-        Observation log-weights :math:`\ell_i` (unnormalised; ``-inf`` allowed for zero
-        weight; ``None`` for uniform weights, the prior KDE). See
-        :func:`observation_log_weights`, or pass a known log-likelihood vector.
-    schedule : VESchedule or VPSchedule
-        Gives :math:`\mu(t)` and :math:`\bar\sigma(t)`.
-    chunk_size : int or tuple of (int, int), optional
-        Forced tile: queries per tile, or (queries, centres) per tile. Default: from
-        ``memory_budget``.
-    memory_budget : int, optional
-        Bytes allowed for the pairwise temporaries of one tile (default 256 MiB).
-    backend : {None, "numpy", "torch"}, optional
-        ``None`` dispatches on the type of the inputs (torch if any is a tensor).
-    device : str, optional
-        The torch device used when numpy inputs are sent to ``backend="torch"``
-        (default ``"auto"``); tensors are computed on the device of ``x``.
-    dtype : {None, "float64", "float32"}, optional
-        Precision of the pairwise tiles (the two matrix products and the ``exp``; a numpy
-        or torch dtype is accepted too). None: float64 for numpy inputs, the dtype of
-        ``x`` for tensors. ``"float32"`` is about 1.5 x faster on CPU, with logits
-        accurate to about :math:`\epsilon_{32}\lVert x\rVert^2/\bar\sigma^2`; the
-        shift, the norms and the results stay in the input precision.
-
+    %(kde_params)s
     Returns
     -------
     numpy.ndarray or torch.Tensor of shape (M,)
@@ -476,70 +373,18 @@ def kde_log_density(
     >>> lp = kde_log_density(np.zeros((1, 1)), 0.0, np.zeros((1, 1)), None, VESchedule(1.0, 2.0))
     >>> bool(np.isclose(lp[0], -0.5 * np.log(2 * np.pi)))
     True
-    """
-    return _dispatch(
-        x,
-        t,
-        centres,
-        log_w_obs,
-        schedule,
-        chunk_size,
-        memory_budget,
-        backend,
-        device,
-        False,
-        True,
-        dtype,
-    )[1]
+    """,
+)
 
-
-def kde_score_and_log_density(
-    x,
-    t,
-    centres,
-    log_w_obs,
-    schedule,
-    chunk_size=None,
-    *,
-    memory_budget=None,
-    backend=None,
-    device=None,
-    dtype=None,
-):
+kde_score_and_log_density = _entry_point(
+    "kde_score_and_log_density",
+    True,
+    True,
     r"""Score and log-density in one pass over the pairs (the tiles are shared).
 
     Parameters
     ----------
-    x : numpy.ndarray or torch.Tensor of shape (M, d)
-        Query points.
-    t : float
-        Diffusion time, with :math:`\bar\sigma(t) > 0` (at or above the schedule's
-        ``t_end``).
-    centres : numpy.ndarray or torch.Tensor of shape (N, d)
-        KDE centres :math:`x_i` (the forecast ensemble, centred by the caller if wanted).
-    log_w_obs : numpy.ndarray or torch.Tensor of shape (N,), or None
-        Observation log-weights :math:`\ell_i` (unnormalised; ``-inf`` allowed for zero
-        weight; ``None`` for uniform weights, the prior KDE). See
-        :func:`observation_log_weights`, or pass a known log-likelihood vector.
-    schedule : VESchedule or VPSchedule
-        Gives :math:`\mu(t)` and :math:`\bar\sigma(t)`.
-    chunk_size : int or tuple of (int, int), optional
-        Forced tile: queries per tile, or (queries, centres) per tile. Default: from
-        ``memory_budget``.
-    memory_budget : int, optional
-        Bytes allowed for the pairwise temporaries of one tile (default 256 MiB).
-    backend : {None, "numpy", "torch"}, optional
-        ``None`` dispatches on the type of the inputs (torch if any is a tensor).
-    device : str, optional
-        The torch device used when numpy inputs are sent to ``backend="torch"``
-        (default ``"auto"``); tensors are computed on the device of ``x``.
-    dtype : {None, "float64", "float32"}, optional
-        Precision of the pairwise tiles (the two matrix products and the ``exp``; a numpy
-        or torch dtype is accepted too). None: float64 for numpy inputs, the dtype of
-        ``x`` for tensors. ``"float32"`` is about 1.5 x faster on CPU, with logits
-        accurate to about :math:`\epsilon_{32}\lVert x\rVert^2/\bar\sigma^2`; the
-        shift, the norms and the results stay in the input precision.
-
+    %(kde_params)s
     Returns
     -------
     score : numpy.ndarray or torch.Tensor of shape (M, d)
@@ -554,18 +399,5 @@ def kde_score_and_log_density(
     ...                                   VESchedule(0.5, 5.0))
     >>> s.shape, lp.shape
     ((2, 3), (2,))
-    """
-    return _dispatch(
-        x,
-        t,
-        centres,
-        log_w_obs,
-        schedule,
-        chunk_size,
-        memory_budget,
-        backend,
-        device,
-        True,
-        True,
-        dtype,
-    )
+    """,
+)

@@ -40,13 +40,13 @@ import math
 import numpy as np
 from scipy.special import logsumexp
 
-from ._kde_kernel import _whitening
+from ._kde_kernel import _Whitened, _whitening
 from .kde import _check_log_weights, _check_matrix
 
 __all__ = ["JointKernel"]
 
 
-class JointKernel:
+class JointKernel(_Whitened):
     r"""The KDE conditional of a joint-covariance kernel over states and observations.
 
     See the module docstring for the formulas.
@@ -99,6 +99,8 @@ class JointKernel:
     True
     """
 
+    _origin = "centre"
+
     def __init__(self, X, H, y, noise, bandwidth, *, shrink=True, rank_rtol=1e-10):
         X = _check_matrix(X, "X")
         H = _check_matrix(H, "H")
@@ -144,21 +146,6 @@ class JointKernel:
             :math:`W (\mu_i - c)`.
         """
         return (self.means - self.centre) @ self.whiten.T
-
-    def from_latent(self, z):
-        """Map whitened coordinates back to states, :math:`x = c + B z`.
-
-        Parameters
-        ----------
-        z : array-like of shape (M, r)
-            Whitened coordinates.
-
-        Returns
-        -------
-        numpy.ndarray of shape (M, d)
-            The states.
-        """
-        return self.centre + np.asarray(z, dtype=np.float64) @ self.sqrt_cov.T
 
     def mixture_moments(self, log_w=None):
         r"""Mean and covariance of the conditional mixture.

@@ -58,18 +58,11 @@ import numbers
 
 import numpy as np
 
-from ._kde_core import check_score_dtype
+from ._kde_core import _check_matrix, check_score_dtype
+from ._kde_fixed_step import _check_n_steps, default_ode_steps, probability_flow
 from ._kde_local_core import _check_taper, _rows_per_chunk, _score_logp, _StateTaper
-from ._kde_sampler_utils import _rk45_numpy
-from .kde import _check_matrix, _is_tensor
-from .kde_sampling import (
-    _check_n_steps,
-    _check_rng,
-    _fixed_step_flow,
-    _torch_setup,
-    default_ode_steps,
-    ode_sigma_grid,
-)
+from ._kde_sampler_utils import _check_rng
+from ._xp import namespace
 
 __all__ = [
     "local_log_weights",
@@ -204,6 +197,29 @@ def local_tempered_log_weights(log_w, target_ess, *, max_exponent=1.0, n_bisect=
 
 # --------------------------------------------------------------------------- the score
 
+_QUERY_PARAMS = """\
+    x : numpy.ndarray of shape (M, d)
+        Query points.
+    t : float
+        Diffusion time.
+    X : numpy.ndarray of shape (N, d)
+        Centres :math:`x_i`.
+    log_w_local : numpy.ndarray of shape (N, d)
+        Local log-weights :math:`L_{ik}` (:func:`local_log_weights`); each column needs a
+        finite entry.
+    taper_xx : numpy.ndarray of shape (d, d)
+        State taper :math:`\\rho_{kl}`, 1 on the diagonal.
+    schedule : VESchedule or VPSchedule
+        The diffusion schedule (:math:`\\mu(t)`, :math:`\\bar\\sigma(t)^2`).
+"""
+
+
+def _fill_query_params(func):
+    """Put the parameters the score and the log-density share into the docstring."""
+    if func.__doc__:  # None under python -OO
+        func.__doc__ = func.__doc__.replace("    %(query_params)s\n", _QUERY_PARAMS)
+    return func
+
 
 def _normalise_local(L):
     top = np.max(L, axis=0, keepdims=True)
@@ -225,6 +241,7 @@ def _check_inputs(x, X, log_w_local, taper_xx):
     return x, X, _normalise_local(L), _StateTaper(taper_xx)
 
 
+@_fill_query_params
 def local_kde_score(x, t, X, log_w_local, taper_xx, schedule, *, chunk_size=None):
     r"""Localised closed-form score :math:`s_k(x, t) = \partial_{x_k}\log p^{(k)}_t(x)`.
 
@@ -232,19 +249,7 @@ def local_kde_score(x, t, X, log_w_local, taper_xx, schedule, *, chunk_size=None
 
     Parameters
     ----------
-    x : numpy.ndarray of shape (M, d)
-        Query points.
-    t : float
-        Diffusion time.
-    X : numpy.ndarray of shape (N, d)
-        Centres :math:`x_i`.
-    log_w_local : numpy.ndarray of shape (N, d)
-        Local log-weights :math:`L_{ik}` (:func:`local_log_weights`); each column needs a
-        finite entry.
-    taper_xx : numpy.ndarray of shape (d, d)
-        State taper :math:`\rho_{kl}`, 1 on the diagonal.
-    schedule : VESchedule or VPSchedule
-        The diffusion schedule (:math:`\mu(t)`, :math:`\bar\sigma(t)^2`).
+    %(query_params)s
     chunk_size : int, optional
         Query rows per chunk (default: from a 64 MiB budget).
 
@@ -268,6 +273,7 @@ def local_kde_score(x, t, X, log_w_local, taper_xx, schedule, *, chunk_size=None
     return _score_logp(x, mu, sbar2, X, L, taper, chunk)[0]
 
 
+@_fill_query_params
 def local_kde_log_density(x, t, X, log_w_local, taper_xx, schedule):
     r"""Log of each component's local density :math:`\log p^{(k)}_t(x)`, up to a constant.
 
@@ -278,18 +284,7 @@ def local_kde_log_density(x, t, X, log_w_local, taper_xx, schedule):
 
     Parameters
     ----------
-    x : numpy.ndarray of shape (M, d)
-        Query points.
-    t : float
-        Diffusion time.
-    X : numpy.ndarray of shape (N, d)
-        Centres.
-    log_w_local : numpy.ndarray of shape (N, d)
-        Local log-weights.
-    taper_xx : numpy.ndarray of shape (d, d)
-        State taper, 1 on the diagonal.
-    schedule : VESchedule or VPSchedule
-        The diffusion schedule.
+    %(query_params)s
 
     Returns
     -------
@@ -428,70 +423,16 @@ def sample_ode_local(
         if x1.shape[0] != n:
             raise ValueError(f"x_start must have {n} rows (n_samples), got {x1.shape[0]}.")
     chunk = _rows_per_chunk(n_c, d, chunk_size)
-    low = check_score_dtype(score_dtype, "score_dtype", allow_none=False) == "float32"
-    if low:
-        X, L = X.astype(np.float32), L.astype(np.float32)
-        taper = taper.astype(np.float32)
-    if backend == "torch":
-        torch, _, dev = _torch_setup(device)
-        X, L = (torch.as_tensor(a, device=dev) for a in (X, L))
-        x1 = torch.as_tensor(x1, device=dev)
-        taper = taper.to(torch.as_tensor, dev)
-        cast = (lambda a: a.to(X.dtype)) if low else (lambda a: a)
-        back = (lambda a: a.to(x1.dtype)) if low else (lambda a: a)
-    else:
-        cast = (lambda a: a.astype(np.float32)) if low else (lambda a: a)
-        back = (lambda a: a.astype(np.float64)) if low else (lambda a: a)
+    dt = check_score_dtype(score_dtype, "score_dtype", allow_none=False)
+    xp = namespace(backend=backend, device=device)
+    X, L = (xp.astype(xp.asarray(a), dt) for a in (X, L))
+    taper = taper.to(xp, dt)
+    x1 = xp.asarray(x1)
 
     def score(x, t):
         mu, sbar2 = float(schedule.mu(t)), float(schedule.sigmabar2(t))
-        return back(_score_logp(cast(x), mu, sbar2, X, L, taper, chunk)[0])
+        return xp.astype(_score_logp(xp.astype(x, dt), mu, sbar2, X, L, taper, chunk)[0], x1.dtype)
 
-    if solver == "rk45":
-        out, info = _rk45(score, schedule, x1, rtol, atol, backend)
-    else:
-        t, sigma = ode_sigma_grid(schedule, n_steps)
-        mus = [float(schedule.mu(u)) for u in t]
-
-        def denoise(z, k):
-            mu, sbar2 = mus[k], float(schedule.sigmabar2(t[k]))
-            return z + score(z * mu, t[k]) * (sbar2 / mu)
-
-        z, nfev = _run_no_grad(lambda: _fixed_step_flow(denoise, x1 / mus[0], sigma, solver))
-        out = z * mus[-1]
-        info = {"n_steps": int(n_steps), "nfev": int(nfev), "success": True, "message": ""}
-    if _is_tensor(out):
-        out = out.detach().cpu().numpy()
-    if not np.all(np.isfinite(out)):
-        raise RuntimeError(
-            f"localised probability-flow ODE failed: non-finite state after {solver!r}."
-        )
-    return np.asarray(out, dtype=np.float64), {"sampler": "ode", "solver": solver, **info}
-
-
-def _run_no_grad(func):
-    try:
-        import torch
-    except ImportError:
-        return func()
-    with torch.no_grad():
-        return func()
-
-
-def _rk45(score, schedule, x1, rtol, atol, backend):
-    """Adaptive RK45 on ``dx/dt = f x - g^2 s / 2`` (scipy on numpy, dopri5 on torch)."""
-    t0, t1 = float(schedule.t_start), float(schedule.t_end)
-
-    def drift(t, x):
-        f, g2 = float(schedule.drift(t)), float(schedule.g2(t))
-        return x * f - score(x, t) * (0.5 * g2)
-
-    if backend == "torch":
-        from . import _kde_torch
-
-        out, info = _run_no_grad(lambda: _kde_torch.dopri5(drift, t0, t1, x1, rtol, atol))
-        if not info["success"]:
-            raise RuntimeError(f"localised probability-flow ODE failed: {info['message']}")
-        return out, info
-    out, n_acc, nfev = _rk45_numpy(drift, t0, t1, x1, rtol, atol, "localised probability-flow ODE")
-    return out, {"n_steps": n_acc, "nfev": nfev, "success": True, "message": ""}
+    what = "localised probability-flow ODE"
+    out, info = probability_flow(score, schedule, x1, solver, n_steps, rtol, atol, what)
+    return xp.to_numpy(out), {"sampler": "ode", "solver": solver, **info}

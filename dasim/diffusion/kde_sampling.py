@@ -46,8 +46,6 @@ from dasim.diffusion._kde_fixed_step import _fixed_step_flow as _fixed_step_flow
 from dasim.diffusion._kde_fixed_step import _step_weights as _step_weights
 from dasim.diffusion._kde_kernel import CovarianceKernel, tempered_log_weights
 from dasim.diffusion._kde_sampler_utils import _check_rng, reverse_start_std
-from dasim.diffusion._kde_sampler_utils import _NonFinite as _NonFinite
-from dasim.diffusion._kde_sampler_utils import _torch_setup as _torch_setup
 from dasim.diffusion._kde_samplers import sample_mixture, sample_ode, sample_sde
 from dasim.diffusion.kde import (
     _check_log_weights,
