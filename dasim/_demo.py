@@ -1,7 +1,8 @@
 """``dasim demo``: the KDE filter beside the EnKF and the SIR filter on a bimodal posterior.
 
-The case is B2's ``l63-z`` (:data:`dasim.benchmarks.nonlinear_filtering.B2_CASES`): Lorenz-63 observed
-through ``z`` alone with noise standard deviation 2. The dynamics and the observation are
+The case is B2's ``l63-z``
+(:data:`dasim.benchmarks.nonlinear_filtering.B2_CASES`): Lorenz-63 observed through
+``z`` alone with noise standard deviation 2. The dynamics and the observation are
 unchanged by ``(x, y) -> (-x, -y)`` and the climatological prior is symmetric too, so the
 posterior of ``(x, y)`` has two mirror-image modes of equal mass, one around the truth and
 one around its mirror image. A bootstrap particle filter with many particles, started from
