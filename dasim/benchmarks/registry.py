@@ -180,7 +180,7 @@ def run_named(
     cycles : int, optional
         Cycles per run (the case's own by default).
     n_jobs : int, optional
-        joblib workers of the independent runs.
+        Workers of the independent runs (joblib).
     smoke : bool, default=False
         The seconds-long version of the case.
     dapper_python : str, optional

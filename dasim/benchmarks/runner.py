@@ -101,7 +101,7 @@ def ensemble_scores(truth, analysis, weights, burn_in):
     >>> import numpy as np
     >>> from dasim.benchmarks.runner import ensemble_scores
     >>> X = np.zeros((3, 2))
-    >>> A = np.tile([[[1.0, 1.0]], [[3.0, 3.0]]], (3, 1, 1))
+    >>> A = np.tile([[1.0, 1.0], [3.0, 3.0]], (3, 1, 1))  # 3 cycles, 2 members
     >>> float(ensemble_scores(X, A, None, 0)["rmse"])
     2.0
     """
