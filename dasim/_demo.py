@@ -1,7 +1,8 @@
 """``dasim demo``: the KDE filter beside the EnKF and the SIR filter on a bimodal posterior.
 
-The case is B2's ``l63-z`` (:data:`dasim.benchmarks.b2.B2_CASES`): Lorenz-63 observed
-through ``z`` alone with noise standard deviation 2. The dynamics and the observation are
+The case is B2's ``l63-z``
+(:data:`dasim.benchmarks.nonlinear_filtering.B2_CASES`): Lorenz-63 observed through
+``z`` alone with noise standard deviation 2. The dynamics and the observation are
 unchanged by ``(x, y) -> (-x, -y)`` and the climatological prior is symmetric too, so the
 posterior of ``(x, y)`` has two mirror-image modes of equal mass, one around the truth and
 one around its mirror image. A bootstrap particle filter with many particles, started from
@@ -148,7 +149,7 @@ def run_demo(n_cycles=100, n_members=500, n_reference=30000, seed=0, window=50, 
     -------
     DemoResult
     """
-    from .benchmarks.b2 import B2_CASES
+    from .benchmarks.nonlinear_filtering_cases import B2_CASES
     from .datasets import make_twin_experiment
 
     case = B2_CASES["l63-z"]

@@ -1,16 +1,27 @@
-"""The ``dasim`` command line: ``dasim demo`` and ``dasim bench CASE``."""
+"""The ``dasim`` command line, the only one of the package.
+
+``dasim demo``; ``dasim bench CASE`` (every benchmark case, common options);
+``dasim nonlinear-filtering CASE`` (B2 with all its options), ``dasim
+trajectory-smoothing`` (B3 with all its options) and ``dasim score-speed`` (B4's KDE
+score timing).
+"""
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import subprocess
 import sys
 from datetime import date
 from pathlib import Path
 
-import numpy as np
+from .benchmarks.registry import (  # noqa: F401  (_bench_registry, _case_kind: what a case is)
+    _bench_registry,
+    _case_kind,
+    _run_b2_command,
+    _run_b3_command,
+    _run_score_speed,
+    _write_results,
+)
 
 __all__ = ["main"]
 
@@ -46,6 +57,7 @@ def _demo(args):
 
 def _resolve_demo_args(parser, args):
     """Refuse (exit status 2, before any work) demo options that cannot be honoured."""
+    args.out = _check_out(parser, args.out, "demo.png is")
     if args.cycles < _DEMO_MIN_CYCLES:
         parser.error(
             f"--cycles must be at least {_DEMO_MIN_CYCLES} (a burn-in and a time window), "
@@ -66,175 +78,13 @@ def _resolve_demo_args(parser, args):
 
 #: Fewest cycles ``dasim demo`` runs (its burn-in is half the cycles, at most 20).
 _DEMO_MIN_CYCLES = 10
-
-
-def _run_dapper(python, script, args, what):
-    """Run one of DAPPER's helper scripts; its last JSON line, or {} if it failed."""
-    env = dict(os.environ, OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
-    proc = subprocess.run(
-        [python, str(Path(__file__).parent / "benchmarks" / script), *map(str, args)],
-        capture_output=True,
-        text=True,
-        env=env,
-        check=False,
-    )
-    if proc.returncode != 0:
-        print(f"DAPPER {what} failed:\n{proc.stderr[-2000:]}", file=sys.stderr)
-        return {}
-    lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
-    return json.loads(lines[-1]) if lines else {}
-
-
-def _dapper_timings(python, case, n_cycles, repeats=1):
-    """DAPPER's seconds per cycle, ``{label: seconds}`` (fastest of ``repeats`` runs)."""
-    out = _run_dapper(python, "dapper_timing.py", [case, n_cycles, repeats], "timing")
-    return out.get(case, {})
-
-
-def _dapper_accuracy(python, case, seeds):
-    """DAPPER's own time-mean analysis RMSE per seed, ``{label: [rmse, ...]}``."""
-    out = _run_dapper(python, "dapper_accuracy.py", [case, *seeds], "accuracy run")
-    return out.get(case, {})
-
-
-def _save_plot(fig_or_ax, path):
-    fig = getattr(fig_or_ax, "figure", fig_or_ax)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-
-
-def _bench_b1(args, out):
-    from .benchmarks import b1_case, b1_methods, markdown_table, plot_metric, run_case
-
-    case = b1_case(args.case)
-    members, seeds = args.members, args.seeds
-    n_cycles = 40 if args.smoke else args.cycles
-    ds = run_case(
-        case,
-        b1_methods(args.case, members),
-        seeds=seeds,
-        n_cycles=n_cycles,
-        n_jobs=args.n_jobs,
-        progress=not args.smoke,
-        burn_in=10 if args.smoke else None,
-    )
-    if args.dapper_python:
-        timings = _dapper_timings(
-            args.dapper_python, args.case, min(n_cycles or case.n_cycles, 200)
-        )
-        for key, value in timings.items():
-            ds.attrs[f"dapper_seconds_per_cycle[{key}]"] = value
-        if not args.smoke:
-            accuracy = _dapper_accuracy(args.dapper_python, args.case, seeds)
-            rmse = np.full((ds.sizes["method"], len(seeds)), np.nan)
-            for i, label in enumerate(ds["method"].values):
-                if str(label) in accuracy:
-                    rmse[i] = accuracy[str(label)]
-            # DAPPER's own runs on the same seed numbers (its own random streams)
-            ds["dapper_rmse"] = (("method", "seed"), rmse)
-    table = markdown_table(ds)
-    if any(k.startswith("dapper_seconds") for k in ds.attrs):
-        lines = [
-            f"| {k[len('dapper_seconds_per_cycle[') : -1]} | {1000 * v:.2f} ms |"
-            for k, v in ds.attrs.items()
-            if k.startswith("dapper_seconds")
-        ]
-        table += "\n\nDAPPER, same machine, same run:\n\n| method | ms per cycle |\n|---|---|\n"
-        table += "\n".join(lines)
-    return ds, table, lambda path: _save_plot(plot_metric(ds, "rmse"), path)
-
-
-def _bench_b2(args, out):
-    from .benchmarks.b2 import b2_markdown, plot_b2, run_b2
-
-    ds = run_b2(
-        args.case,
-        members=args.members,
-        seeds=args.seeds,
-        n_cycles=args.cycles if args.cycles is not None else 100,
-        n_jobs=args.n_jobs,
-        progress=not args.smoke,
-        smoke=args.smoke,
-    )
-    return ds, b2_markdown(ds), lambda path: plot_b2(ds, path)
-
-
-def _bench_b3(args, out):
-    from .benchmarks.b3 import b3_markdown, run_b3
-
-    ds = run_b3(args.case, seeds=args.seeds, smoke=args.smoke, n_jobs=args.n_jobs)
-    return ds, b3_markdown(ds), None
-
-
-def _bench_learned(args, out):
-    from .benchmarks.learned import time_learned
-
-    kwargs = {"random_state": args.seeds[0]}
-    if args.smoke:
-        kwargs.update(n_train_traj=8, n_train_times=64, n_epochs=2, epoch_size=256)
-        kwargs.update(width=16, depth=1, n_samples=4, n_steps=4, target_loss=10.0)
-    ds = time_learned(**kwargs)
-    head = "| method | " + " | ".join(ds.data_vars) + " |"
-    rows = [
-        f"| {m} | " + " | ".join(f"{float(ds[v].sel({'method': m})):.4g}" for v in ds.data_vars)
-        for m in ds["method"].values
-    ]
-    table = "\n".join([head, "|" + "---|" * (len(ds.data_vars) + 1), *(r + " |" for r in rows)])
-    return (
-        ds,
-        f"device: {ds.attrs['device']}, target loss {ds.attrs['target_loss']}\n\n{table}",
-        None,
-    )
-
-
-def _bench_kde_score(args, out):
-    from .benchmarks.kde_score import bench_kde_score
-
-    sizes = args.members or ([200, 1000] if args.smoke else [10**3, 10**4, 10**5])
-    ds = bench_kde_score(n_members=tuple(sizes), seed=args.seeds[0])
-    return ds, ds.to_dataframe().to_markdown() if _has_tabulate() else str(ds), None
-
-
-def _bench_speed(args, out):
-    from .benchmarks.speed import speed_markdown, time_filters
-
-    case = args.case.removeprefix("speed-")
-    n_cycles = (20 if args.smoke else 200) if args.cycles is None else args.cycles
-    members = args.members or ([10] if args.smoke else None)
-    repeats = 1 if args.smoke else 3
-    seed = args.seeds[0]
-    ds = time_filters(case, n_cycles, members=members, repeats=repeats, seed=seed)
-    if args.dapper_python:
-        timings = _dapper_timings(args.dapper_python, case, n_cycles, repeats)
-        theirs = np.full(ds["seconds_per_cycle"].shape, np.nan)
-        for i, label in enumerate(ds["filter"].values):
-            for j, n in enumerate(ds["n_members"].values):
-                theirs[i, j] = timings.get(f"{label} N={int(n)}", np.nan)
-        ds["dapper_seconds_per_cycle"] = (("filter", "n_members"), theirs)
-        ds.attrs["dapper"] = "dapper_timing.py in " + args.dapper_python
-    return ds, speed_markdown(ds), None
-
-
-def _has_tabulate():
-    try:
-        import tabulate  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
-def _bench_registry():
-    from .benchmarks import B1_CASES
-    from .benchmarks.b2 import B2_CASES
-    from .benchmarks.b3 import B3_CASES
-
-    runners = {name: _bench_b1 for name in B1_CASES}
-    runners.update({name: _bench_b2 for name in B2_CASES})
-    runners.update({name: _bench_b3 for name in B3_CASES})
-    runners.update({f"speed-{name}": _bench_speed for name in B1_CASES})
-    runners["kde-score"] = _bench_kde_score
-    runners["learned"] = _bench_learned
-    return runners
+#: The size options of ``dasim demo``: flag, default, help.
+_DEMO_SIZES = (
+    ("--cycles", 100, f"assimilation cycles, at least {_DEMO_MIN_CYCLES}"),
+    ("--members", 500, "ensemble size of the KDE filter, the EnKF and the SIR filter, >= 2"),
+    ("--reference-members", 30000, "reference particles, at least 10 times --members"),
+    ("--window", 50, "cycles in the figure's time window, the last ones, at most --cycles"),
+)
 
 
 #: The options of ``dasim bench`` that each kind of case honours (the rest are refused).
@@ -253,55 +103,37 @@ _SMOKE_FIXES_CYCLES = {"b1", "b2"}
 _FILE_SUFFIXES = {".nc", ".nc4", ".cdf", ".h5", ".md", ".png", ".pdf", ".svg", ".csv", ".json"}
 
 
-def _case_kind(case):
-    from .benchmarks import B1_CASES
-    from .benchmarks.b2 import B2_CASES
-    from .benchmarks.b3 import B3_CASES
-
-    if case in B1_CASES:
-        return "b1"
-    if case in B2_CASES:
-        return "b2"
-    if case in B3_CASES:
-        return "b3"
-    if case.startswith("speed-") and case.removeprefix("speed-") in B1_CASES:
-        return "speed"
-    return case if case in ("kde-score", "learned") else None
+def _int_type(text, minimum=None, as_list=False):
+    """An argparse integer (or comma-separated integers) at least ``minimum``."""
+    what = "comma-separated integers such as 0,1,2" if as_list else "an integer"
+    try:
+        values = [int(v) for v in str(text).split(",")] if as_list else [int(text)]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
+    if minimum is not None and min(values) < minimum:
+        kind = "positive integers" if as_list else "a positive integer"
+        raise argparse.ArgumentTypeError(f"expected {kind}, got {text!r}")
+    return values if as_list else values[0]
 
 
 def _int_list(text):
     """``"0,1,2"`` -> ``[0, 1, 2]``, for argparse (a clear error on anything else)."""
-    try:
-        values = [int(v) for v in str(text).split(",")]
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"expected comma-separated integers such as 0,1,2, got {text!r}"
-        ) from None
-    return values
+    return _int_type(text, as_list=True)
 
 
 def _positive_int_list(text):
-    values = _int_list(text)
-    if min(values) < 1:
-        raise argparse.ArgumentTypeError(f"expected positive integers, got {text!r}")
-    return values
+    return _int_type(text, 1, as_list=True)
 
 
 def _positive_int(text):
     try:
-        value = int(text)
-    except ValueError:
+        return _int_type(text, 1)
+    except argparse.ArgumentTypeError:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
 
 
 def _n_jobs(text):
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    value = _int_type(text)
     if value == 0:
         raise argparse.ArgumentTypeError("expected a non-zero integer (-1: all cores), got 0")
     return value
@@ -326,10 +158,12 @@ def _resolve_bench_args(parser, args):
     Refuses (``parser.error``, exit status 2) an unknown case, an option the case does not
     use, several seeds where one is run, and ``--cycles`` where ``--smoke`` fixes them.
     """
+    args.out = _check_out(parser, args.out, "CASE.nc, CASE.md and CASE.png are")
+    from .benchmarks.registry import case_names
+
     kind = _case_kind(args.case)
     if kind is None:
-        runners = _bench_registry()
-        parser.error(f"unknown case {args.case!r}; choose from {', '.join(sorted(runners))}")
+        parser.error(f"unknown case {args.case!r}; choose from {', '.join(case_names())}")
     given = {
         name
         for name in ("members", "seeds", "cycles", "n_jobs", "dapper_python")
@@ -360,12 +194,11 @@ def _bench(args):
     from threadpoolctl import threadpool_limits
 
     from . import __version__
+    from .benchmarks.registry import run_named
 
-    runners = _bench_registry()
-    out = args.out
-    out.mkdir(parents=True, exist_ok=True)
     with threadpool_limits(1):
-        ds, table, plot = runners[args.case](args, out)
+        options = ("members", "seeds", "cycles", "n_jobs", "smoke", "dapper_python")
+        ds, table, plot = run_named(args.case, **{k: getattr(args, k) for k in options})
     ds.attrs.update(
         command=" ".join(["dasim", *args.argv]),
         date=str(date.today()),
@@ -373,21 +206,7 @@ def _bench(args):
         blas_threads=1,
         dasim_version=__version__,
     )
-    ds.to_netcdf(out / f"{args.case}.nc")
-    (out / f"{args.case}.md").write_text(table + "\n")
-    print(table)
-    written = ".md"
-    if plot is not None:
-        try:
-            import matplotlib
-
-            matplotlib.use("Agg")
-            plot(out / f"{args.case}.png")
-            written += ", .png"
-        except ImportError:
-            pass
-    print(f"\nresults written to {out}/{args.case}.nc ({written})")
-    return 0
+    return _write_results(ds, table, plot, args.out, args.case)
 
 
 _CASES_HELP = (
@@ -420,32 +239,10 @@ def _parser():
         "a time window of z and x, and each filter's (x, y) ensemble against the reference at "
         "the two cycles of the window where the reference is most clearly bimodal.",
     )
-    demo.add_argument(
-        "--cycles",
-        type=_positive_int,
-        default=100,
-        help=f"assimilation cycles, at least {_DEMO_MIN_CYCLES} (default: 100)",
-    )
-    demo.add_argument(
-        "--members",
-        type=_positive_int,
-        default=500,
-        help="ensemble size of the KDE filter, the EnKF and the SIR filter, at least 2 "
-        "(default: 500)",
-    )
-    demo.add_argument(
-        "--reference-members",
-        type=_positive_int,
-        default=30000,
-        help="particles of the reference particle filter, at least 10 times --members "
-        "(default: 30000)",
-    )
-    demo.add_argument(
-        "--window",
-        type=_positive_int,
-        default=50,
-        help="cycles in the figure's time window, the last ones, at most --cycles (default: 50)",
-    )
+    for flag, default, text in _DEMO_SIZES:
+        demo.add_argument(
+            flag, type=_positive_int, default=default, help=f"{text} (default: {default})"
+        )
     demo.add_argument(
         "--seed",
         type=int,
@@ -458,7 +255,7 @@ def _parser():
         default="results",
         help="directory for demo.png, created if missing (default: results)",
     )
-    demo.set_defaults(func=_demo, parser=demo)
+    demo.set_defaults(func=_demo, parser=demo, resolve=_resolve_demo_args)
     bench = sub.add_parser(
         "bench",
         help="run a benchmark case (settings and results: docs/benchmarks.md)",
@@ -508,8 +305,223 @@ def _parser():
         help="directory the results are written into, created if missing (default: "
         "results); a file name such as out.nc is refused",
     )
-    bench.set_defaults(func=_bench, parser=bench)
+    bench.set_defaults(func=_bench, parser=bench, resolve=_resolve_bench_args)
+    _add_nonlinear_filtering(sub)
+    _add_trajectory_smoothing(sub)
+    _add_score_speed(sub)
     return parser
+
+
+# ----------------------------------------------- dasim nonlinear-filtering (B2 in full)
+def _add_nonlinear_filtering(sub):
+    from .benchmarks.nonlinear_filtering_cases import B2_CASES, B2_METHODS
+
+    p = sub.add_parser(
+        "nonlinear-filtering",
+        help="B2 with every option: the KDE filter against the EnKF and particle filters",
+        description="B2: the closed-form KDE diffusion filter against the EnKF and the "
+        "particle filters (settings and results: docs/benchmarks_b2.md). Writes "
+        "OUT/CASE.nc, OUT/CASE.md and OUT/CASE.png.",
+    )
+    add = p.add_argument
+    add("case", choices=sorted(B2_CASES), help="the B2 setting to run")
+    add(
+        "--members",
+        type=_positive_int_list,
+        help="comma-separated ensemble sizes, e.g. 25,50 (default: the case's own; 16 "
+        "with --smoke)",
+    )
+    add(
+        "--seeds",
+        type=_int_list,
+        help="comma-separated scored seeds (default: 0,1,2; 0 with --smoke, which runs one)",
+    )
+    add("--methods", help=f"comma-separated methods (default: all of {', '.join(B2_METHODS)})")
+    add(
+        "--max-members",
+        default="",
+        help="largest ensemble per method, e.g. KDE-ode=250 (comma-separated METHOD=N)",
+    )
+    add(
+        "--cycles",
+        type=_positive_int,
+        help="cycles per run (default: 100; --smoke fixes 25 and refuses this option)",
+    )
+    add(
+        "--no-tune",
+        action="store_true",
+        help="skip the GridSearchCV tuning of the bandwidths and inflation (use defaults)",
+    )
+    add(
+        "--tune-on",
+        type=_positive_int,
+        default=1,
+        help="training trajectories for the tuning: 1 (default) tunes on one trajectory "
+        "with TimeSeriesSplit(3); K >= 2 on K trajectories as long as the runs, each test "
+        "fold one whole trajectory",
+    )
+    add(
+        "--w2-stride",
+        type=_positive_int,
+        default=1,
+        help="compute W2 to the reference every this many cycles (default: 1)",
+    )
+    add("--n-jobs", type=_n_jobs, help="joblib workers for the runs, -1 for all cores")
+    add("--smoke", action="store_true", help="a seconds-long version (small sizes, one seed)")
+    add(
+        "--out",
+        default="results/b2",
+        help="directory the results are written into, created if missing (default: "
+        "results/b2); a file name such as out.nc is refused",
+    )
+    add("--plot", help="PNG file for the plot (default: OUT/CASE.png)")
+    add(
+        "--params-from",
+        metavar="FILE.nc",
+        help="an earlier run's netCDF file whose tuned parameters are reused (those groups "
+        "are not tuned again)",
+    )
+    add(
+        "--merge",
+        nargs="+",
+        metavar="FILE.nc",
+        help="run nothing: merge earlier runs of CASE and write the tables of the result",
+    )
+    p.set_defaults(
+        func=lambda args: _run_b2_command(args, args.parser.error),
+        parser=p,
+        resolve=_resolve_b2_args,
+    )
+
+
+#: Options ``--merge`` ignores, with the value each has when not given.
+_B2_MERGE_IGNORES = {
+    "members": None,
+    "seeds": None,
+    "methods": None,
+    "max_members": "",
+    "cycles": None,
+    "no_tune": False,
+    "tune_on": 1,
+    "n_jobs": None,
+    "smoke": False,
+    "params_from": None,
+}
+
+
+def _resolve_b2_args(parser, args):
+    """Refuse, before any work, what ``dasim nonlinear-filtering`` cannot honour."""
+    args.out = _check_out(parser, args.out, "CASE.nc, CASE.md and CASE.png are")
+    if args.smoke and args.seeds is not None and len(args.seeds) > 1:
+        parser.error(f"--smoke runs one seed; got --seeds {','.join(map(str, args.seeds))}")
+    if args.smoke and args.cycles is not None:
+        parser.error("--smoke fixes the number of cycles (25); drop --cycles or --smoke")
+    if args.merge:
+        given = [k for k, v in _B2_MERGE_IGNORES.items() if getattr(args, k) != v]
+        if given:
+            flags = ", ".join("--" + k.replace("_", "-") for k in given)
+            parser.error(f"--merge runs nothing, so {flags} would be ignored; drop it")
+    try:
+        items = (item.split("=") for item in args.max_members.split(",") if item)
+        args.max_members = {k: int(v) for k, v in items}
+    except ValueError:
+        parser.error(f"--max-members must be METHOD=N[,METHOD=N...], got {args.max_members!r}")
+
+
+# ---------------------------------------------- dasim trajectory-smoothing (B3 in full)
+#: Size options of ``dasim trajectory-smoothing`` that ``--smoke`` fixes, and the others.
+_B3_SMOKE_FIXED = {
+    "n_train_traj": "training trajectories (default: 1024)",
+    "n_train_times": "states per training trajectory (default: 1024)",
+    "n_epochs": "training epochs (default: 10)",
+    "n_test": "test windows per case and seed (default: 8)",
+    "n_samples": "posterior samples per window and method (default: 64)",
+}
+_B3_OVERRIDES = {
+    "epoch_size": "windows per epoch (default: n_train_traj * (n_train_times // 5))",
+    "n_steps": "sampler steps (default: 64)",
+    "width": "score network width (default: 128)",
+    "depth": "score network depth (default: 3)",
+    "n_particles": "particles of the reference smoother (default: 16384)",
+}
+
+
+def _add_trajectory_smoothing(sub):
+    from .benchmarks.trajectory_smoothing import B3_CASES
+
+    p = sub.add_parser(
+        "trajectory-smoothing",
+        help="B3 with every option: SDA and SOAD against a particle smoother",
+        description="B3: the learned assimilators (SDA, SOAD) on Lorenz-63 trajectories. "
+        "Settings and results: docs/benchmarks_b3.md. Prints the table; --out and --plot "
+        "write the results and the plot.",
+    )
+    add = p.add_argument
+    cases = list(B3_CASES)
+    add("--cases", nargs="+", default=cases, choices=cases, help="the cases (default: all)")
+    # The sizes default to None so that one given with --smoke, which fixes it, can be
+    # refused; run_b3's own defaults apply otherwise.
+    for name, text in _B3_SMOKE_FIXED.items():
+        add("--" + name.replace("_", "-"), type=_positive_int, help=text + "; not with --smoke")
+    for name, text in _B3_OVERRIDES.items():
+        add("--" + name.replace("_", "-"), type=_positive_int, help=text)
+    add("--seeds", type=int, nargs="+", default=[0], help="seeds, space-separated (default: 0)")
+    add(
+        "--threads",
+        type=_positive_int,
+        help="torch threads for training and sampling (the assimilators' n_threads; "
+        "default: theirs)",
+    )
+    add("--smoke", action="store_true", help="a seconds-long version (tiny training set)")
+    add("--out", metavar="FILE.nc", help="netCDF file of the results (default: none)")
+    add("--plot", metavar="FILE.png", help="PNG file of the plot (default: none)")
+    p.set_defaults(func=_run_b3_command, parser=p, resolve=_resolve_b3_args)
+
+
+def _resolve_b3_args(parser, args):
+    """Refuse, before any work, what ``dasim trajectory-smoothing`` cannot honour."""
+    for flag, path in (("--out", args.out), ("--plot", args.plot)):
+        if path is not None and Path(path).is_dir():
+            parser.error(f"{flag} is a file to write, but {path!r} is a directory")
+    given = {name: getattr(args, name) for name in _B3_SMOKE_FIXED if getattr(args, name)}
+    if args.smoke and given:
+        flags = ", ".join("--" + name.replace("_", "-") for name in given)
+        parser.error(f"--smoke fixes {flags}; drop those options or --smoke")
+    given.update({name: getattr(args, name) for name in _B3_OVERRIDES if getattr(args, name)})
+    if args.threads:
+        given["n_threads"] = args.threads
+    args.settings = given
+
+
+# ------------------------------------------------------- dasim score-speed (B4 KDE score)
+def _add_score_speed(sub):
+    p = sub.add_parser(
+        "score-speed",
+        help="B4 KDE score: seconds and peak memory of one closed-form score evaluation",
+        description="Time one KDE score evaluation (M = N queries) per backend and "
+        "ensemble size, with its peak memory and the floor (docs/benchmarks_b2.md).",
+    )
+    add = p.add_argument
+    add("--members", type=_positive_int_list, default=[1000, 10000, 100000], help="sizes N")
+    add("--dim", type=_positive_int, default=20, help="state dimension d (default: 20)")
+    add("--backend", default="numpy,torch", help="comma-separated backends (default: both)")
+    add("--repeat", type=_positive_int, default=1, help="timed evaluations; the fastest counts")
+    add("--device", default="auto", help="the torch device (default: auto)")
+    add("--dtype", default="float64", choices=("float64", "float32"), help="precision")
+    add("--threads", type=_positive_int, help="torch CPU threads (default: torch's)")
+    add("--no-floor", action="store_true", help="skip the floor timing")
+    add("--out", metavar="FILE.nc", help="netCDF file to write (default: none)")
+    p.set_defaults(func=_run_score_speed, parser=p, resolve=lambda parser, args: None)
+
+
+def _subparser(command):
+    """The parser of ``dasim COMMAND`` (what the benchmarks' forwarding ``_parser`` returns)."""
+    return _parser()._subparsers._group_actions[0].choices[command]
+
+
+def _forward(command, argv=None):
+    """``dasim COMMAND ARGV...``: the benchmark modules' ``main`` forward here."""
+    return main([command, *(sys.argv[1:] if argv is None else argv)])
 
 
 def main(argv=None):
@@ -549,12 +561,7 @@ def main(argv=None):
     argv = sys.argv[1:] if argv is None else list(argv)
     args = parser.parse_args(argv)
     args.argv = argv
-    written = "demo.png is" if args.command == "demo" else "CASE.nc, CASE.md and CASE.png are"
-    args.out = _check_out(args.parser, args.out, written)
-    if args.command == "bench":
-        _resolve_bench_args(args.parser, args)
-    else:
-        _resolve_demo_args(args.parser, args)
+    args.resolve(args.parser, args)
     return args.func(args)
 
 

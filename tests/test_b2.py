@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import xarray as xr
 
-from dasim.benchmarks import b2
-from dasim.benchmarks.b2 import (
+from dasim.benchmarks import nonlinear_filtering as b2
+from dasim.benchmarks.nonlinear_filtering import (
     B2_CASES,
     B2_METHODS,
     b2_case,

@@ -13,7 +13,8 @@ import xarray as xr
 
 import dasim
 from dasim import cli
-from dasim.benchmarks import b2, b3
+from dasim.benchmarks import nonlinear_filtering as b2
+from dasim.benchmarks import trajectory_smoothing as b3
 
 ROOT = Path(__file__).resolve().parents[1]
 

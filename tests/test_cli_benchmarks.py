@@ -106,7 +106,7 @@ def test_bench_b1_places_dapper_runs_beside_dasim(tmp_path):
 
 
 def test_dapper_helpers_fail_soft(tmp_path, capsys):
-    from dasim.cli import _dapper_accuracy, _dapper_timings
+    from dasim.benchmarks.dapper_parity import _dapper_accuracy, _dapper_timings
 
     assert _dapper_accuracy("false", "l63-full", [0]) == {}
     assert _dapper_timings("false", "l63-full", 10) == {}
@@ -114,7 +114,8 @@ def test_dapper_helpers_fail_soft(tmp_path, capsys):
 
 
 def test_time_filters_and_speed_table():
-    from dasim.benchmarks.speed import SPEED_FILTERS, speed_markdown, speed_members, time_filters
+    from dasim.benchmarks.report import speed_markdown
+    from dasim.benchmarks.timing import SPEED_FILTERS, speed_members, time_filters
 
     assert speed_members("l96-40") == (40, 100, 1000) and speed_members("l63-full")[0] == 10
     ds = time_filters("l63-full", n_cycles=4, members=[5, 8], repeats=2)
@@ -132,7 +133,7 @@ def test_time_filters_and_speed_table():
 
 
 def test_time_filters_bad_input():
-    from dasim.benchmarks.speed import time_filters
+    from dasim.benchmarks.timing import time_filters
 
     with pytest.raises(ValueError, match="unknown B1 case"):
         time_filters("l42")

@@ -328,7 +328,7 @@ def test_precision_names_and_dtypes_are_accepted():
 
 
 def test_benchmark_reports_the_floor():
-    from dasim.benchmarks.kde_score import bench_kde_score
+    from dasim.benchmarks.score_speed import bench_kde_score
 
     ds = bench_kde_score(
         n_members=(40,), dim=2, backend=("numpy", "torch"), dtype="float32", torch_threads=1
@@ -344,7 +344,7 @@ def test_benchmark_reports_the_floor():
 
 def test_time_kde_ode_times_the_sde_and_torch():
     pytest.importorskip("torch")
-    from dasim.benchmarks.speed import time_kde_ode
+    from dasim.benchmarks.timing import time_kde_ode
 
     ds = time_kde_ode(n_members=20, n_cycles=2, samplers=["mixture", "sde"], device="cpu")
     assert ds["nfev"].values.tolist() == [0.0, 1000.0]

@@ -184,7 +184,13 @@ def test_default_filter_tracks_a_black_box_duffing_oscillator():
 
 
 def test_default_filter_tracks_lorenz96_arctan_where_the_paper_configuration_does_not():
-    from dasim.benchmarks.b2 import B2_CASES, _filter_model, _fit_states, _initial_ensemble, _twin
+    from dasim.benchmarks.nonlinear_filtering import (
+        B2_CASES,
+        _filter_model,
+        _fit_states,
+        _initial_ensemble,
+        _twin,
+    )
     from dasim.filters import EnKF
 
     case = B2_CASES["l96-10-atan"]

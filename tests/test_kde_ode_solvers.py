@@ -353,7 +353,7 @@ def test_filter_rejects_bad_solver_parameters(params, match):
 
 
 def test_time_kde_ode_reports_score_evaluations():
-    from dasim.benchmarks.speed import time_kde_ode
+    from dasim.benchmarks.timing import time_kde_ode
 
     ds = time_kde_ode(n_members=20, n_cycles=2, samplers=["mixture", "ab3", "heun", "rk45"])
     nfev = dict(zip(ds["sampler"].values, ds["nfev"].values, strict=True))

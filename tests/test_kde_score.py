@@ -410,7 +410,7 @@ def test_torch_dispatch():
 
 
 def test_benchmark_smoke():
-    from dasim.benchmarks.kde_score import bench_kde_score
+    from dasim.benchmarks.score_speed import bench_kde_score
 
     ds = bench_kde_score(n_members=(30, 60), dim=3, backend=("numpy", "torch"))
     assert ds.seconds.dims == ("backend", "n_members")

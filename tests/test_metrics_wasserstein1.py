@@ -109,7 +109,7 @@ def test_equal_sizes_match_the_optimal_assignment(rng):
 
 
 def test_flattened_trajectories_as_b3_uses_them(rng):
-    from dasim.benchmarks.b3 import _trajectory_w1
+    from dasim.benchmarks.trajectory_smoothing import _trajectory_w1
 
     a = rng.normal(size=(12, 65, 3))
     b = rng.normal(size=(12, 65, 3)) + 0.1

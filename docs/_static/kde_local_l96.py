@@ -20,7 +20,7 @@ import warnings
 import numpy as np
 
 from dasim.benchmarks import Method, run_case
-from dasim.benchmarks.b1 import b1_case, b1_methods
+from dasim.benchmarks.dapper_parity import b1_case, b1_methods
 from dasim.filters import KDEDiffusionFilter
 
 #: Chosen on a separate trajectory (see the module docstring).

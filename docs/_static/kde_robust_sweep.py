@@ -15,7 +15,13 @@ import warnings
 import numpy as np
 
 from dasim import metrics
-from dasim.benchmarks.b2 import B2_CASES, _filter_model, _fit_states, _initial_ensemble, _twin
+from dasim.benchmarks.nonlinear_filtering import (
+    B2_CASES,
+    _filter_model,
+    _fit_states,
+    _initial_ensemble,
+    _twin,
+)
 from dasim.datasets import make_twin_experiment
 from dasim.filters import EnKF, KDEDiffusionFilter
 from dasim.models import FunctionModel, Lorenz63

@@ -267,7 +267,7 @@ def test_import_without_torch():
 
 
 def test_b3_smoke(tmp_path):
-    from dasim.benchmarks.b3 import b3_markdown, plot_b3, run_b3
+    from dasim.benchmarks.trajectory_smoothing import b3_markdown, plot_b3, run_b3
 
     ds = run_b3("b3-sin", smoke=True, n_particles=128)
     assert ds["w1"].dims == ("case", "method", "seed")
@@ -281,7 +281,7 @@ def test_b3_smoke(tmp_path):
 
 
 def test_time_learned_reads_the_target_from_the_training_clock():
-    from dasim.benchmarks.learned import time_learned
+    from dasim.benchmarks.timing import time_learned
 
     tiny = dict(
         n_train_traj=8,

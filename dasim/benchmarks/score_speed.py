@@ -12,13 +12,12 @@ and one in-place ``exp`` of the tile (what any evaluation must at least do);
 
 Run from the command line::
 
-    python -m dasim.benchmarks.kde_score --members 1000,10000,100000 --backend numpy,torch
-    python -m dasim.benchmarks.kde_score --members 1000 --dim 3 --dtype float32 --threads 1
+    dasim score-speed --members 1000,10000,100000 --backend numpy,torch
+    dasim score-speed --members 1000 --dim 3 --dtype float32 --threads 1
 """
 
 from __future__ import annotations
 
-import argparse
 import datetime
 import math
 import os
@@ -40,7 +39,9 @@ from dasim.diffusion.kde import (
 )
 from dasim.diffusion.schedules import VESchedule
 
-__all__ = ["bench_kde_score", "main"]
+from .timing import best_time
+
+__all__ = ["bench_kde_score"]
 
 
 def _rss_bytes():
@@ -98,12 +99,8 @@ def _time_numpy(x, log_w, schedule, memory_budget, repeat, dtype="float64"):
     def once():
         return kde_score(x, 0.5, x, log_w, schedule, memory_budget=memory_budget, dtype=dtype)
 
-    seconds = []
     with single_blas_thread():  # pinned once around the loop, as the filters pin it
-        for _ in range(repeat):
-            t0 = time.perf_counter()
-            once()
-            seconds.append(time.perf_counter() - t0)
+        best, _ = best_time(once, repeat)
     tracemalloc.start()
     try:
         base = tracemalloc.get_traced_memory()[0]
@@ -111,7 +108,7 @@ def _time_numpy(x, log_w, schedule, memory_budget, repeat, dtype="float64"):
         peak = tracemalloc.get_traced_memory()[1] - base
     finally:
         tracemalloc.stop()
-    return min(seconds), float(peak), "tracemalloc"
+    return best, float(peak), "tracemalloc"
 
 
 def _time_torch(x, log_w, schedule, memory_budget, repeat, device, dtype="float64"):
@@ -353,62 +350,3 @@ def bench_kde_score(
         ds["floor_seconds"] = (("backend", "n_members"), floor_s)
         ds["score_over_floor"] = ds["seconds"] / ds["floor_seconds"]
     return ds
-
-
-def main(argv=None):
-    """Command-line entry: print the table and optionally write netCDF.
-
-    Parameters
-    ----------
-    argv : list of str, optional
-        Arguments (default: ``sys.argv[1:]``).
-
-    Returns
-    -------
-    xarray.Dataset
-        The result of :func:`bench_kde_score`.
-
-    Examples
-    --------
-    >>> ds = main(["--members", "40", "--dim", "2", "--backend", "numpy"])  # doctest: +SKIP
-    """
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--members", default="1000,10000,100000")
-    parser.add_argument("--dim", type=int, default=20)
-    parser.add_argument("--backend", default="numpy,torch")
-    parser.add_argument("--repeat", type=int, default=1)
-    parser.add_argument("--device", default="auto")
-    parser.add_argument("--dtype", default="float64", choices=("float64", "float32"))
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
-    parser.add_argument("--no-floor", action="store_true", help="skip the floor timing")
-    parser.add_argument("--out", default=None, help="netCDF file to write")
-    args = parser.parse_args(argv)
-    ds = bench_kde_score(
-        n_members=[int(v) for v in args.members.split(",")],
-        dim=args.dim,
-        backend=args.backend.split(","),
-        repeat=args.repeat,
-        device=args.device,
-        dtype=args.dtype,
-        torch_threads=args.threads,
-        floor=not args.no_floor,
-    )
-    for b in ds.backend.values:
-        for n in ds.n_members.values:
-            s = float(ds.seconds.sel(backend=b, n_members=n))
-            p = float(ds.peak_memory_bytes.sel(backend=b, n_members=n))
-            line = (
-                f"{b:6s} {args.dtype} N={n:>7d} d={ds.attrs['dim']}: {s:9.4f} s, "
-                f"peak {p / 2**20:9.1f} MiB"
-            )
-            if "floor_seconds" in ds:
-                f = float(ds.floor_seconds.sel(backend=b, n_members=n))
-                line += f", floor {f:9.4f} s, score/floor {s / f:5.2f}"
-            print(line)
-    if args.out:
-        ds.to_netcdf(args.out)
-    return ds
-
-
-if __name__ == "__main__":  # pragma: no cover
-    main()

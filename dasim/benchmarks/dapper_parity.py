@@ -1,17 +1,26 @@
-"""B1: classical parity with DAPPER's standard twin experiments.
+"""B1, DAPPER parity: the classical filters on DAPPER's standard twin experiments.
 
 Settings and the figures DAPPER reports for them (analysis RMSE, time mean), kept beside
-the code as DAPPER keeps its settings files. ``dasim bench l63-full`` runs one.
+the code as DAPPER keeps its settings files. ``dasim bench l63-full`` runs one
+(:func:`~dasim.benchmarks.run_case`); with ``--dapper-python PATH`` DAPPER itself runs
+alongside, in a subprocess of that interpreter (``dapper_accuracy.py`` and
+``dapper_timing.py`` beside this module; DAPPER never enters dasim's environment).
 """
 
 from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 
 from ..filters import EnKF, SIRFilter
 from ..models import Lorenz63, Lorenz96
 from ..observations import ObservationModel
-from ._runner import Case, Method
+from .case import Case, Method
 
 __all__ = ["B1_CASES", "b1_case", "b1_methods"]
 
@@ -172,3 +181,62 @@ def b1_methods(name, members=None):
         members = {int(m) for m in members}
         methods = [m for m in methods if m.estimator.n_members in members]
     return methods
+
+
+# ------------------------------------------------------------------ DAPPER alongside
+def _run_dapper(python, script, args, what):
+    """Run one of DAPPER's helper scripts; its last JSON line, or {} if it failed."""
+    env = dict(os.environ, OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    proc = subprocess.run(
+        [python, str(Path(__file__).parent / script), *map(str, args)],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
+    )
+    if proc.returncode != 0:
+        print(f"DAPPER {what} failed:\n{proc.stderr[-2000:]}", file=sys.stderr)
+        return {}
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
+    return json.loads(lines[-1]) if lines else {}
+
+
+def _dapper_timings(python, case, n_cycles, repeats=1):
+    """DAPPER's seconds per cycle, ``{label: seconds}`` (fastest of ``repeats`` runs)."""
+    out = _run_dapper(python, "dapper_timing.py", [case, n_cycles, repeats], "timing")
+    return out.get(case, {})
+
+
+def _dapper_accuracy(python, case, seeds):
+    """DAPPER's own time-mean analysis RMSE per seed, ``{label: [rmse, ...]}``."""
+    out = _run_dapper(python, "dapper_accuracy.py", [case, *seeds], "accuracy run")
+    return out.get(case, {})
+
+
+def _add_dapper_runs(ds, python, case, n_cycles, seeds, accuracy=True):
+    """Put DAPPER's runs of a B1 case beside a :func:`run_case` result, in place.
+
+    ``dapper_seconds_per_cycle[LABEL]`` attributes (its timings over ``n_cycles``) and,
+    with ``accuracy``, a ``dapper_rmse`` variable ``(method, seed)``: DAPPER's own RMSE
+    on the same seed numbers (its own random streams), NaN where it has no counterpart.
+    """
+    for key, value in _dapper_timings(python, case, n_cycles).items():
+        ds.attrs[f"dapper_seconds_per_cycle[{key}]"] = value
+    if accuracy:
+        found = _dapper_accuracy(python, case, seeds)
+        rmse = np.full((ds.sizes["method"], len(seeds)), np.nan)
+        for i, label in enumerate(ds["method"].values):
+            if str(label) in found:
+                rmse[i] = found[str(label)]
+        ds["dapper_rmse"] = (("method", "seed"), rmse)
+
+
+def _add_dapper_timings(ds, python, case, n_cycles, repeats):
+    """Put DAPPER's ms a cycle beside a ``time_filters`` result, in place."""
+    timings = _dapper_timings(python, case, n_cycles, repeats)
+    theirs = np.full(ds["seconds_per_cycle"].shape, np.nan)
+    for i, label in enumerate(ds["filter"].values):
+        for j, n in enumerate(ds["n_members"].values):
+            theirs[i, j] = timings.get(f"{label} N={int(n)}", np.nan)
+    ds["dapper_seconds_per_cycle"] = (("filter", "n_members"), theirs)
+    ds.attrs["dapper"] = "dapper_timing.py in " + python

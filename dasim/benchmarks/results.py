@@ -11,7 +11,7 @@ import json
 import numpy as np
 import xarray as xr
 
-from ._b2_cases import B2_METHODS
+from .nonlinear_filtering_cases import B2_METHODS
 
 __all__ = ["tuned_params_from", "merge_b2"]
 
@@ -57,7 +57,7 @@ def tuned_params_from(source):
 
     Examples
     --------
-    >>> from dasim.benchmarks.b2 import run_b2, tuned_params_from
+    >>> from dasim.benchmarks.nonlinear_filtering import run_b2, tuned_params_from
     >>> ds = run_b2("l96-10-atan", smoke=True, methods=["EnKF"], tune=False)
     >>> tuned_params_from(ds)
     {'EnKF': {16: {'inflation': 1.05}}}
@@ -121,7 +121,7 @@ def merge_b2(base, *others):
 
     Examples
     --------
-    >>> from dasim.benchmarks.b2 import merge_b2, run_b2
+    >>> from dasim.benchmarks.nonlinear_filtering import merge_b2, run_b2
     >>> a = run_b2("l96-10-atan", smoke=True, methods=["EnKF"], tune=False)
     >>> b = run_b2("l96-10-atan", smoke=True, methods=["KDE-mixture"], tune=False)
     >>> merge_b2(a, b)["method"].values.tolist()

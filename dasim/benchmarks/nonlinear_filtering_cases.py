@@ -1,15 +1,18 @@
 """B2's experiment definition: the cases, the methods and their parameters, the grids.
 
-Everything that says *what* benchmark B2 runs (see :mod:`dasim.benchmarks.b2`): the five
+Everything that says *what* benchmark B2 (nonlinear filtering on twin experiments, the
+KDE diffusion filter against the EnKF and the particle filters; see
+:mod:`dasim.benchmarks.nonlinear_filtering`) runs: the five
 settings (:data:`B2_CASES`), the methods in table order (:data:`B2_METHODS`) and how each
 is built (:func:`_estimator`), the tuning groups and grids (:func:`b2_grids`), and how
 every run's truth, observations, initial ensemble and seeds are drawn. Importing this
-module runs nothing.
+module runs nothing. A new method is added here: a name in :data:`B2_METHODS`, its
+construction in :func:`_estimator` (a KDE configuration in :func:`_kde_config`), a
+fixed seed key in ``_METHOD_SEED_KEY`` and, if tuned, its group in ``_TUNE_KEY``,
+``_TUNE_METHOD``, :func:`b2_grids` and ``_default_params``.
 """
 
 from __future__ import annotations
-
-from dataclasses import dataclass
 
 import numpy as np
 from sklearn.base import clone
@@ -17,7 +20,7 @@ from sklearn.base import clone
 from ..filters import EnKF, KDEDiffusionFilter, SIRFilter
 from ..models import Lorenz63, Lorenz96
 from ..observations import ObservationModel
-from ._runner import _Setting
+from .case import Case
 
 #: The methods of B2, in table order.
 B2_METHODS = (
@@ -108,54 +111,18 @@ TRAIN_SEED = 987_654
 _TRUTH_SPINUP = 50
 
 
-@dataclass
-class B2Case(_Setting):
-    """A B2 setting (the fields of :class:`~dasim.benchmarks.Case` plus the sizes).
-
-    Parameters
-    ----------
-    name : str
-        Identifier used on the command line.
-    model : DynamicalModel
-        Noise-free dynamics of the truth; the filters use it with ``filter_noise``.
-    observation : ObservationModel
-        Observation operator and noise.
-    n_cycles : int, default=100
-        Assimilation cycles per run.
-    burn_in : int, default=20
-        Cycles dropped before time averages.
-    truth_noise : bool, default=False
-        Whether the truth receives model noise (never, in B2).
-    filter_noise : float, default=0.1
-        Additive model noise std per cycle in the filters' forecast model.
-    description : str, default=""
-        One-line description.
-    members : tuple of int, default=(25, 50, 100, 250, 500, 1000)
-        The ensemble sizes of BENCHMARKS.md.
-    w2 : bool, default=False
-        Whether W2 to the particle-filter reference posterior is computed (Lorenz-63).
-
-    Examples
-    --------
-    >>> from dasim.benchmarks.b2 import B2_CASES
-    >>> case = B2_CASES["l63-z"]
-    >>> case.filter_noise, case.n_cycles, case.burn_in, case.w2
-    (0.1, 100, 20, True)
-    """
-
-    n_cycles: int = 100
-    filter_noise: float = 0.1
-    members: tuple = (25, 50, 100, 250, 500, 1000)
-    w2: bool = False
+#: B2's ensemble sizes (BENCHMARKS.md); ``l96-40-half`` starts at 100.
+MEMBERS = (25, 50, 100, 250, 500, 1000)
 
 
 def _l96_atan(n):
-    return B2Case(
+    return Case(
         name=f"l96-{n}-atan",
         model=Lorenz96(n=n, forcing=8.0, dt=0.01, steps_per_cycle=5),
         observation=ObservationModel("arctan", noise_std=0.05),
         n_cycles=100,
         filter_noise=0.1,
+        members=MEMBERS,
         description=(
             f"Lorenz-96 n={n}, F=8, RK4 dt=0.01, 5 steps a cycle; y = arctan(x) + N(0, 0.05^2) "
             "on every component; q=0.1"
@@ -165,24 +132,26 @@ def _l96_atan(n):
 
 #: The five B2 settings of BENCHMARKS.md, by name.
 B2_CASES = {
-    "l63-z": B2Case(
+    "l63-z": Case(
         name="l63-z",
         model=Lorenz63(dt=0.01, steps_per_cycle=10),
         observation=ObservationModel("identity", noise_std=2.0, indices=[2]),
         n_cycles=100,
         filter_noise=0.1,
+        members=MEMBERS,
         w2=True,
         description=(
             "Lorenz-63, RK4 dt=0.01, 10 steps a cycle; y = z + N(0, 2^2) (bimodal posterior "
             "by the x,y -> -x,-y symmetry); q=0.1"
         ),
     ),
-    "l63-atan": B2Case(
+    "l63-atan": Case(
         name="l63-atan",
         model=Lorenz63(dt=0.01, steps_per_cycle=10),
         observation=ObservationModel("arctan", noise_std=0.1),
         n_cycles=100,
         filter_noise=0.1,
+        members=MEMBERS,
         w2=True,
         description=(
             "Lorenz-63, RK4 dt=0.01, 10 steps a cycle; y = arctan(x) + N(0, 0.1^2) on all "
@@ -191,7 +160,7 @@ B2_CASES = {
     ),
     "l96-10-atan": _l96_atan(10),
     "l96-20-atan": _l96_atan(20),
-    "l96-40-half": B2Case(
+    "l96-40-half": Case(
         name="l96-40-half",
         model=Lorenz96(n=40, forcing=8.0, dt=0.01, steps_per_cycle=5),
         observation=ObservationModel(
@@ -199,7 +168,7 @@ B2_CASES = {
         ),
         n_cycles=100,
         filter_noise=0.1,
-        members=(100, 250, 500, 1000),
+        members=MEMBERS[2:],
         description=(
             "Lorenz-96 n=40, F=8, RK4 dt=0.01, 5 steps a cycle; y = x + N(0, 0.5) on the "
             "20 odd-indexed components; q=0.1"
@@ -218,7 +187,7 @@ def b2_case(name):
 
     Returns
     -------
-    B2Case
+    Case
         The setting.
 
     Raises
@@ -228,7 +197,7 @@ def b2_case(name):
 
     Examples
     --------
-    >>> from dasim.benchmarks.b2 import b2_case
+    >>> from dasim.benchmarks.nonlinear_filtering import b2_case
     >>> b2_case("l96-20-atan").model.n
     20
     """
@@ -269,7 +238,7 @@ def b2_grids(name, smoke=False):
 
     Examples
     --------
-    >>> from dasim.benchmarks.b2 import b2_grids
+    >>> from dasim.benchmarks.nonlinear_filtering import b2_grids
     >>> b2_grids("l63-z")["KDE"]["bandwidth_y"]
     [1.0, 2.0, 4.0, 8.0, 16.0]
     """
@@ -342,6 +311,20 @@ def _default_params(case):
     }
 
 
+def _kde_config(method):
+    """The explicit parameter set a KDE method starts from (None: the class defaults)."""
+    if method in ("KDE-ode", "KDE-mixture"):
+        sampler = "ode" if method == "KDE-ode" else "mixture"
+        return {**KDEDiffusionFilter.PAPER_PARAMS, "sampler": sampler}
+    return {
+        "KDE-robust": ROBUST_PARAMS,
+        "KDE-robust-default": ROBUST_PARAMS,
+        "KDE-local": LOCAL_PARAMS,
+        "KDE-joint": JOINT_PARAMS,
+        "KDE-default": {},
+    }[method]
+
+
 def _estimator(method, n_members, params):
     """An unfitted filter for ``method`` with ``params``.
 
@@ -350,21 +333,9 @@ def _estimator(method, n_members, params):
     ``KDE-default``, which is the class's defaults (what a new user gets).
     """
     params = dict(params or {})
-    if method in ("KDE-ode", "KDE-mixture"):
-        sampler = "ode" if method == "KDE-ode" else "mixture"
-        config = {**KDEDiffusionFilter.PAPER_PARAMS, "sampler": sampler, **params}
+    if method.startswith("KDE-") and method in B2_METHODS:
+        config = {**_kde_config(method), **params}
         return KDEDiffusionFilter(n_members=n_members, device="numpy", **config)
-    if method in ("KDE-robust", "KDE-robust-default"):
-        config = {**ROBUST_PARAMS, **params}
-        return KDEDiffusionFilter(n_members=n_members, device="numpy", **config)
-    if method == "KDE-local":
-        config = {**LOCAL_PARAMS, **params}
-        return KDEDiffusionFilter(n_members=n_members, device="numpy", **config)
-    if method == "KDE-joint":
-        config = {**JOINT_PARAMS, **params}
-        return KDEDiffusionFilter(n_members=n_members, device="numpy", **config)
-    if method == "KDE-default":
-        return KDEDiffusionFilter(n_members=n_members, device="numpy", **params)
     if method in ("EnKF", "LETKF"):
         return EnKF(n_members=n_members, variant="sqrt", **params)
     if method == "SIR":
@@ -372,10 +343,6 @@ def _estimator(method, n_members, params):
     if method == "SIR-jitter":
         return SIRFilter(n_members=n_members, resampling="systematic", **params)
     raise ValueError(f"unknown B2 method {method!r}; choose from {B2_METHODS}.")
-
-
-def _filter_model(case):
-    return clone(case.model).set_params(process_noise=case.filter_noise)
 
 
 def _int_seed(*keys):

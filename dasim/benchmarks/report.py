@@ -1,4 +1,10 @@
-"""Turn benchmark Datasets into markdown tables and plots."""
+"""The one report module of the benchmarks: markdown tables and plots of their results.
+
+B1 and any :func:`~dasim.benchmarks.run_case` result: :func:`markdown_table`,
+:func:`plot_metric`; B2: :func:`b2_markdown`, :func:`b2_seeds_lost`, :func:`plot_b2`;
+B3: :func:`b3_markdown`, :func:`plot_b3`; B4: :func:`speed_markdown`,
+:func:`learned_markdown`, :func:`score_speed_lines`.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +12,18 @@ import warnings
 
 import numpy as np
 
-__all__ = ["markdown_table", "plot_metric", "b2_markdown", "b2_seeds_lost", "plot_b2"]
+__all__ = [
+    "markdown_table",
+    "plot_metric",
+    "b2_markdown",
+    "b2_seeds_lost",
+    "plot_b2",
+    "b3_markdown",
+    "plot_b3",
+    "speed_markdown",
+    "learned_markdown",
+    "score_speed_lines",
+]
 
 
 def markdown_table(ds, metrics=("rmse", "crps", "spread_skill", "seconds_per_cycle")):
@@ -165,7 +182,7 @@ def b2_seeds_lost(ds):
 
     Examples
     --------
-    >>> from dasim.benchmarks.b2 import b2_seeds_lost, run_b2
+    >>> from dasim.benchmarks.nonlinear_filtering import b2_seeds_lost, run_b2
     >>> ds = run_b2("l96-10-atan", smoke=True, methods=["EnKF"], tune=False)
     >>> lost, ran = b2_seeds_lost(ds)
     >>> int(ran.sel({"method": "EnKF", "n_members": 16}))
@@ -206,7 +223,7 @@ def b2_markdown(ds, metrics_=("w2", "rmse", "crps", "spread_skill", "seconds_per
 
     Examples
     --------
-    >>> from dasim.benchmarks.b2 import b2_markdown, run_b2
+    >>> from dasim.benchmarks.nonlinear_filtering import b2_markdown, run_b2
     >>> ds = run_b2("l96-10-atan", smoke=True, methods=["EnKF"], tune=False)
     >>> print(b2_markdown(ds, ["rmse"]).splitlines()[2])
     | method | N=16 |
@@ -282,7 +299,7 @@ def plot_b2(ds, path=None, metrics_=_B2_PLOT_METRICS):
     --------
     >>> import matplotlib
     >>> matplotlib.use("Agg")
-    >>> from dasim.benchmarks.b2 import plot_b2, run_b2
+    >>> from dasim.benchmarks.nonlinear_filtering import plot_b2, run_b2
     >>> ds = run_b2("l96-10-atan", smoke=True, methods=["EnKF"], tune=False)
     >>> len(plot_b2(ds).axes)
     4
@@ -344,3 +361,220 @@ def plot_b2(ds, path=None, metrics_=_B2_PLOT_METRICS):
     if path is not None:
         fig.savefig(path, dpi=110)
     return fig
+
+
+def b3_markdown(ds):
+    """A markdown table (seed means) of a :func:`run_b3` result.
+
+    Parameters
+    ----------
+    ds : xarray.Dataset
+        Output of :func:`run_b3`.
+
+    Returns
+    -------
+    str
+        One row per case and method.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import xarray as xr
+    >>> from dasim.benchmarks.report import b3_markdown
+    >>> names = ("w1", "rmse", "log_likelihood", "train_seconds", "sample_seconds")
+    >>> dims, shape = ("case", "method", "seed"), (1, 1, 1)
+    >>> ds = xr.Dataset(
+    ...     {k: (dims, np.ones(shape)) for k in names},
+    ...     coords={"case": ["b3-lo"], "method": ["SDA"], "seed": [0]},
+    ... )
+    >>> print(b3_markdown(ds).splitlines()[2])
+    | b3-lo | SDA | 1.00 | 1.000 | 1.0 | 1 | 1.0 |
+    """
+    head = "| case | method | W1 to reference | RMSE | mean log p(y\\|x) | train s | sample s |"
+    lines = [head, "|---|---|---|---|---|---|---|"]
+    for case in ds["case"].values:
+        for method in ds["method"].values:
+            v = {
+                k: float(ds[k].sel({"case": case, "method": method}).mean())
+                for k in ("w1", "rmse", "log_likelihood", "train_seconds", "sample_seconds")
+            }
+            w1 = f"{v['w1']:.2f}" + (" (floor)" if method == "reference" else "")
+            lines.append(
+                f"| {case} | {method} | {w1} | {v['rmse']:.3f} | {v['log_likelihood']:.1f} | "
+                f"{v['train_seconds']:.0f} | {v['sample_seconds']:.1f} |"
+            )
+    return "\n".join(lines)
+
+
+def plot_b3(ds, path=None):
+    """Bar charts of W1 (with the floor) and RMSE per case and method.
+
+    Parameters
+    ----------
+    ds : xarray.Dataset
+        Output of :func:`run_b3`.
+    path : str or path-like, optional
+        Where to save the figure (PNG, Agg backend); not saved when omitted.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        Two panels: W1 to the reference (the reference's bar is its floor), and RMSE.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import xarray as xr
+    >>> from dasim.benchmarks.report import plot_b3
+    >>> dims, shape = ("case", "method", "seed"), (1, 3, 1)
+    >>> ds = xr.Dataset(
+    ...     {"w1": (dims, np.ones(shape)), "rmse": (dims, np.ones(shape))},
+    ...     coords={"case": ["b3-lo"], "method": ["SDA", "SOAD", "reference"], "seed": [0]},
+    ... )
+    >>> len(plot_b3(ds).axes)
+    2
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    cases = list(ds["case"].values)
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
+    x = np.arange(len(cases))
+    for ax, metric, title in ((axes[0], "w1", "W1 to reference"), (axes[1], "rmse", "RMSE")):
+        for m, method in enumerate(ds["method"].values):
+            vals = ds[metric].sel({"method": method}).mean("seed").values
+            label = "reference (floor)" if method == "reference" and metric == "w1" else method
+            ax.bar(x + (m - 1) * 0.27, vals, width=0.27, label=label)
+        ax.set_xticks(x, cases)
+        ax.set_title(title)
+    axes[0].legend(fontsize=8)
+    fig.tight_layout()
+    if path is not None:
+        fig.savefig(path, dpi=120)
+    return fig
+
+
+def speed_markdown(ds):
+    """Tabulate milliseconds a cycle in markdown, beside DAPPER's where measured.
+
+    Parameters
+    ----------
+    ds : xarray.Dataset
+        Output of :func:`time_filters`, optionally with ``dapper_seconds_per_cycle``
+        (same dims, NaN where DAPPER did not run).
+
+    Returns
+    -------
+    str
+        One row per filter and size: dasim's ms a cycle, and with DAPPER's figures also
+        DAPPER's and the ratio dasim / DAPPER.
+
+    Examples
+    --------
+    >>> from dasim.benchmarks.report import speed_markdown
+    >>> from dasim.benchmarks.timing import time_filters
+    >>> ds = time_filters("l63-full", n_cycles=5, members=[10], filters=["SIR"])
+    >>> speed_markdown(ds).splitlines()[0]
+    '| filter | dasim ms |'
+    """
+    dapper = "dapper_seconds_per_cycle" in ds
+    head = (
+        "| filter | dasim ms | DAPPER ms | dasim / DAPPER |" if dapper else "| filter | dasim ms |"
+    )
+    lines = [head, "|---|---|---|---|" if dapper else "|---|---|"]
+    for label in ds["filter"].values:
+        for n in ds["n_members"].values:
+            sel = {"filter": label, "n_members": n}
+            ours = 1000 * float(ds["seconds_per_cycle"].sel(sel))
+            row = f"| {label} N={int(n)} | {ours:.2f} |"
+            if dapper:
+                theirs = 1000 * float(ds["dapper_seconds_per_cycle"].sel(sel))
+                if np.isfinite(theirs):
+                    row += f" {theirs:.2f} | {ours / theirs:.2f} |"
+                else:
+                    row += " - | - |"
+            lines.append(row)
+    return "\n".join(lines)
+
+
+def learned_markdown(ds):
+    """A markdown table of a :func:`~dasim.benchmarks.timing.time_learned` result.
+
+    Parameters
+    ----------
+    ds : xarray.Dataset
+        Output of :func:`~dasim.benchmarks.timing.time_learned` (dim ``method``).
+
+    Returns
+    -------
+    str
+        The device and target loss, then one row per method, one column per variable.
+
+    Examples
+    --------
+    >>> import xarray as xr
+    >>> from dasim.benchmarks.report import learned_markdown
+    >>> ds = xr.Dataset({"train_seconds": (("method",), [2.0])}, coords={"method": ["SDA"]},
+    ...                 attrs={"device": "cpu", "target_loss": 0.1})
+    >>> print(learned_markdown(ds).splitlines()[-1])
+    | SDA | 2 |
+    """
+    head = "| method | " + " | ".join(ds.data_vars) + " |"
+    rows = [
+        f"| {m} | " + " | ".join(f"{float(ds[v].sel({'method': m})):.4g}" for v in ds.data_vars)
+        for m in ds["method"].values
+    ]
+    table = "\n".join([head, "|" + "---|" * (len(ds.data_vars) + 1), *(r + " |" for r in rows)])
+    return f"device: {ds.attrs['device']}, target loss {ds.attrs['target_loss']}\n\n{table}"
+
+
+def score_speed_lines(ds):
+    """One line per backend and size of a KDE score timing (``bench_kde_score``).
+
+    Parameters
+    ----------
+    ds : xarray.Dataset
+        Output of :func:`~dasim.benchmarks.score_speed.bench_kde_score`.
+
+    Returns
+    -------
+    str
+        Seconds and peak memory per backend and ``N``, with the floor where timed.
+
+    Examples
+    --------
+    >>> from dasim.benchmarks.report import score_speed_lines
+    >>> from dasim.benchmarks.score_speed import bench_kde_score
+    >>> ds = bench_kde_score(n_members=(40,), dim=2, backend=("numpy",), floor=False)
+    >>> score_speed_lines(ds).startswith("numpy  float64 N=     40 d=2:")
+    True
+    """
+    lines = []
+    for b in ds.backend.values:
+        for n in ds.n_members.values:
+            s = float(ds.seconds.sel(backend=b, n_members=n))
+            p = float(ds.peak_memory_bytes.sel(backend=b, n_members=n))
+            line = (
+                f"{b:6s} {ds.attrs['dtype']} N={n:>7d} d={ds.attrs['dim']}: {s:9.4f} s, "
+                f"peak {p / 2**20:9.1f} MiB"
+            )
+            if "floor_seconds" in ds:
+                f = float(ds.floor_seconds.sel(backend=b, n_members=n))
+                line += f", floor {f:9.4f} s, score/floor {s / f:5.2f}"
+            lines.append(line)
+    return "\n".join(lines)
+
+
+def _dapper_seconds_table(ds):
+    """DAPPER's ms a cycle from a B1 result's attributes, as a table to append ("" if none)."""
+    lines = [
+        f"| {k[len('dapper_seconds_per_cycle[') : -1]} | {1000 * v:.2f} ms |"
+        for k, v in ds.attrs.items()
+        if k.startswith("dapper_seconds")
+    ]
+    if not lines:
+        return ""
+    head = "\n\nDAPPER, same machine, same run:\n\n| method | ms per cycle |\n|---|---|\n"
+    return head + "\n".join(lines)

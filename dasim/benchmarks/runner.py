@@ -1,8 +1,17 @@
-"""B2's runner: tuning by GridSearchCV, the reference posterior, the runs (:func:`run_b2`).
+"""The one runner of the benchmarks: seeds, tuning, reference posterior, joblib.
 
-Every ``(method, N, seed)`` of :func:`run_b2` is an independent joblib task; the tuning
-data, the reference particle filter of the W2 distance and the scoring of one run are
-the private helpers here.
+Every run is independent (its own seed, truth, observations and initial ensemble), so a
+sweep goes through :class:`joblib.Parallel` and runs on a dask or ray cluster under
+``joblib.parallel_config(backend=...)`` with no code change. Results are
+:class:`xarray.Dataset` objects that save to netCDF.
+
+:func:`run_case` runs a list of :class:`~dasim.benchmarks.Method` on a
+:class:`~dasim.benchmarks.Case` over seeds (B1 and any user-defined experiment);
+:func:`run_b2` runs the methods of :mod:`~dasim.benchmarks.nonlinear_filtering_cases`
+per ensemble size and seed, with each tuning group tuned by GridSearchCV on training
+trajectories of its own (:mod:`._tuning`) and, for the Lorenz-63 cases, W2 to a
+reference particle filter (:mod:`._reference`). Both score the analysis ensembles with
+the same :func:`ensemble_scores`.
 """
 
 from __future__ import annotations
@@ -10,26 +19,26 @@ from __future__ import annotations
 import json
 import time
 import warnings
+from dataclasses import replace
 
 import numpy as np
 import xarray as xr
 from joblib import Parallel, delayed
-from sklearn.model_selection import GridSearchCV, PredefinedSplit, TimeSeriesSplit
+from sklearn.base import clone
 from threadpoolctl import threadpool_limits
 from tqdm.auto import tqdm
 
 from .. import metrics
-from ..filters import SIRFilter
-from ..filters._resampling import resample
-from ._b2_cases import (
+from .._threads import pinned_blas
+from ..datasets import make_twin_experiment
+from ._reference import _floor_run, _reference
+from ._tuning import _resolve_params, _train_seeds, _training_set, _tune_one
+from .nonlinear_filtering_cases import (
     _TRUTH_SPINUP,
     _TUNE_KEY,
-    _TUNE_METHOD,
     B2_METHODS,
     TRAIN_SEED,
-    _default_params,
     _estimator,
-    _filter_model,
     _fit_states,
     _initial_ensemble,
     _int_seed,
@@ -38,117 +47,174 @@ from ._b2_cases import (
     b2_case,
     b2_grids,
 )
-from ._b2_results import _as_param, _keyed_by_n, _params_label, _plain
+from .results import _as_param, _params_label, _plain
 
-__all__ = ["run_b2"]
+__all__ = ["run_case", "run_b2", "ensemble_scores", "parallel_map"]
 
 
-# ------------------------------------------------------------------------------- tuning
-def _training_set(case, tune_on, train_cycles, n_cycles, train_seed):
-    """The tuning data and its splitter: ``(X, y, cv, groups)``.
+def parallel_map(tasks, n_jobs=None, *, desc="", progress=False):
+    """Run joblib ``delayed`` tasks, in order, with an optional progress bar.
 
-    ``tune_on=1``: one trajectory of ``train_cycles`` cycles from ``train_seed``,
-    ``TimeSeriesSplit(3)``, ``groups`` all zero. ``tune_on=K > 1``: ``K`` trajectories of
-    ``n_cycles`` cycles (as long as the scored runs), from seeds derived from
-    ``train_seed``, concatenated in time; ``groups`` is the trajectory of every cycle and
-    the splitter a :class:`~sklearn.model_selection.PredefinedSplit` whose test folds are
-    the whole trajectories (each assimilated from the climatological prior fitted on the
-    other ones' states).
+    Parameters
+    ----------
+    tasks : iterable of joblib delayed calls
+        The independent runs.
+    n_jobs : int, optional
+        Parallel jobs (``None``: the active ``joblib.parallel_config``).
+    desc : str, default=""
+        Progress bar label.
+    progress : bool, default=False
+        Show a tqdm bar (runs completed in submission order).
+
+    Returns
+    -------
+    list
+        The tasks' results in submission order.
     """
-    tune_on = int(tune_on)
-    if tune_on == 1:
-        X, y = _twin(case, train_cycles, train_seed)
-        return X, y, TimeSeriesSplit(3), np.zeros(X.shape[0], dtype=int)
-    parts = [_twin(case, n_cycles, s) for s in _train_seeds(train_seed, tune_on)]
-    X = np.concatenate([x for x, _ in parts])
-    y = np.concatenate([obs for _, obs in parts])
-    groups = np.repeat(np.arange(tune_on), n_cycles)
-    return X, y, PredefinedSplit(groups), groups
+    tasks = list(tasks)
+    runs = Parallel(n_jobs=n_jobs, return_as="generator")(tasks)
+    return list(tqdm(runs, total=len(tasks), desc=desc, disable=not progress))
 
 
-def _train_seeds(train_seed, tune_on):
-    """The training trajectories' seeds: ``train_seed`` alone, or ``K`` derived from it."""
-    if int(tune_on) == 1:
-        return [int(train_seed)]
-    return [_int_seed(train_seed, 7, k) for k in range(int(tune_on))]
+def ensemble_scores(truth, analysis, weights, burn_in):
+    """RMSE, CRPS, spread and spread/skill of an analysis, time means after the burn-in.
 
+    Parameters
+    ----------
+    truth : ndarray of shape (n_times, n_state)
+        True states.
+    analysis : ndarray of shape (n_times, n_members, n_state)
+        Analysis ensembles.
+    weights : ndarray of shape (n_times, n_members) or None
+        Member weights (weighted filters).
+    burn_in : int
+        Leading cycles left out of the time means.
 
-def _tune_one(case, key, n_members, grid, train, seed):
-    """GridSearchCV of one tuning group at one ensemble size."""
-    X, y, cv = train
-    method = _TUNE_METHOD[key]
-    est = _estimator(method, n_members, {}).set_params(
-        model=_filter_model(case),
-        observation=case.observation,
-        random_state=_int_seed(seed, n_members, _method_index(method)),
-    )
-    start = time.perf_counter()
-    with threadpool_limits(1), warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        search = GridSearchCV(est, grid, cv=cv, n_jobs=1, error_score=np.nan)
-        search.fit(X, y)
-    best = {k: _plain(v) for k, v in search.best_params_.items()}
-    return key, int(n_members), best, float(search.best_score_), time.perf_counter() - start
+    Returns
+    -------
+    dict
+        ``rmse``, ``crps``, ``spread`` and ``spread_skill`` (time-mean spread over
+        time-mean RMSE), floats.
 
-
-# ---------------------------------------------------------------------------- reference
-def _reference(case, seed, y, init, n_sub, n_pool):
-    """Bootstrap PF reference posterior; returns per-cycle subsamples and diagnostics.
-
-    Resampling every cycle (``ess_threshold=1``), systematic, no jitter, the filters' model
-    noise. The analysis of each cycle is the weighted particle set (``SIRFilter`` resamples
-    before the next forecast), so ``n_sub + n_pool`` particles are drawn from it by a
-    systematic weighted resample, randomly permuted (a uniform draw without replacement
-    if the weights are equal). The first ``n_sub`` are the W2 target, the other
-    ``n_pool`` serve the W2 floor.
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from dasim.benchmarks.runner import ensemble_scores
+    >>> X = np.zeros((3, 2))
+    >>> A = np.tile([[1.0, 1.0], [3.0, 3.0]], (3, 1, 1))  # 3 cycles, 2 members
+    >>> float(ensemble_scores(X, A, None, 0)["rmse"])
+    2.0
     """
-    n_ref = init.shape[0]
-    pf = SIRFilter(
-        _filter_model(case),
-        case.observation,
-        n_members=n_ref,
-        resampling="systematic",
-        ess_threshold=1.0,
-        random_state=_int_seed(seed, 2),
-    )
-    start = time.perf_counter()
-    with threadpool_limits(1):
-        pf.fit(_fit_states(case, seed))
-        ds = pf.assimilate(y, initial_ensemble=init, keep_forecast=False)
-    seconds = time.perf_counter() - start
-    A = ds["analysis"].values
-    W = ds["weights"].values
-    out = _subsample(A, W, n_sub + n_pool, np.random.default_rng([int(seed), 3]))
-    ess = ds["ess"].values
-    unique = np.mean([np.unique(out[k, :n_sub], axis=0).shape[0] / n_sub for k in range(len(out))])
-    info = {
-        "seconds": seconds,
-        "ess_mean": float(np.nanmean(ess)),
-        "ess_min": float(np.nanmin(ess)),
-        "unique_fraction": float(unique),
+    rmse = metrics.time_mean(metrics.rmse(truth, analysis, weights), burn_in)
+    spread = metrics.time_mean(metrics.spread(analysis, weights), burn_in)
+    return {
+        "rmse": rmse,
+        "crps": metrics.time_mean(metrics.crps_ensemble(truth, analysis, weights), burn_in),
+        "spread": spread,
+        "spread_skill": spread / rmse,
     }
-    return out[:, :n_sub], out[:, n_sub:], info
-
-
-def _subsample(A, W, n_take, rng):
-    """Draw ``n_take`` equally weighted particles per cycle from ``(A, W)``.
-
-    Equal weights: a uniform draw without replacement. Unequal weights: a systematic
-    weighted resample, randomly permuted (so any prefix is a random subsample).
-    """
-    n_times, n_ref, d = A.shape
-    out = np.empty((n_times, n_take, d))
-    for k in range(n_times):
-        w = W[k] / W[k].sum()
-        if np.ptp(w) <= 1e-12 * w.max():
-            idx = rng.choice(n_ref, size=n_take, replace=n_take > n_ref)
-        else:
-            idx = rng.permutation(resample(w, n_take, "systematic", rng))
-        out[k] = A[k, idx]
-    return out
 
 
 # ------------------------------------------------------------------------------ one run
+def _assimilate(est, X, y, init, burn_in):
+    """Assimilate ``y`` from ``init`` with a fitted filter; the dataset and its scores."""
+    start = time.perf_counter()
+    ds = est.assimilate(y, initial_ensemble=init, keep_forecast=False)
+    seconds = time.perf_counter() - start
+    w = ds["weights"].values if "weights" in ds else None
+    res = ensemble_scores(X, ds["analysis"].values, w, burn_in)
+    res["seconds_per_cycle"] = seconds / y.shape[0]
+    return ds, res
+
+
+@pinned_blas
+def _case_run(case, method, seed, n_cycles):
+    """One seed of one method of :func:`run_case`: truth, observations, ensemble, scores."""
+    rng = np.random.default_rng(seed)
+    model = clone(case.model)
+    if case.initial_mean is None:
+        x0 = model.climatology(1, rng)[0]
+    else:
+        mean = np.asarray(case.initial_mean, dtype=np.float64)
+        x0 = mean + np.sqrt(case.initial_var) * rng.standard_normal(mean.shape)
+    X, y = make_twin_experiment(
+        model, case.observation, n_cycles, rng, initial_state=x0, process_noise=case.truth_noise
+    )
+    est = clone(method.estimator)
+    est.set_params(model=case.filter_model(), observation=case.observation, random_state=seed)
+    n_members = est.get_params()["n_members"]
+    if case.initial_mean is None:
+        init = model.climatology(n_members, rng)
+    else:
+        init = mean + np.sqrt(case.initial_var) * rng.standard_normal((n_members, mean.size))
+    est.fit(model.climatology(64, rng))
+    _, res = _assimilate(est, X, y, init, case.burn_in)
+    b = case.burn_in
+    res["climatology_rmse"] = float(np.sqrt(np.mean((X[b:] - X[b:].mean(0)) ** 2)))
+    return res
+
+
+def run_case(
+    case, methods, seeds=(0, 1, 2), n_cycles=None, n_jobs=None, progress=False, burn_in=None
+):
+    """Run every method on every seed of a case.
+
+    Parameters
+    ----------
+    case : Case
+        The twin-experiment setting.
+    methods : list of Method
+        The filters to run.
+    seeds : sequence of int, default=(0, 1, 2)
+        One independent simulation per seed (truth, observations, ensemble).
+    n_cycles : int, optional
+        Override the case's number of cycles (smoke runs).
+    n_jobs : int, optional
+        Parallel jobs for joblib (``None``: the active ``parallel_config``).
+    progress : bool, default=False
+        Show a tqdm progress bar over the runs (completed in submission order).
+    burn_in : int, optional
+        Override the case's burn-in (smoke runs).
+
+    Returns
+    -------
+    xarray.Dataset
+        Variables ``rmse``, ``crps``, ``spread``, ``spread_skill``,
+        ``seconds_per_cycle`` and ``climatology_rmse`` with dims ``(method, seed)``, and
+        ``reference`` with dim ``method``; the setting in ``attrs``.
+
+    Examples
+    --------
+    >>> from dasim.benchmarks import Case, Method, run_case
+    >>> from dasim.filters import EnKF
+    >>> from dasim.models import Lorenz63
+    >>> from dasim.observations import ObservationModel
+    >>> case = Case("tiny", Lorenz63(), ObservationModel("identity"), n_cycles=30, burn_in=10)
+    >>> ds = run_case(case, [Method("EnKF N=10", EnKF(n_members=10))], seeds=(0,), n_jobs=1)
+    >>> ds["rmse"].dims, ds["rmse"].shape
+    (('method', 'seed'), (1, 1))
+    """
+    n_cycles = case.n_cycles if n_cycles is None else int(n_cycles)
+    if burn_in is not None:
+        case = replace(case, burn_in=int(burn_in))
+    if n_cycles <= case.burn_in:
+        raise ValueError(f"n_cycles must exceed the burn-in ({case.burn_in}), got {n_cycles}.")
+    seeds = [int(s) for s in seeds]
+    tasks = (delayed(_case_run)(case, m, s, n_cycles) for m in methods for s in seeds)
+    results = parallel_map(tasks, n_jobs, desc=case.name, progress=progress)
+    shape = (len(methods), len(seeds))
+    data = {
+        name: (("method", "seed"), np.array([r[name] for r in results]).reshape(shape))
+        for name in results[0]
+    }
+    data["reference"] = (
+        ("method",),
+        np.array([np.nan if m.reference is None else m.reference for m in methods]),
+    )
+    coords = {"method": [m.label for m in methods], "seed": seeds}
+    return xr.Dataset(data, coords=coords, attrs=case.attrs(n_cycles))
+
+
 def _nan_result(failed=0.0):
     keys = (
         "w2",
@@ -171,7 +237,7 @@ def _nan_result(failed=0.0):
 def _one_run(case, method, n_members, seed, params, X, y, ref_sub, w2_cycles):
     """One method, one ensemble size, one seed: assimilate and score."""
     est = _estimator(method, n_members, params).set_params(
-        model=_filter_model(case),
+        model=case.filter_model(),
         observation=case.observation,
         random_state=_int_seed(seed, n_members, _method_index(method)),
     )
@@ -180,22 +246,13 @@ def _one_run(case, method, n_members, seed, params, X, y, ref_sub, w2_cycles):
     with threadpool_limits(1), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         est.fit(_fit_states(case, seed))
-        start = time.perf_counter()
         try:
-            ds = est.assimilate(y, initial_ensemble=init, keep_forecast=False)
+            ds, res = _assimilate(est, X, y, init, b)
         except (ValueError, RuntimeError, FloatingPointError, np.linalg.LinAlgError):
             return _nan_result(failed=1.0)
-        seconds = time.perf_counter() - start
+        res = {**_nan_result(), **res}
         A = ds["analysis"].values
         w = ds["weights"].values if "weights" in ds else None
-        res = _nan_result()
-        rmse_t = metrics.rmse(X, A, w)
-        spread_t = metrics.spread(A, w)
-        res["rmse"] = metrics.time_mean(rmse_t, b)
-        res["crps"] = metrics.time_mean(metrics.crps_ensemble(X, A, w), b)
-        res["spread"] = metrics.time_mean(spread_t, b)
-        res["spread_skill"] = metrics.spread_skill(X, A, w, burn_in=b)
-        res["seconds_per_cycle"] = seconds / y.shape[0]
         if ref_sub is not None:
             vals = [
                 metrics.wasserstein2(
@@ -213,13 +270,6 @@ def _one_run(case, method, n_members, seed, params, X, y, ref_sub, w2_cycles):
             res["bandwidth_x"] = float(np.nanmean(ds["bandwidth_x"].values[b:]))
             res["bandwidth_y"] = float(np.nanmean(ds["bandwidth_y"].values[b:]))
     return res
-
-
-def _floor_run(n_members, ref_sub, ref_pool, w2_cycles):
-    """W2 between ``N`` further reference particles and the reference subsample."""
-    with threadpool_limits(1):
-        vals = [metrics.wasserstein2(ref_pool[k, :n_members], ref_sub[k]) for k in w2_cycles]
-    return float(np.mean(vals))
 
 
 # ------------------------------------------------------------------------------ run_b2
@@ -335,7 +385,7 @@ def run_b2(
 
     Examples
     --------
-    >>> from dasim.benchmarks.b2 import run_b2
+    >>> from dasim.benchmarks.nonlinear_filtering import run_b2
     >>> ds = run_b2("l96-10-atan", smoke=True, methods=["KDE-mixture", "EnKF"])
     >>> dict(ds.sizes)
     {'method': 2, 'n_members': 1, 'seed': 1}
@@ -377,32 +427,19 @@ def run_b2(
         for s in seeds
         if n <= max_members.get(m, np.inf)
     ]
-    parallel = Parallel(n_jobs=n_jobs, return_as="generator")
 
     # Tuned (or fixed) parameters per tuning group and N.
     grids = {**b2_grids(case, smoke=smoke), **(grids or {})}
-    params = dict(params or {})
-    needed = sorted({(_TUNE_KEY[m], n) for m, n, _ in runs if m in _TUNE_KEY})
-    chosen, scores, tune_seconds = {}, {}, {}
-    to_tune = []
-    for key, n in needed:
-        given = params.get(key)
-        if given is not None:
-            given = given.get(n, given.get(str(n))) if _keyed_by_n(given) else given
-        if given is not None:
-            chosen[key, n] = {k: _as_param(v) for k, v in dict(given).items()}
-        elif tune:
-            to_tune.append((key, n))
-        else:
-            chosen[key, n] = _default_params(c)[key]
+    chosen, to_tune = _resolve_params(c, runs, params, tune)
+    scores, tune_seconds = {}, {}
     if to_tune:
         X_train, y_train, cv, _ = _training_set(c, tune_on, train_cycles, n_cycles, train_seed)
         train = (X_train, y_train, cv)
-        out = parallel(
+        tasks = (
             delayed(_tune_one)(c, key, n, grids[key], train, train_seed) for key, n in to_tune
         )
-        for key, n, best, score, secs in tqdm(
-            out, total=len(to_tune), desc=f"{case} tuning", disable=not progress
+        for key, n, best, score, secs in parallel_map(
+            tasks, n_jobs, desc=f"{case} tuning", progress=progress
         ):
             chosen[key, n] = {k: _as_param(v) for k, v in best.items()}
             scores[key, n] = score
@@ -414,15 +451,12 @@ def run_b2(
     if c.w2:
         n_pool = max(members)
         inits = {s: c.model.climatology(n_reference, np.random.default_rng([s, 2])) for s in seeds}
-        out = parallel(
+        tasks = (
             delayed(_reference)(c, s, twins[s][1], inits[s], n_reference_sub, n_pool)
             for s in seeds
         )
-        for s, (sub, pool, info) in zip(
-            seeds,
-            tqdm(out, total=len(seeds), desc=f"{case} reference", disable=not progress),
-            strict=True,
-        ):
+        out = parallel_map(tasks, n_jobs, desc=f"{case} reference", progress=progress)
+        for s, (sub, pool, info) in zip(seeds, out, strict=True):
             refs[s] = (sub, pool)
             ref_info[s] = info
         del inits
@@ -445,9 +479,7 @@ def run_b2(
     if c.w2:
         floors = [(n, s) for n in members for s in seeds]
         tasks += [delayed(_floor_run)(n, refs[s][0], refs[s][1], w2_cycles) for n, s in floors]
-    results = list(
-        tqdm(parallel(tasks), total=len(tasks), desc=f"{case} runs", disable=not progress)
-    )
+    results = parallel_map(tasks, n_jobs, desc=f"{case} runs", progress=progress)
 
     shape = (len(methods), len(members), len(seeds))
     names = list(_nan_result())
@@ -471,14 +503,7 @@ def run_b2(
         for key in sorted({k for k, _ in chosen})
     }
     attrs = {
-        "case": c.name,
-        "description": c.description,
-        "n_cycles": n_cycles,
-        "burn_in": c.burn_in,
-        "model": repr(c.model),
-        "observation": repr(c.observation),
-        "filter_noise": c.filter_noise,
-        "truth_noise": 0,
+        **c.attrs(n_cycles),
         "truth_spinup_cycles": _TRUTH_SPINUP,
         "tuned": int(bool(tune)),
         "train_seed": int(train_seed),

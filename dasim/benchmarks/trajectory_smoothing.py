@@ -34,24 +34,33 @@ trajectories; for the reference, the floor between two independent smoother runs
 of the posterior mean, the mean :math:`\log p(y \mid x)` of the samples, training and
 sampling seconds.
 
-Run ``python -m dasim.benchmarks.b3 --help``.
+Run ``dasim trajectory-smoothing --help``.
 """
 
 from __future__ import annotations
 
-import argparse
 import time
 
 import numpy as np
 import xarray as xr
-from joblib import Parallel, delayed
+from joblib import delayed
 
 from ..metrics import wasserstein1
 from ..models import Lorenz63
 from ..observations import ObservationModel
 from ..smoothers import bootstrap_smoother
+from .report import b3_markdown, plot_b3
+from .runner import parallel_map
 
-__all__ = ["B3_CASES", "b3_markdown", "b3_observation", "plot_b3", "run_b3", "simulate_lorenz"]
+__all__ = [
+    "B3_CASES",
+    "b3_markdown",
+    "b3_observation",
+    "plot_b3",
+    "run_b3",
+    "simulate_lorenz",
+    "main",
+]
 
 B3_CASES = {
     "b3-lo": {"operator": "identity", "scale": 1.0, "every": 8, "noise_std": 0.05},
@@ -281,26 +290,21 @@ def _one_seed(cases, seed, s):
             def loglik(yt, z, obs=obs):
                 return obs.log_likelihood_from_predicted(yt, obs.apply(z))
 
+            def smooth(y=y, loglik=loglik):
+                return bootstrap_smoother(
+                    y,
+                    initial,
+                    transition,
+                    loglik,
+                    n_particles=s["n_particles"],
+                    n_samples=s["n_samples"],
+                    random_state=rng,
+                )[0]
+
             start = time.perf_counter()
-            ref, _ = bootstrap_smoother(
-                y,
-                initial,
-                transition,
-                loglik,
-                n_particles=s["n_particles"],
-                n_samples=s["n_samples"],
-                random_state=rng,
-            )
+            ref = smooth()
             ref_seconds = time.perf_counter() - start
-            ref2, _ = bootstrap_smoother(
-                y,
-                initial,
-                transition,
-                loglik,
-                n_particles=s["n_particles"],
-                n_samples=s["n_samples"],
-                random_state=rng,
-            )
+            ref2 = smooth()
             floors.append(_trajectory_w1(ref, ref2))
             row = {}
             for name, est, fit_s in (("SDA", sda, sda_train), ("SOAD", soad, soad_train)):
@@ -390,7 +394,7 @@ def run_b3(
         b3_observation(c)
     s = _settings(smoke, n_train_traj, n_train_times, n_epochs, n_test, n_samples, settings)
     seeds = [int(v) for v in seeds]
-    results = Parallel(n_jobs=n_jobs)(delayed(_one_seed)(cases, sd, s) for sd in seeds)
+    results = parallel_map((delayed(_one_seed)(cases, sd, s) for sd in seeds), n_jobs)
     data = {}
     for k in results[0][0]:
         data[k] = (("case", "method", "seed"), np.stack([r[0][k] for r in results], axis=-1))
@@ -402,156 +406,13 @@ def run_b3(
     )
 
 
-def b3_markdown(ds):
-    """A markdown table (seed means) of a :func:`run_b3` result.
-
-    Parameters
-    ----------
-    ds : xarray.Dataset
-        Output of :func:`run_b3`.
-
-    Returns
-    -------
-    str
-        One row per case and method.
-
-    Examples
-    --------
-    >>> print(b3_markdown(ds))  # doctest: +SKIP
-    """
-    head = "| case | method | W1 to reference | RMSE | mean log p(y\\|x) | train s | sample s |"
-    lines = [head, "|---|---|---|---|---|---|---|"]
-    for case in ds["case"].values:
-        for method in ds["method"].values:
-            v = {
-                k: float(ds[k].sel({"case": case, "method": method}).mean())
-                for k in ("w1", "rmse", "log_likelihood", "train_seconds", "sample_seconds")
-            }
-            w1 = f"{v['w1']:.2f}" + (" (floor)" if method == "reference" else "")
-            lines.append(
-                f"| {case} | {method} | {w1} | {v['rmse']:.3f} | {v['log_likelihood']:.1f} | "
-                f"{v['train_seconds']:.0f} | {v['sample_seconds']:.1f} |"
-            )
-    return "\n".join(lines)
-
-
-def plot_b3(ds, path=None):
-    """Bar charts of W1 (with the floor) and RMSE per case and method.
-
-    Parameters
-    ----------
-    ds : xarray.Dataset
-        Output of :func:`run_b3`.
-    path : str, optional
-        Where to save the figure (matplotlib Agg backend).
-
-    Returns
-    -------
-    matplotlib.figure.Figure
-        The figure.
-
-    Examples
-    --------
-    >>> plot_b3(ds, "b3.png")  # doctest: +SKIP
-    """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    cases = list(ds["case"].values)
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
-    x = np.arange(len(cases))
-    for ax, metric, title in ((axes[0], "w1", "W1 to reference"), (axes[1], "rmse", "RMSE")):
-        for m, method in enumerate(ds["method"].values):
-            vals = ds[metric].sel({"method": method}).mean("seed").values
-            label = "reference (floor)" if method == "reference" and metric == "w1" else method
-            ax.bar(x + (m - 1) * 0.27, vals, width=0.27, label=label)
-        ax.set_xticks(x, cases)
-        ax.set_title(title)
-    axes[0].legend(fontsize=8)
-    fig.tight_layout()
-    if path is not None:
-        fig.savefig(path, dpi=120)
-    return fig
-
-
-#: Size options of the command line that ``--smoke`` fixes, and those it leaves to the user.
-_SMOKE_FIXED = {
-    "n_train_traj": "training trajectories (default: 1024)",
-    "n_train_times": "states per training trajectory (default: 1024)",
-    "n_epochs": "training epochs (default: 10)",
-    "n_test": "test windows per case and seed (default: 8)",
-    "n_samples": "posterior samples per window and method (default: 64)",
-}
-_OVERRIDES = {
-    "epoch_size": "windows per epoch (default: n_train_traj * (n_train_times // 5))",
-    "n_steps": "sampler steps (default: 64)",
-    "width": "score network width (default: 128)",
-    "depth": "score network depth (default: 3)",
-    "n_particles": "particles of the reference smoother (default: 16384)",
-}
-
-
-def _parser():
-    """The argument parser of :func:`main` (every option with its help)."""
-    from ..cli import _positive_int
-
-    parser = argparse.ArgumentParser(
-        prog="python -m dasim.benchmarks.b3",
-        description=__doc__.splitlines()[0]
-        + " Settings and results: docs/benchmarks_b3.md. Prints the table; --out and "
-        "--plot write the results and the plot.",
-    )
-    add = parser.add_argument
-    add(
-        "--cases",
-        nargs="+",
-        default=list(B3_CASES),
-        choices=list(B3_CASES),
-        help="the cases to run (default: all)",
-    )
-    # The sizes default to None so that one given with --smoke, which fixes it, can be
-    # refused; run_b3's own defaults apply otherwise.
-    for name, text in _SMOKE_FIXED.items():
-        add("--" + name.replace("_", "-"), type=_positive_int, help=text + "; not with --smoke")
-    for name, text in _OVERRIDES.items():
-        add("--" + name.replace("_", "-"), type=_positive_int, help=text)
-    add("--seeds", type=int, nargs="+", default=[0], help="seeds, space-separated (default: 0)")
-    add(
-        "--threads",
-        type=_positive_int,
-        default=None,
-        help="torch threads for training and sampling (the assimilators' n_threads; "
-        "default: theirs)",
-    )
-    add(
-        "--smoke",
-        action="store_true",
-        help="a seconds-long version (tiny training set, network and reference)",
-    )
-    add(
-        "--out",
-        default=None,
-        metavar="FILE.nc",
-        help="netCDF file the results are written to (default: none)",
-    )
-    add(
-        "--plot",
-        default=None,
-        metavar="FILE.png",
-        help="PNG file the plot is written to (default: none)",
-    )
-    return parser
-
-
 def main(argv=None):
-    """Command line: ``python -m dasim.benchmarks.b3 --cases b3-sin b3-atan --out b3.nc``.
+    """Forward to the command line, ``dasim trajectory-smoothing [options]``.
 
     Parameters
     ----------
     argv : list of str, optional
-        Arguments (``sys.argv[1:]`` by default); ``--help`` lists them.
+        The options of ``dasim trajectory-smoothing`` (``sys.argv[1:]`` by default).
 
     Returns
     -------
@@ -560,30 +421,19 @@ def main(argv=None):
 
     Examples
     --------
-    >>> from dasim.benchmarks.b3 import main
+    >>> from dasim.benchmarks.trajectory_smoothing import main
     >>> ds = main(["--cases", "b3-hi", "--smoke"])  # doctest: +SKIP
     """
-    from pathlib import Path
+    from ..cli import _forward
 
-    parser = _parser()
-    args = parser.parse_args(argv)
-    for flag, path in (("--out", args.out), ("--plot", args.plot)):
-        if path is not None and Path(path).is_dir():
-            parser.error(f"{flag} is a file to write, but {path!r} is a directory")
-    given = {name: getattr(args, name) for name in _SMOKE_FIXED if getattr(args, name)}
-    if args.smoke and given:
-        flags = ", ".join("--" + name.replace("_", "-") for name in given)
-        parser.error(f"--smoke fixes {flags}; drop those options or --smoke")
-    given.update({name: getattr(args, name) for name in _OVERRIDES if getattr(args, name)})
-    if args.threads:
-        given["n_threads"] = args.threads
-    ds = run_b3(args.cases, seeds=tuple(args.seeds), smoke=args.smoke, **given)
-    print(b3_markdown(ds))
-    if args.out:
-        ds.to_netcdf(args.out)
-    if args.plot:
-        plot_b3(ds, args.plot)
-    return ds
+    return _forward("trajectory-smoothing", argv)
+
+
+def _parser():
+    """The argument parser of ``dasim trajectory-smoothing`` (in :mod:`dasim.cli`)."""
+    from ..cli import _subparser
+
+    return _subparser("trajectory-smoothing")
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -1,18 +1,14 @@
-"""B4, classical row: milliseconds a cycle of the EnKF and the particle filter.
+"""The one timing module of the benchmarks (B4, speed and scale).
 
-:func:`time_filters` times dasim's filters exactly as ``dapper_timing.py`` times
-DAPPER's: the same B1 setting (DAPPER's Lorenz-63 ``sakov2012`` and Lorenz-96
-``sakov2008``), the same configurations (square-root and perturbed-observation EnKF
-with inflation 1.02, no rotation; the regularised particle filter with jitter 0.9 and
-resampling below ESS = 0.2 N), the same ensemble sizes and one BLAS thread. The clock
-covers ``assimilate`` over the whole record, forecasts included, after an untimed
-two-cycle warm-up, and is divided by the number of cycles; with ``repeats`` the fastest
-run counts (both sides). ``dasim bench speed-l96-40 --dapper-python PATH`` runs both sides in
-one run and tabulates them with :func:`speed_markdown`.
-
-:func:`time_kde_ode` is the KDE filter's row: score evaluations and milliseconds a cycle of
-its samplers and ODE solvers on a B2 case (issue #14); :func:`time_kde_samplers` the
-seconds a cycle of its ODE, SDE and mixture samplers at fixed bandwidths.
+The clock, :func:`best_time` (the fastest of ``repeats`` runs), and what B4 times with
+it: :func:`time_filters` (the EnKF and the particle filter a cycle, timed exactly as
+``dapper_timing.py`` times DAPPER's: same B1 settings, configurations, sizes, one BLAS
+thread; ``dasim bench speed-l96-40 --dapper-python PATH`` runs both sides in one run),
+:func:`time_kde_ode` and :func:`time_kde_samplers` (the KDE filter's samplers and ODE
+solvers on a B2 case), and :func:`time_learned` (training seconds to a fixed validation
+loss, and samples a second, of the learned assimilators on the B3 data; ``device="cuda"``
+gives the GPU figures). One KDE score evaluation is timed by
+:mod:`~dasim.benchmarks.score_speed`.
 """
 
 from __future__ import annotations
@@ -25,18 +21,20 @@ import numpy as np
 import xarray as xr
 from threadpoolctl import threadpool_limits
 
-from .._validation import check_n_members, check_positive_int
+from .._validation import check_n_members, check_positive, check_positive_int
 from ..datasets import make_twin_experiment
 from ..filters import EnKF, KDEDiffusionFilter, SIRFilter
-from ._b2_cases import _filter_model, _fit_states, _initial_ensemble, _twin, b2_case
-from .b1 import b1_case
+from .dapper_parity import b1_case
+from .nonlinear_filtering_cases import _fit_states, _initial_ensemble, _twin, b2_case
+from .trajectory_smoothing import WINDOW_LENGTH, b3_observation, simulate_lorenz
 
 __all__ = [
     "SPEED_FILTERS",
     "KDE_SAMPLERS",
     "speed_members",
     "time_filters",
-    "speed_markdown",
+    "best_time",
+    "time_learned",
     "time_kde_ode",
     "time_kde_samplers",
 ]
@@ -47,6 +45,53 @@ SPEED_FILTERS = {
     "EnKF pert-obs": lambda n: EnKF(n_members=n, variant="stochastic", inflation=1.02),
     "SIR": lambda n: SIRFilter(n_members=n, jitter=0.9, ess_threshold=0.2),
 }
+
+
+def best_time(run, repeats=1):
+    """The fastest of ``repeats`` calls of ``run()``, in seconds, and the last result.
+
+    The fastest run counts, as :mod:`timeit` advises: slower runs measure the machine's
+    other load, not the code.
+
+    Parameters
+    ----------
+    run : callable
+        Called with no argument.
+    repeats : int, default=1
+        Timed calls.
+
+    Returns
+    -------
+    seconds : float
+        The fastest call's wall-clock seconds (:func:`time.perf_counter`).
+    result : object
+        What the last call returned.
+
+    Examples
+    --------
+    >>> from dasim.benchmarks.timing import best_time
+    >>> seconds, result = best_time(lambda: sum(range(10)), repeats=3)
+    >>> seconds >= 0, result
+    (True, 45)
+    """
+    best, result = np.inf, None
+    for _ in range(repeats):
+        start = time.perf_counter()
+        result = run()
+        best = min(best, time.perf_counter() - start)
+    return best, result
+
+
+def _time_assimilate(est, y, init, repeats=1, *, warmup=0):
+    """:func:`best_time` of a fitted filter's ``assimilate`` of ``y`` from ``init``.
+
+    ``warmup`` cycles run first, untimed (first-call costs: imports, allocations, caches);
+    returns the seconds of the fastest run (forecasts included) and its output.
+    """
+    if warmup:
+        est.assimilate(y[:warmup], initial_ensemble=init, keep_forecast=False)
+    kwargs = {"initial_ensemble": init, "keep_forecast": False}
+    return best_time(lambda: est.assimilate(y, **kwargs), repeats)
 
 
 def speed_members(case):
@@ -65,7 +110,7 @@ def speed_members(case):
 
     Examples
     --------
-    >>> from dasim.benchmarks.speed import speed_members
+    >>> from dasim.benchmarks.timing import speed_members
     >>> speed_members("l96-40")
     (40, 100, 1000)
     """
@@ -107,7 +152,7 @@ def time_filters(case="l96-40", n_cycles=200, *, members=None, filters=None, rep
 
     Examples
     --------
-    >>> from dasim.benchmarks.speed import time_filters
+    >>> from dasim.benchmarks.timing import time_filters
     >>> ds = time_filters("l63-full", n_cycles=5, members=[10], filters=["EnKF sqrt"])
     >>> float(ds["seconds_per_cycle"].sel({"filter": "EnKF sqrt", "n_members": 10})) > 0
     True
@@ -138,12 +183,7 @@ def time_filters(case="l96-40", n_cycles=200, *, members=None, filters=None, rep
                 est.fit(model.climatology(64, rng))
                 init = model.climatology(n, rng)
                 # Untimed warm-up (first-call costs: imports, allocations, caches).
-                est.assimilate(y[:2], initial_ensemble=init, keep_forecast=False)
-                best = np.inf
-                for _ in range(repeats):
-                    start = time.perf_counter()
-                    est.assimilate(y, initial_ensemble=init, keep_forecast=False)
-                    best = min(best, time.perf_counter() - start)
+                best, _ = _time_assimilate(est, y, init, repeats, warmup=2)
                 seconds[i, j] = best / n_cycles
     return xr.Dataset(
         {"seconds_per_cycle": (("filter", "n_members"), seconds)},
@@ -158,48 +198,6 @@ def time_filters(case="l96-40", n_cycles=200, *, members=None, filters=None, rep
             "resampling below ESS = 0.2 N",
         },
     )
-
-
-def speed_markdown(ds):
-    """Tabulate milliseconds a cycle in markdown, beside DAPPER's where measured.
-
-    Parameters
-    ----------
-    ds : xarray.Dataset
-        Output of :func:`time_filters`, optionally with ``dapper_seconds_per_cycle``
-        (same dims, NaN where DAPPER did not run).
-
-    Returns
-    -------
-    str
-        One row per filter and size: dasim's ms a cycle, and with DAPPER's figures also
-        DAPPER's and the ratio dasim / DAPPER.
-
-    Examples
-    --------
-    >>> from dasim.benchmarks.speed import speed_markdown, time_filters
-    >>> ds = time_filters("l63-full", n_cycles=5, members=[10], filters=["SIR"])
-    >>> speed_markdown(ds).splitlines()[0]
-    '| filter | dasim ms |'
-    """
-    dapper = "dapper_seconds_per_cycle" in ds
-    head = (
-        "| filter | dasim ms | DAPPER ms | dasim / DAPPER |" if dapper else "| filter | dasim ms |"
-    )
-    lines = [head, "|---|---|---|---|" if dapper else "|---|---|"]
-    for label in ds["filter"].values:
-        for n in ds["n_members"].values:
-            sel = {"filter": label, "n_members": n}
-            ours = 1000 * float(ds["seconds_per_cycle"].sel(sel))
-            row = f"| {label} N={int(n)} | {ours:.2f} |"
-            if dapper:
-                theirs = 1000 * float(ds["dapper_seconds_per_cycle"].sel(sel))
-                if np.isfinite(theirs):
-                    row += f" {theirs:.2f} | {ours / theirs:.2f} |"
-                else:
-                    row += " - | - |"
-            lines.append(row)
-    return "\n".join(lines)
 
 
 #: The KDE filter's samplers timed by :func:`time_kde_ode` (label -> parameters on top of
@@ -234,11 +232,30 @@ def _torch_threads(device, n):
         torch.set_num_threads(old)
 
 
-def _kde_filter(case, n_members, seed, **params):
-    """An unfitted KDE filter on a B2 case: the filters' model, seeded by ``seed``."""
-    return KDEDiffusionFilter(
-        _filter_model(case), case.observation, n_members=n_members, random_state=seed, **params
-    )
+def _time_kde(case, n_members, n_cycles, seed, configs, repeats=1, warmup=0, threads=None):
+    """``(seconds a cycle, score evaluations, ODE steps)`` of a KDE filter per configuration.
+
+    Every configuration runs on the same B2 truth, observations, initial ensemble and
+    seed, one BLAS thread (and ``threads`` torch threads on a torch device).
+    """
+    _, y = _twin(case, n_cycles, seed)
+    init = _initial_ensemble(case, n_members, seed)
+    rows = []
+    for params in configs:
+        est = KDEDiffusionFilter(
+            case.filter_model(), case.observation, n_members=n_members, random_state=seed, **params
+        )
+        with (
+            threadpool_limits(1),
+            _torch_threads(params.get("device", "numpy"), threads),
+            warnings.catch_warnings(),
+        ):
+            warnings.simplefilter("ignore")
+            est.fit(_fit_states(case, seed))
+            best, ds = _time_assimilate(est, y, init, repeats, warmup=warmup)
+        nfev, steps = (float(np.mean(ds[k].values)) for k in ("nfev", "n_steps"))
+        rows.append((best / n_cycles, nfev, steps))
+    return np.array(rows)
 
 
 def time_kde_ode(
@@ -266,7 +283,7 @@ def time_kde_ode(
     Parameters
     ----------
     case : str, default="l63-z"
-        A B2 case (:data:`dasim.benchmarks.b2.B2_CASES`).
+        A B2 case (:data:`dasim.benchmarks.nonlinear_filtering.B2_CASES`).
     n_members : int, default=1000
         Ensemble size.
     n_cycles : int, default=5
@@ -298,7 +315,7 @@ def time_kde_ode(
 
     Examples
     --------
-    >>> from dasim.benchmarks.speed import time_kde_ode
+    >>> from dasim.benchmarks.timing import time_kde_ode
     >>> ds = time_kde_ode(n_members=20, n_cycles=2, samplers=["mixture", "ab3"])
     >>> ds["nfev"].values.tolist()
     [0.0, 20.0]
@@ -318,38 +335,18 @@ def time_kde_ode(
         extra["score_dtype"] = check_score_dtype(score_dtype, "score_dtype", allow_none=False)
     if torch_threads is not None:
         torch_threads = check_positive_int(torch_threads, "torch_threads")
-    X, y = _twin(c, n_cycles, seed)
-    init = _initial_ensemble(c, n_members, seed)
-    rows = []
-    for label in samplers:
-        params = {
+    configs = [
+        {
             **KDEDiffusionFilter.PAPER_PARAMS,
             **KDE_SAMPLERS[label],
             "bandwidth_x": bandwidth_x,
             "bandwidth_y": bandwidth_y,
             **extra,
+            "device": device,
         }
-        est = _kde_filter(c, n_members, seed, device=device, **params)
-        with (
-            threadpool_limits(1),
-            _torch_threads(device, torch_threads),
-            warnings.catch_warnings(),
-        ):
-            warnings.simplefilter("ignore")
-            est.fit(_fit_states(c, seed))
-            est.assimilate(y[:1], initial_ensemble=init, keep_forecast=False)
-            best, ds = np.inf, None
-            for _ in range(repeats):
-                start = time.perf_counter()
-                ds = est.assimilate(y, initial_ensemble=init, keep_forecast=False)
-                best = min(best, time.perf_counter() - start)
-        rows.append(
-            (
-                best / n_cycles,
-                float(np.mean(ds["nfev"].values)),
-                float(np.mean(ds["n_steps"].values)),
-            )
-        )
+        for label in samplers
+    ]
+    rows = _time_kde(c, n_members, n_cycles, seed, configs, repeats, 1, torch_threads)
     rows = np.array(rows)
     out = xr.Dataset(
         {
@@ -423,38 +420,24 @@ def time_kde_samplers(
 
     Examples
     --------
-    >>> from dasim.benchmarks.b2 import time_kde_samplers
+    >>> from dasim.benchmarks.timing import time_kde_samplers
     >>> ds = time_kde_samplers("l63-z", n_members=20, n_cycles=1, samplers=["mixture"])
     >>> float(ds["nfev"].sel(sampler="mixture"))
     0.0
     """
     c = b2_case(case)
-    X, y = _twin(c, n_cycles, seed)
-    init = _initial_ensemble(c, n_members, seed)
-    rows = []
-    for sampler in samplers:
-        est = _kde_filter(
-            c,
-            n_members,
-            seed,
+    configs = [
+        {
             **KDEDiffusionFilter.PAPER_PARAMS,
-        ).set_params(
-            bandwidth_x=bandwidth_x,
-            bandwidth_y=bandwidth_y,
-            sampler=sampler,
-            n_steps=n_steps,
-            device="numpy",
-        )
-        with threadpool_limits(1), warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            est.fit(_fit_states(c, seed))
-            start = time.perf_counter()
-            ds = est.assimilate(y, initial_ensemble=init, keep_forecast=False)
-            seconds = (time.perf_counter() - start) / n_cycles
-        rows.append(
-            (seconds, float(np.mean(ds["n_steps"].values)), float(np.mean(ds["nfev"].values)))
-        )
-    rows = np.array(rows)
+            "bandwidth_x": bandwidth_x,
+            "bandwidth_y": bandwidth_y,
+            "sampler": sampler,
+            "n_steps": n_steps,
+            "device": "numpy",
+        }
+        for sampler in samplers
+    ]
+    rows = _time_kde(c, n_members, n_cycles, seed, configs)[:, [0, 2, 1]]
     return xr.Dataset(
         {
             "seconds_per_cycle": (("sampler",), rows[:, 0]),
@@ -470,4 +453,136 @@ def time_kde_samplers(
             "bandwidth_y": bandwidth_y,
             "blas_threads": 1,
         },
+    )
+
+
+def time_learned(
+    case="b3-lo",
+    *,
+    target_loss=0.11,
+    n_train_traj=256,
+    n_train_times=512,
+    n_epochs=40,
+    epoch_size=25_600,
+    width=128,
+    depth=3,
+    batch_size=256,
+    n_samples=64,
+    n_steps=64,
+    device="cpu",
+    random_state=0,
+):
+    """Time training to a fixed validation loss, and sampling, for SDA and SOAD.
+
+    Parameters
+    ----------
+    case : str, default="b3-lo"
+        A B3 case (:data:`~dasim.benchmarks.trajectory_smoothing.B3_CASES`); it sets the
+        observation of the posterior sampling and SOAD's augmented channels.
+    target_loss : float, default=0.11
+        The fixed validation loss (denoising mean squared error per entry, on the
+        normalised data; an epsilon of zero scores 1).
+    n_train_traj, n_train_times : int, default=256, 512
+        Training trajectories and their length.
+    n_epochs : int, default=40
+        Training epochs (the learning rate decays linearly over all of them).
+    epoch_size : int, default=25600
+        Training windows per epoch.
+    width, depth : int, default=128, 3
+        Residual MLP size.
+    batch_size : int, default=256
+        Training batch.
+    n_samples : int, default=64
+        Trajectories drawn per timing (prior and posterior).
+    n_steps : int, default=64
+        Predictor steps of the sampler (one Langevin correction each).
+    device : str, default="cpu"
+        ``"cpu"``, ``"cuda"`` or ``"auto"``.
+    random_state : int, default=0
+        Seed of the data, the networks and the samplers.
+
+    Returns
+    -------
+    xarray.Dataset
+        Dim ``method`` (``SDA``, ``SOAD``): ``seconds_to_target`` and ``steps_to_target``
+        (NaN if the target was never reached), ``best_valid_loss``,
+        ``train_steps_per_second``, ``train_seconds``, ``prior_samples_per_second`` and
+        ``posterior_samples_per_second``; the settings and the device in ``attrs``.
+
+    Examples
+    --------
+    >>> from dasim.benchmarks.timing import time_learned
+    >>> ds = time_learned(n_train_traj=8, n_train_times=64, n_epochs=2,
+    ...                   epoch_size=256, width=16, depth=1, n_samples=4,
+    ...                   n_steps=4)  # doctest: +SKIP
+    >>> sorted(ds["method"].values)  # doctest: +SKIP
+    ['SDA', 'SOAD']
+    """
+    from ..assimilators import SDAAssimilator, SOADAssimilator
+
+    check_positive(target_loss, "target_loss")
+    obs, every = b3_observation(case)  # raises for an unknown case
+    rng = np.random.default_rng(random_state)
+    train = simulate_lorenz(n_train_traj, n_train_times, random_state=rng)
+    test = simulate_lorenz(1, WINDOW_LENGTH, random_state=rng)[0]
+    mean = train.reshape(-1, 3).mean(axis=0)
+    std = train.reshape(-1, 3).std(axis=0)
+    train, test = (train - mean) / std, (test - mean) / std
+    y = obs.simulate(test, random_state=rng)
+    y[np.arange(WINDOW_LENGTH) % every != 0] = np.nan
+    settings = {
+        "n_members": n_samples,
+        "window": 2,
+        "n_epochs": n_epochs,
+        "epoch_size": epoch_size,
+        "width": width,
+        "depth": depth,
+        "batch_size": batch_size,
+        "n_steps": n_steps,
+        "progress": False,
+        "device": device,
+        "random_state": random_state,
+    }
+    names = ("SDA", "SOAD")
+    keys = (
+        "seconds_to_target",
+        "steps_to_target",
+        "best_valid_loss",
+        "train_steps_per_second",
+        "train_seconds",
+        "prior_samples_per_second",
+        "posterior_samples_per_second",
+    )
+    out = {k: np.full(len(names), np.nan) for k in keys}
+    used_device = None
+    for m, cls in enumerate((SDAAssimilator, SOADAssimilator)):
+        est = cls(obs, **settings).fit(train)
+        used_device = str(est.device_)
+        h = est.history_
+        valid = np.asarray(h["valid_loss"])
+        hit = np.flatnonzero(valid <= target_loss)
+        if hit.size:
+            out["seconds_to_target"][m] = h["elapsed"][hit[0]]
+            out["steps_to_target"][m] = h["n_steps"] / h["n_epochs"] * (hit[0] + 1)
+        out["best_valid_loss"][m] = valid.min()
+        out["train_seconds"][m] = h["seconds"]
+        out["train_steps_per_second"][m] = h["n_steps"] / h["seconds"]
+        seconds, _ = best_time(
+            lambda est=est: est.sample(n_samples, n_times=WINDOW_LENGTH, random_state=random_state)
+        )
+        out["prior_samples_per_second"][m] = n_samples / seconds
+        ds = est.assimilate(y, random_state=random_state)
+        out["posterior_samples_per_second"][m] = n_samples / ds.attrs["sampling_seconds"]
+    attrs = {
+        "case": case,
+        "target_loss": float(target_loss),
+        "device": used_device,
+        **{k: v for k, v in settings.items() if k not in ("progress", "device")},
+        "n_train_traj": n_train_traj,
+        "n_train_times": n_train_times,
+    }
+    return xr.Dataset(
+        {k: (("method",), v) for k, v in out.items()},
+        coords={"method": list(names)},
+        attrs=attrs,
     )
