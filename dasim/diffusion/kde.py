@@ -28,7 +28,7 @@ centres by the centres' mean (to keep the expansion well conditioned for un-cent
 
 Each tile is one fused pass of four operations over the (queries x centres) tile, where
 the floor (one pass over the kernel matrix,
-:func:`dasim.benchmarks.kde_score.bench_kde_score`) has two. One matrix product of
+:func:`dasim.benchmarks.score_speed.bench_kde_score`) has two. One matrix product of
 augmented rows gives the logits shifted by one constant for all rows, the largest
 log-weight :math:`U = \max_i \ell_i` (an upper bound of every logit, so no row maximum
 is needed); they are floored at :data:`EXP_FLOOR`, which keeps ``exp`` out of its slow
