@@ -34,6 +34,20 @@ from .kde_sampling import _fixed_step_flow, default_ode_steps, ode_sigma_grid
 
 __all__ = ["encode_ode", "encode_ode_local", "transport_ode_local"]
 
+_ENCODE_RETURNS = """Returns
+    -------
+    codes : numpy.ndarray of shape (n, d)
+        The states at ``t_start``.
+    nfev : int
+        Score evaluations.
+"""
+
+
+def _encode_doc(func):
+    """Fill the shared Returns section of the encoders' docstrings."""
+    func.__doc__ = func.__doc__ % {"encode_returns": _ENCODE_RETURNS}
+    return func
+
 _FIXED = ("heun", "ab2", "ab3")
 
 
@@ -46,6 +60,7 @@ def _check_solver(solver, n_steps):
     return default_ode_steps(solver) if n_steps is None else n_steps
 
 
+@_encode_doc
 def encode_ode(score, schedule, x0, *, solver="ab3", n_steps=None):
     r"""Integrate the probability-flow ODE forward, from the data end to the noise end.
 
@@ -70,13 +85,7 @@ def encode_ode(score, schedule, x0, *, solver="ab3", n_steps=None):
     n_steps : int, optional
         Steps (default: 20 score evaluations, as the sampler's).
 
-    Returns
-    -------
-    codes : numpy.ndarray of shape (n, d)
-        The states at ``t_start``.
-    nfev : int
-        Score evaluations.
-
+    %(encode_returns)s
     Examples
     --------
     >>> import numpy as np
@@ -103,6 +112,7 @@ def encode_ode(score, schedule, x0, *, solver="ab3", n_steps=None):
     return np.asarray(z, dtype=np.float64) * mus[0], int(nfev)
 
 
+@_encode_doc
 def encode_ode_local(X, taper_xx, schedule, x0, *, solver="ab3", n_steps=None, chunk_size=None):
     """Encode states with the forward flow of the localised KDE with uniform weights.
 
@@ -127,13 +137,7 @@ def encode_ode_local(X, taper_xx, schedule, x0, *, solver="ab3", n_steps=None, c
     chunk_size : int, optional
         Query rows per chunk of the score.
 
-    Returns
-    -------
-    codes : numpy.ndarray of shape (n, d)
-        The states at ``t_start``.
-    nfev : int
-        Score evaluations.
-
+    %(encode_returns)s
     Examples
     --------
     >>> import numpy as np
