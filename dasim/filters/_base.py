@@ -368,11 +368,11 @@ class SequentialFilter(BaseEstimator):
     # ------------------------------------------------------------------ internals
     def _rng(self, random_state):
         rs = self.random_state if random_state is None else random_state
-        if isinstance(rs, np.random.Generator):
-            return rs
         if isinstance(rs, numbers.Integral) and not isinstance(rs, bool):
-            return np.random.default_rng(int(rs))
-        return as_generator(check_random_state(rs))
+            rs = np.random.SeedSequence(int(rs))  # default_rng(rs)'s stream
+        elif rs is None:
+            rs = check_random_state(None)  # numpy's global RandomState, as scikit-learn
+        return as_generator(rs)
 
     @property
     def _n_members(self):
@@ -426,9 +426,6 @@ class SequentialFilter(BaseEstimator):
         diags = {name: np.full(n_times, np.nan) for name in self._diagnostics}
         # Resolved once per run: the loop below must not re-validate the noise each cycle.
         self._obs_noise = self.observation_.noise_model(self.n_obs_)
-        # (std, cov) of the observation noise, for the KDE filter's modules.
-        self._noise_std = self._obs_noise.std if self._obs_noise.is_diagonal else None
-        self._noise_cov = self._obs_noise.covariance
         self._start_run(n_members, n_state)
         model = self.model_
         model.validate(n_state)

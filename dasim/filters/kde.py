@@ -465,7 +465,7 @@ default=None
         tapers = self._tapers(("xy", "xx"))
         self._taper_xy, self._taper_xx = tapers["xy"], tapers["xx"]
         needs_diagonal = self.likelihood == "known" or _noise_units(self.bandwidth_y)
-        if self._taper_xy is not None and needs_diagonal and self._noise_std is None:
+        if self._taper_xy is not None and needs_diagonal and not self._obs_noise.is_diagonal:
             raise ValueError(
                 "localization_radius needs a diagonal observation noise (noise_std a scalar "
                 "or a vector) with likelihood='known' or bandwidth_y in noise units: the "
@@ -480,18 +480,14 @@ default=None
         gamma = float(self.kalman_fraction)
         if gamma == 0.0:
             if self.inflation != 1.0:
-                loglik = self.observation_._log_likelihood(
-                    y, predicted, self._noise_std, self._noise_cov
-                )
+                loglik = self._obs_noise.log_likelihood(y, predicted)
             return self._kde_analysis(forecast, y, predicted, loglik, rng)
         from ._kde_kalman import kalman_step, tempered_noise
 
         forecast = kalman_step(self, forecast, y, predicted, gamma)
         predicted = self.observation_.apply(forecast)
         with tempered_noise(self, 1.0 - gamma):
-            loglik = self.observation_._log_likelihood(
-                y, predicted, self._noise_std, self._noise_cov
-            )
+            loglik = self._obs_noise.log_likelihood(y, predicted)
             return self._kde_analysis(forecast, y, predicted, loglik, rng)
 
     def _kde_analysis(self, forecast, y, predicted, loglik, rng):
