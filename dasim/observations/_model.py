@@ -156,7 +156,8 @@ default="identity"
         Parameters
         ----------
         n_state : int
-            State dimension.
+            State dimension. A callable operator is called once on a zero state to
+            find the width of its output.
 
         Returns
         -------
