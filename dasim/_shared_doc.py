@@ -101,12 +101,18 @@ SCORE_SECTIONS_DOC = """    Parameters
         ``-mean_t CRPS_t`` over ``t >= burn_in`` (greater is better).
 """
 
-#: The ``y`` and ``initial_ensemble`` entries of ``assimilate``.
+#: The ``y``, ``initial_ensemble`` and ``random_state`` entries of ``assimilate``.
 ASSIMILATE_PARAMS_DOC = """    y : array-like of shape (n_times, n_obs) or (n_times,)
         Observations, NaN where unobserved. A pandas DataFrame or xarray DataArray
         lends its index / first coordinate to the output's ``time``.
     initial_ensemble : array-like of shape (n_members, n_state), optional
         The starting ensemble; ``n_members`` draws from :meth:`sample` by default.
+    random_state : int, RandomState, numpy.random.Generator or None
+        Seed; ``None`` uses the estimator's ``random_state``. The integer seed the
+        run actually used is recorded in ``attrs["random_state"]`` (drawn from a
+        RandomState, a Generator or, for ``None`` everywhere, numpy's global
+        RandomState), so ``assimilate(y, random_state=ds.attrs["random_state"])``
+        repeats the run.
 """
 
 _FRAGMENTS = {
@@ -140,8 +146,8 @@ def fill_shared_doc(cls):
     The class docstring and those of the functions the class defines. The fragments:
     ``noise_params`` (:data:`SHARED_PARAMS_DOC`), ``model_params``, ``fitted_attrs``,
     ``mle_attrs``, ``fit_sections`` (``fit``'s Parameters and Returns),
-    ``assimilate_params`` (``assimilate``'s ``y`` and ``initial_ensemble``) and
-    ``score_sections`` (``score``'s Parameters and Returns).
+    ``assimilate_params`` (``assimilate``'s ``y``, ``initial_ensemble`` and
+    ``random_state``) and ``score_sections`` (``score``'s Parameters and Returns).
     """
     if cls.__doc__:  # None under python -OO
         cls.__doc__ = _fill(cls.__doc__)

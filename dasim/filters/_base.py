@@ -249,12 +249,6 @@ class SequentialFilter(BaseEstimator):
         Parameters
         ----------
         %(assimilate_params)s
-        random_state : int, RandomState, numpy.random.Generator or None
-            Seed; ``None`` uses the estimator's ``random_state``. The integer seed the
-            run actually used is recorded in ``attrs["random_state"]`` (drawn from a
-            RandomState, a Generator or, for ``None`` everywhere, numpy's global
-            RandomState), so ``assimilate(y, random_state=ds.attrs["random_state"])``
-            repeats the run.
         keep_forecast : bool, default=True
             Whether to return the forecast ensembles (set False to halve memory).
         progress : bool, default=False

@@ -146,8 +146,6 @@ default=None
         Parameters
         ----------
         %(assimilate_params)s
-        random_state : int, RandomState, numpy.random.Generator or None
-            Seed; ``None`` uses the estimator's ``random_state``.
         keep_forecast : bool, default=True
             Whether to return the filter's forecast ensembles.
         progress : bool, default=False

@@ -179,8 +179,6 @@ default="systematic"
         Parameters
         ----------
         %(assimilate_params)s
-        random_state : int, RandomState, numpy.random.Generator or None
-            Seed; ``None`` uses the estimator's ``random_state``.
         keep_forecast : bool, default=True
             Ignored (accepted as the filters accept it): the result has no forecast.
         progress : bool, default=False
