@@ -14,6 +14,7 @@ import xarray as xr
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 __all__ = [
+    "observation_tags",
     "store_params",
     "validate_states",
     "check_states_finite",
@@ -172,3 +173,16 @@ def store_params(estimator, values):
     for name in inspect.signature(type(estimator).__init__).parameters:
         if name != "self":
             setattr(estimator, name, values[name])
+
+
+def observation_tags(tags):
+    """Set the scikit-learn tags of an estimator fitted on states with optional observations.
+
+    ``y`` (the observations) is optional and multi-output, and a fixed ``random_state``
+    makes the estimator deterministic. Returns ``tags``, changed in place.
+    """
+    tags.target_tags.required = False
+    tags.target_tags.multi_output = True
+    tags.target_tags.single_output = True
+    tags.non_deterministic = False
+    return tags

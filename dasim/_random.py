@@ -24,10 +24,13 @@ def as_generator(random_state):
 
     A ``Generator`` is returned as is; an int seeds a new one (through a ``RandomState``,
     as scikit-learn's ``check_random_state`` reads it); a ``RandomState`` gives up one
-    draw for the seed; ``None`` gives a fresh, unseeded generator.
+    draw for the seed; a ``numpy.random.SeedSequence`` seeds a new one directly
+    (``default_rng(seq)``); ``None`` gives a fresh, unseeded generator.
     """
     if isinstance(random_state, np.random.Generator):
         return random_state
+    if isinstance(random_state, np.random.SeedSequence):
+        return np.random.default_rng(random_state)
     if isinstance(random_state, np.random.RandomState):
         return np.random.default_rng(random_state.randint(0, _SEED_HIGH))
     if random_state is None:

@@ -29,6 +29,11 @@ def effective_sample_size(log_w, *, name="log_w"):
     -------
     float
         Between 1 and N.
+
+    Examples
+    --------
+    >>> effective_sample_size([0.0, 0.0, 0.0, 0.0])
+    4.0
     """
     log_w = np.asarray(log_w, dtype=np.float64)
     if log_w.ndim != 1:
@@ -55,5 +60,10 @@ def scott_factor(n, d):
     -------
     float
         The factor that multiplies the data's standard deviation (or covariance root).
+
+    Examples
+    --------
+    >>> round(scott_factor(32, 1), 4)  # 32 ** (-1 / 5)
+    0.5
     """
     return float(n ** (-1.0 / (d + 4)))

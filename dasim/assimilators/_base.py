@@ -35,10 +35,11 @@ import xarray as xr
 from sklearn.base import BaseEstimator
 from sklearn.utils.validation import check_is_fitted
 
-from .._inputs import check_burn_in, neg_crps, score_inputs, time_coordinate
+from .._inputs import check_burn_in, neg_crps, observation_tags, score_inputs, time_coordinate
 from .._noise import GaussianNoise
 from .._provenance import attr_value, device_label, estimator_attrs, seed_source
 from .._random import seed_from, torch_generator
+from .._shared_doc import fill_shared_doc
 from .._torch import import_torch, resolve_device
 from ._inputs import _check_float, _check_int, _ObservationInputs
 from ._runtime import (
@@ -55,6 +56,7 @@ _NO_NUMPY = (
 )
 
 
+@fill_shared_doc
 class WindowedAssimilator(_ObservationInputs, BaseEstimator):
     """Base class of the learned assimilators over trajectory windows.
 
@@ -85,12 +87,7 @@ class WindowedAssimilator(_ObservationInputs, BaseEstimator):
 
     # ------------------------------------------------------------------ scikit-learn API
     def __sklearn_tags__(self):
-        tags = super().__sklearn_tags__()
-        tags.target_tags.required = False
-        tags.target_tags.multi_output = True
-        tags.target_tags.single_output = True
-        tags.non_deterministic = False
-        return tags
+        return observation_tags(super().__sklearn_tags__())
 
     def _validate_params(self):
         _check_int(self.n_members, "n_members", 1)
@@ -295,21 +292,7 @@ class WindowedAssimilator(_ObservationInputs, BaseEstimator):
         Runs :meth:`assimilate` on ``y`` with the estimator's ``random_state`` (so the
         score is deterministic for an integer seed); the same definition as the filters'.
 
-        Parameters
-        ----------
-        X : array-like of shape (n_times, n_state)
-            True states, row-aligned with ``y``.
-        y : array-like of shape (n_times, n_obs) or (n_times,)
-            Observations.
-        burn_in : int, default=0
-            Number of leading times left out of the time mean; must be smaller than
-            ``n_times``. In a search, pass
-            ``scoring=dasim.metrics.get_scorer("neg_crps", burn_in=k)``: the same score.
-
-        Returns
-        -------
-        float
-            ``-mean_t CRPS_t`` over ``t >= burn_in`` (greater is better).
+        %(score_sections)s
         """
         X, y = score_inputs(self, X, y, self._check_obs)
         burn_in = check_burn_in(burn_in, y.shape[0])

@@ -10,6 +10,7 @@ import numbers
 
 import numpy as np
 
+from dasim._stats import scott_factor
 from dasim.diffusion.kde import _check_matrix
 
 
@@ -120,7 +121,7 @@ def rule_constant(rule, n, d):
     0.5
     """
     if rule == "scott":
-        return float(n ** (-1.0 / (d + 4)))
+        return scott_factor(n, d)
     if rule == "silverman":
-        return float((4.0 / (d + 2)) ** (1.0 / (d + 4)) * n ** (-1.0 / (d + 4)))
+        return float((4.0 / (d + 2)) ** (1.0 / (d + 4)) * scott_factor(n, d))
     raise ValueError(f"rule must be 'scott' or 'silverman', got {rule!r}.")

@@ -13,6 +13,7 @@ import numbers
 import numpy as np
 from scipy.special import logsumexp
 
+from dasim._random import as_generator
 from dasim.diffusion._kde_core import _check_log_weights, _check_matrix
 from dasim.diffusion._xp import is_tensor as _is_tensor
 
@@ -57,10 +58,12 @@ def _fill_doc(func):
 
 
 def _check_rng(rng):
-    if isinstance(rng, np.random.Generator):
-        return rng
-    if rng is None or isinstance(rng, numbers.Integral | np.random.SeedSequence):
-        return np.random.default_rng(rng)
+    if isinstance(rng, numbers.Integral):
+        # The samplers read an int as numpy does (default_rng(seed)), not through a
+        # RandomState as the estimators' random_state: SeedSequence(seed) is that stream.
+        rng = np.random.SeedSequence(rng)
+    if rng is None or isinstance(rng, np.random.Generator | np.random.SeedSequence):
+        return as_generator(rng)
     raise TypeError(f"rng must be a numpy.random.Generator, an int or None, got {rng!r}.")
 
 

@@ -60,8 +60,9 @@ log-density is differentiable by autograd:
 from __future__ import annotations
 
 import numpy as np
-from scipy.special import logsumexp
 
+from .._stats import effective_sample_size
+from .._torch import resolve_device as _resolve_device
 from ._kde_core import (
     DEFAULT_MEMORY_BUDGET,
     EXP_FLOOR,
@@ -105,11 +106,14 @@ __all__ = [
 def resolve_device(device="auto"):
     """Resolve a device specification to a torch device name.
 
+    The KDE's front to :func:`dasim._torch.resolve_device`, the package's one device
+    resolver.
+
     Parameters
     ----------
     device : {"auto", "cpu", "cuda", ...}, torch.device or None
         ``"auto"`` and ``None`` give ``"cuda"`` when ``torch.cuda.is_available()``, else
-        ``"cpu"``. Anything else is returned as its string form.
+        ``"cpu"``. Anything else is checked against the devices this machine has.
 
     Returns
     -------
@@ -121,41 +125,13 @@ def resolve_device(device="auto"):
     >>> resolve_device("cpu")
     'cpu'
     """
-    if device is None or device == "auto":
-        try:
-            import torch
-        except ImportError:  # pragma: no cover - torch is an optional extra
-            return "cpu"
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if not isinstance(device, str) and type(device).__name__ != "device":
+    if (
+        device is not None
+        and not isinstance(device, str)
+        and type(device).__name__ != "device"
+    ):
         raise TypeError(f"device must be a string or a torch.device, got {device!r}.")
-    return str(device)
-
-
-def effective_sample_size(log_w):
-    """Effective sample size :math:`1/\\sum_i \\pi_i^2` of normalised weights.
-
-    Parameters
-    ----------
-    log_w : array-like of shape (N,)
-        Unnormalised log-weights (``-inf`` allowed, NaN not).
-
-    Returns
-    -------
-    float
-        Between 1 and N.
-
-    Examples
-    --------
-    >>> effective_sample_size([0.0, 0.0, 0.0, 0.0])
-    4.0
-    """
-    log_w = np.asarray(log_w, dtype=np.float64)
-    if log_w.ndim != 1:
-        raise ValueError(f"log_w must be 1-D, got shape {log_w.shape}.")
-    log_w = _check_log_weights(log_w, log_w.shape[0])
-    log_pi = log_w - logsumexp(log_w)
-    return float(np.exp(-logsumexp(2.0 * log_pi)))
+    return _resolve_device(device)
 
 
 def observation_log_weights(y_obs, Y_sim, sigma_y):

@@ -23,6 +23,7 @@ from .._inputs import (
     check_burn_in,
     check_model,
     neg_crps,
+    observation_tags,
     score_inputs,
     time_coordinate,
     transposed_hint,
@@ -44,6 +45,7 @@ from ._params import fill_shared_doc as fill_shared_doc  # for the filters' modu
 __all__ = ["SequentialFilter"]
 
 
+@fill_shared_doc
 class SequentialFilter(BaseEstimator):
     """Base class of the sequential ensemble filters.
 
@@ -95,12 +97,7 @@ class SequentialFilter(BaseEstimator):
 
     # ------------------------------------------------------------------ scikit-learn API
     def __sklearn_tags__(self):
-        tags = super().__sklearn_tags__()
-        tags.target_tags.required = False
-        tags.target_tags.multi_output = True
-        tags.target_tags.single_output = True
-        tags.non_deterministic = False
-        return tags
+        return observation_tags(super().__sklearn_tags__())
 
     def _validate_common(self):
         check_n_members(self.n_members)
@@ -125,18 +122,7 @@ class SequentialFilter(BaseEstimator):
     def fit(self, X, y=None):
         """Learn the climatological prior (and any noise levels left to be learned).
 
-        Parameters
-        ----------
-        X : array-like of shape (n_times, n_state)
-            States in time order (a training trajectory). No NaN or inf.
-        y : array-like of shape (n_times, n_obs) or (n_times,), optional
-            Observations row-aligned with ``X`` (NaN where unobserved). Used only when
-            ``observation=None``, to learn the identity operator's noise from ``y - X``.
-
-        Returns
-        -------
-        self : object
-            The fitted filter.
+        %(fit_sections)s
 
         Notes
         -----
@@ -262,17 +248,7 @@ class SequentialFilter(BaseEstimator):
 
         Parameters
         ----------
-        y : array-like of shape (n_times, n_obs) or (n_times,)
-            Observations, NaN where unobserved. A pandas DataFrame or xarray DataArray
-            lends its index / first coordinate to the output's ``time``.
-        initial_ensemble : array-like of shape (n_members, n_state), optional
-            The starting ensemble; ``n_members`` draws from :meth:`sample` by default.
-        random_state : int, RandomState, numpy.random.Generator or None
-            Seed; ``None`` uses the estimator's ``random_state``. The integer seed the
-            run actually used is recorded in ``attrs["random_state"]`` (drawn from a
-            RandomState, a Generator or, for ``None`` everywhere, numpy's global
-            RandomState), so ``assimilate(y, random_state=ds.attrs["random_state"])``
-            repeats the run.
+        %(assimilate_params)s
         keep_forecast : bool, default=True
             Whether to return the forecast ensembles (set False to halve memory).
         progress : bool, default=False
@@ -342,21 +318,7 @@ class SequentialFilter(BaseEstimator):
         ``GridSearchCV`` ranks methods alike. Every cycle after the burn-in counts, an
         unobserved one too (its analysis is the forecast).
 
-        Parameters
-        ----------
-        X : array-like of shape (n_times, n_state)
-            True states, row-aligned with ``y``.
-        y : array-like of shape (n_times, n_obs) or (n_times,)
-            Observations.
-        burn_in : int, default=0
-            Number of leading cycles left out of the time mean (the filter's spin-up
-            from the prior); must be smaller than ``n_times``. In a search, pass
-            ``scoring=dasim.metrics.get_scorer("neg_crps", burn_in=k)``: the same score.
-
-        Returns
-        -------
-        float
-            ``-mean_t CRPS_t`` over ``t >= burn_in`` (greater is better).
+        %(score_sections)s
         """
         time = time_coordinate(y)  # the labels a time-dependent model sees
         X, y = score_inputs(self, X, y, self._check_obs)
@@ -368,11 +330,11 @@ class SequentialFilter(BaseEstimator):
     # ------------------------------------------------------------------ internals
     def _rng(self, random_state):
         rs = self.random_state if random_state is None else random_state
-        if isinstance(rs, np.random.Generator):
-            return rs
         if isinstance(rs, numbers.Integral) and not isinstance(rs, bool):
-            return np.random.default_rng(int(rs))
-        return as_generator(check_random_state(rs))
+            rs = np.random.SeedSequence(int(rs))  # default_rng(rs)'s stream
+        elif rs is None:
+            rs = check_random_state(None)  # numpy's global RandomState, as scikit-learn
+        return as_generator(rs)
 
     @property
     def _n_members(self):
@@ -426,9 +388,6 @@ class SequentialFilter(BaseEstimator):
         diags = {name: np.full(n_times, np.nan) for name in self._diagnostics}
         # Resolved once per run: the loop below must not re-validate the noise each cycle.
         self._obs_noise = self.observation_.noise_model(self.n_obs_)
-        # (std, cov) of the observation noise, for the KDE filter's modules.
-        self._noise_std = self._obs_noise.std if self._obs_noise.is_diagonal else None
-        self._noise_cov = self._obs_noise.covariance
         self._start_run(n_members, n_state)
         model = self.model_
         model.validate(n_state)

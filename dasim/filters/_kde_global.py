@@ -89,9 +89,7 @@ def progressive_analysis(filt, ensemble, y, loglik, sigma_x, rng):
     while stages < filt.max_stages and done < 1.0 - 1e-12:
         if stages > 0:
             predicted = filt.observation_.apply(ensemble)
-            loglik = filt.observation_._log_likelihood(
-                y, predicted, filt._noise_std, filt._noise_cov
-            )
+            loglik = filt._obs_noise.log_likelihood(y, predicted)
         log_w, beta = tempered_log_weights(loglik, target, max_exponent=1.0 - done)
         ensemble, info = filt._draw(ensemble, log_w, sigma_x, rng)
         done += beta
@@ -130,12 +128,12 @@ def observation_weights(filt, y, predicted, loglik, rng):
             log_w, beta = tempered_log_weights(loglik, target, max_exponent=1.0)
             return log_w, 1.0 / np.sqrt(beta) if beta > 0 else np.inf
         return loglik, np.nan
-    sim = filt.observation_._add_noise(predicted, rng, filt._noise_std, filt._noise_cov)
+    sim = predicted + filt._obs_noise.sample(predicted.shape[:-1], rng)
     if not _noise_units(spec):
         sigma_y = _resolve_bandwidth(spec, sim[:, ~np.isnan(y)])
         return observation_log_weights(y, sim, sigma_y), sigma_y
     # -|R^(-1/2) (y* - y_i)|^2 / 2 (plus a constant): the distance in noise units.
-    ell = filt.observation_._log_likelihood(y, sim, filt._noise_std, filt._noise_cov)
+    ell = filt._obs_noise.log_likelihood(y, sim)
     if spec == "ess":
         log_w, beta = tempered_log_weights(ell, target)
         return log_w, 1.0 / np.sqrt(beta) if beta > 0 else np.inf

@@ -21,10 +21,11 @@ def joint_analysis(filt, forecast, y, predicted, h, rng):
 
     n = forecast.shape[0]
     mask = ~np.isnan(y)
-    if filt._noise_std is not None:
-        noise = filt._noise_std[mask]
+    obs_noise = filt._obs_noise
+    if obs_noise.is_diagonal:
+        noise = obs_noise.std[mask]
     else:
-        noise = filt._noise_cov[np.ix_(mask, mask)]
+        noise = obs_noise.covariance[np.ix_(mask, mask)]
     kernel = JointKernel(forecast, predicted[:, mask], y[mask], noise, h, shrink=filt._shrink)
     log_w, c = kernel.log_w, np.nan
     if filt.bandwidth_y == "ess":

@@ -16,8 +16,8 @@ from __future__ import annotations
 import contextlib
 
 import numpy as np
-from scipy.linalg import solve_triangular
 
+from .._noise import GaussianNoise
 from .enkf import _etkf, _letkf
 
 __all__ = []
@@ -35,17 +35,10 @@ def kalman_step(filt, forecast, y, predicted, gamma):
     n = forecast.shape[0]
     hx = predicted[:, mask]
     scale = np.sqrt(gamma)  # R^(-1/2) of R / gamma is sqrt(gamma) R^(-1/2)
-    if filt._noise_std is not None:
-        std = filt._noise_std[mask]
+    noise = filt._obs_noise.marginal(mask)
 
-        def whiten(v):
-            return scale * v / std
-
-    else:
-        chol = np.linalg.cholesky(filt._noise_cov[np.ix_(mask, mask)])
-
-        def whiten(v):
-            return scale * solve_triangular(chol, v.T, lower=True).T
+    def whiten(v):
+        return noise.whiten(scale * v)
 
     xbar = forecast.mean(axis=0)
     anom = (forecast - xbar) / np.sqrt(n - 1)
@@ -61,13 +54,14 @@ def kalman_step(filt, forecast, y, predicted, gamma):
 
 @contextlib.contextmanager
 def tempered_noise(filt, fraction):
-    """Within the block, the filter's observation noise is ``R / fraction``."""
-    std, cov = filt._noise_std, filt._noise_cov
+    """Within the block, the filter's observation noise ``filt._obs_noise`` is ``R / fraction``."""
+    noise = filt._obs_noise
+    if noise.is_diagonal:
+        tempered = GaussianNoise(std=noise.std / np.sqrt(fraction), name=noise.name)
+    else:
+        tempered = GaussianNoise(covariance=noise.covariance / fraction, name=noise.name)
     try:
-        if std is not None:
-            filt._noise_std = std / np.sqrt(fraction)
-        if cov is not None:
-            filt._noise_cov = cov / fraction
+        filt._obs_noise = tempered
         yield
     finally:
-        filt._noise_std, filt._noise_cov = std, cov
+        filt._obs_noise = noise

@@ -25,11 +25,12 @@ def observation_terms(filt, y, predicted, rng):
 
     mask = ~np.isnan(y)
     spec = filt.bandwidth_y
-    std = filt._noise_std
+    noise = filt._obs_noise
+    std = noise.std if noise.is_diagonal else None
     if filt.likelihood == "known":
         resid = (y[mask] - predicted[:, mask]) / _diagonal_std(std, mask)
         return -0.5 * resid**2, mask, (1.0 if spec == "ess" else np.nan)
-    sim = filt.observation_._add_noise(predicted, rng, std, filt._noise_cov)[:, mask]
+    sim = (predicted + noise.sample(predicted.shape[:-1], rng))[:, mask]
     if not _noise_units(spec):
         sigma_y = float(_resolve_bandwidth(spec, sim))
         return -0.5 * ((y[mask] - sim) / sigma_y) ** 2, mask, sigma_y

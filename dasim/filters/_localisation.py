@@ -13,11 +13,13 @@ import numbers
 
 import numpy as np
 
+from .._shared_doc import fill_shared_doc
 from ..coordinates import _filter_locations, localization_weights
 
 __all__ = []
 
 
+@fill_shared_doc
 class LocalisedMixin:
     """``fit`` and tapers of a filter with ``localization_radius`` (a private mixin)."""
 
@@ -38,17 +40,7 @@ class LocalisedMixin:
     def fit(self, X, y=None):
         """Learn the climatological prior and check the localisation coordinates.
 
-        Parameters
-        ----------
-        X : array-like of shape (n_times, n_state)
-            States in time order (a training trajectory). No NaN or inf.
-        y : array-like of shape (n_times, n_obs) or (n_times,), optional
-            Observations row-aligned with ``X`` (NaN where unobserved).
-
-        Returns
-        -------
-        self : object
-            The fitted filter.
+        %(fit_sections)s
         """
         super().fit(X, y)
         self.state_coordinates_, self.observation_coordinates_ = self._locations()

@@ -7,6 +7,7 @@ import warnings
 
 import numpy as np
 
+from .._inputs import store_params
 from .._torch import resolve_device
 from .._validation import check_positive
 from ..exceptions import WeightCollapseWarning
@@ -225,29 +226,8 @@ default=None
     ----------
     device_ : str
         ``"numpy"`` or the torch device used.
-    model_ : DynamicalModel
-        The resolved dynamical model.
-    observation_ : ObservationModel
-        The resolved observation model.
-    n_obs_ : int
-        Number of observed components.
-    n_features_in_ : int
-        State dimension.
-    climatology_ : ndarray of shape (n_times, n_state)
-        Training states defining the climatological prior.
-    climatology_kernel_ : ndarray of shape (n_state, n_state)
-        Square-root kernel covariance of the prior KDE.
-    process_noise_ : ndarray of shape (n_state,)
-        With ``noise="mle"`` and ``model=None``: the learned standard deviations of the
-        persistence model's increments (also in ``model_``).
-    noise_std_ : ndarray of shape (n_obs,)
-        With ``noise="mle"`` and ``observation=None``: the learned observation noise
-        standard deviations (also in ``observation_``).
-    log_evidence_ : float
-        With ``noise="mle"``: the maximised log-evidence, summed over the cycles after
-        the first observed one.
-    n_iter_ : int
-        With ``noise="mle"``: iterations of the optimiser.
+    %(fitted_attrs)s
+    %(mle_attrs)s
     state_coordinates_ : Coordinates
         The state locations (used with ``localization_radius``).
     observation_coordinates_ : Coordinates or None
@@ -319,38 +299,7 @@ default=None
         kalman_fraction=0.0,
         flow_start="noise",
     ):
-        self.model = model
-        self.observation = observation
-        self.n_members = n_members
-        self.bandwidth_x = bandwidth_x
-        self.bandwidth_y = bandwidth_y
-        self.sigma_max = sigma_max
-        self.schedule = schedule
-        self.sampler = sampler
-        self.rtol = rtol
-        self.atol = atol
-        self.likelihood = likelihood
-        self.device = device
-        self.random_state = random_state
-        self.n_steps = n_steps
-        self.beta_max = beta_max
-        self.chunk_size = chunk_size
-        self.ess_warning = ess_warning
-        self.noise = noise
-        self.forecast_first = forecast_first
-        self.kernel = kernel
-        self.shrink = shrink
-        self.ess_target = ess_target
-        self.max_stages = max_stages
-        self.ode_solver = ode_solver
-        self.ode_steps = ode_steps
-        self.localization_radius = localization_radius
-        self.periodic = periodic
-        self.state_coordinates = state_coordinates
-        self.score_dtype = score_dtype
-        self.inflation = inflation
-        self.kalman_fraction = kalman_fraction
-        self.flow_start = flow_start
+        store_params(self, locals())
 
     @property
     def _shrink(self):
@@ -465,7 +414,7 @@ default=None
         tapers = self._tapers(("xy", "xx"))
         self._taper_xy, self._taper_xx = tapers["xy"], tapers["xx"]
         needs_diagonal = self.likelihood == "known" or _noise_units(self.bandwidth_y)
-        if self._taper_xy is not None and needs_diagonal and self._noise_std is None:
+        if self._taper_xy is not None and needs_diagonal and not self._obs_noise.is_diagonal:
             raise ValueError(
                 "localization_radius needs a diagonal observation noise (noise_std a scalar "
                 "or a vector) with likelihood='known' or bandwidth_y in noise units: the "
@@ -480,18 +429,14 @@ default=None
         gamma = float(self.kalman_fraction)
         if gamma == 0.0:
             if self.inflation != 1.0:
-                loglik = self.observation_._log_likelihood(
-                    y, predicted, self._noise_std, self._noise_cov
-                )
+                loglik = self._obs_noise.log_likelihood(y, predicted)
             return self._kde_analysis(forecast, y, predicted, loglik, rng)
         from ._kde_kalman import kalman_step, tempered_noise
 
         forecast = kalman_step(self, forecast, y, predicted, gamma)
         predicted = self.observation_.apply(forecast)
         with tempered_noise(self, 1.0 - gamma):
-            loglik = self.observation_._log_likelihood(
-                y, predicted, self._noise_std, self._noise_cov
-            )
+            loglik = self._obs_noise.log_likelihood(y, predicted)
             return self._kde_analysis(forecast, y, predicted, loglik, rng)
 
     def _kde_analysis(self, forecast, y, predicted, loglik, rng):

@@ -156,7 +156,8 @@ default="identity"
         Parameters
         ----------
         n_state : int
-            State dimension.
+            State dimension. A callable operator is called once on a zero state to
+            find the width of its output.
 
         Returns
         -------
@@ -368,16 +369,6 @@ default="identity"
         z = as_generator(random_state).standard_normal(predicted.shape)
         return predicted + noise.colour(z)
 
-    @staticmethod
-    def _add_noise(predicted, rng, std, cov):
-        """Deprecated: ``add_noise`` with the noise resolved by ``check_noise``.
-
-        Kept for ``filters/_kde_global.py`` and ``_kde_local.py`` until they draw through
-        :meth:`noise_model`; it will go.
-        """
-        noise = GaussianNoise(std=std) if std is not None else GaussianNoise(covariance=cov)
-        return predicted + noise.colour(rng.standard_normal(predicted.shape))
-
     def log_likelihood(self, y, ensemble):
         """Gaussian log-likelihood ``log p(y | x_i)`` for every member ``x_i``.
 
@@ -421,16 +412,6 @@ default="identity"
                 f"{predicted.shape[-1]}."
             )
         return self.noise_model(y.shape[-1]).log_likelihood(y, predicted)
-
-    @staticmethod
-    def _log_likelihood(y, predicted, std, cov):
-        """Deprecated: the log-likelihood with the noise resolved by ``check_noise``.
-
-        Kept for ``filters/kde.py`` and ``_kde_global.py`` until they call
-        :meth:`log_likelihood_from_predicted`; it will go.
-        """
-        noise = GaussianNoise(std=std) if std is not None else GaussianNoise(covariance=cov)
-        return noise.log_likelihood(y, predicted)
 
 
 def _resolve_noise_std(noise_std, n_obs):

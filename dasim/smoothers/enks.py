@@ -5,7 +5,7 @@ from __future__ import annotations
 import numbers
 
 from .._inputs import store_params
-from ..filters._params import fill_shared_doc
+from .._shared_doc import fill_shared_doc
 from ..filters.enkf import EnKF
 
 __all__ = ["EnKS"]
@@ -61,12 +61,7 @@ default=None
         Unused without localisation (the EnKF's parameter; checked in ``fit`` as there).
     random_state : int, RandomState or None, default=None
         Seed for the initial ensemble, model noise, perturbations and rotations.
-    noise : {"moments", "mle"}, default="moments"
-        How ``fit`` learns the noise levels left to be learned, as for the
-        :class:`~dasim.filters.EnKF` (the log-evidence is the filter's).
-    forecast_first : bool, default=True
-        Whether the initial ensemble stands one cycle before the first row of ``y``
-        (``False``: it is the prior at the time of ``y[0]``), as for the EnKF.
+    %(noise_params)s
     lag : int or None, default=None
         Number of earlier cycles each analysis updates: ``None`` for the whole window
         (the fixed-interval smoother), ``L >= 0`` for the fixed-lag smoother. Counted
@@ -91,14 +86,12 @@ default=None
 
     Examples
     --------
-    >>> import numpy as np
+    >>> from dasim.datasets import make_twin_experiment
     >>> from dasim.models import Persistence
     >>> from dasim.observations import ObservationModel
     >>> from dasim.smoothers import EnKS
-    >>> rng = np.random.default_rng(0)
-    >>> X = np.cumsum(rng.normal(size=(50, 1)), axis=0)
-    >>> y = X + rng.normal(size=(50, 1))
     >>> model, obs = Persistence(process_noise=1.0), ObservationModel(noise_std=1.0)
+    >>> X, y = make_twin_experiment(model, obs, 50, random_state=0, initial_state=[0.0])
     >>> ks = EnKS(model, obs, n_members=50, random_state=0).fit(X, y)
     >>> ds = ks.assimilate(y)
     >>> ds["analysis"].dims
@@ -152,13 +145,7 @@ default=None
 
         Parameters
         ----------
-        y : array-like of shape (n_times, n_obs) or (n_times,)
-            Observations, NaN where unobserved. A pandas DataFrame or xarray DataArray
-            lends its index / first coordinate to the output's ``time``.
-        initial_ensemble : array-like of shape (n_members, n_state), optional
-            The starting ensemble; ``n_members`` draws from :meth:`sample` by default.
-        random_state : int, RandomState, numpy.random.Generator or None
-            Seed; ``None`` uses the estimator's ``random_state``.
+        %(assimilate_params)s
         keep_forecast : bool, default=True
             Whether to return the filter's forecast ensembles.
         progress : bool, default=False

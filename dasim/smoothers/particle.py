@@ -28,9 +28,9 @@ import numpy as np
 from .._inputs import store_params
 from .._math import logsumexp
 from .._random import as_generator
+from .._shared_doc import fill_shared_doc
 from .._stats import effective_sample_size
 from .._validation import check_positive_int
-from ..filters._params import fill_shared_doc
 from ..filters._resampling import resample
 from ..filters.sir import SIRFilter
 from ..models import as_model
@@ -90,12 +90,7 @@ default="systematic"
         Jitter only particles that resampling selected more than once.
     random_state : int, RandomState or None, default=None
         Seed.
-    noise : {"moments", "mle"}, default="moments"
-        How ``fit`` learns the noise levels left to be learned, as for the
-        :class:`~dasim.filters.SIRFilter` (the log-evidence is the filter's).
-    forecast_first : bool, default=True
-        Whether the initial ensemble stands one cycle before the first row of ``y``
-        (``False``: it is the prior at the time of ``y[0]``), as for the filter.
+    %(noise_params)s
     method : {"ancestry", "backward"}, default="ancestry"
         Ancestry tracing or backward simulation.
     n_trajectories : int or None, default=None
@@ -169,18 +164,7 @@ default="systematic"
     def fit(self, X, y=None):
         """Learn the climatological prior (and any noise levels left to be learned).
 
-        Parameters
-        ----------
-        X : array-like of shape (n_times, n_state)
-            States in time order (a training trajectory). No NaN or inf.
-        y : array-like of shape (n_times, n_obs) or (n_times,), optional
-            Observations row-aligned with ``X`` (NaN where unobserved). Used only when
-            ``observation=None``, to learn the identity operator's noise from ``y - X``.
-
-        Returns
-        -------
-        self : object
-            The fitted smoother.
+        %(fit_sections)s
         """
         super().fit(X, y)
         if self.method == "backward":
@@ -194,13 +178,7 @@ default="systematic"
 
         Parameters
         ----------
-        y : array-like of shape (n_times, n_obs) or (n_times,)
-            Observations, NaN where unobserved. A pandas DataFrame or xarray DataArray
-            lends its index / first coordinate to the output's ``time``.
-        initial_ensemble : array-like of shape (n_members, n_state), optional
-            The starting particles; ``n_members`` draws from :meth:`sample` by default.
-        random_state : int, RandomState, numpy.random.Generator or None
-            Seed; ``None`` uses the estimator's ``random_state``.
+        %(assimilate_params)s
         keep_forecast : bool, default=True
             Ignored (accepted as the filters accept it): the result has no forecast.
         progress : bool, default=False
