@@ -49,6 +49,7 @@ PUBLIC_MODULES = [
     "dasim.diffusion.kde_transport",
     "dasim.diffusion.kde_joint",
     "dasim.diffusion.schedules",
+    "dasim.diffusion.solvers",
     "dasim.diffusion.denoising",
     "dasim.diffusion.networks",
     "dasim.diffusion.windows",

@@ -9,8 +9,12 @@
   torch tensors over the small array namespace of ``_xp`` (the core in ``_kde_core``).
 - :mod:`~dasim.diffusion.kde_sampling`: the samplers of the KDE conditional (exact mixture,
   probability-flow ODE, reverse SDE), the covariance-shaped kernel and ESS-targeted
-  tempering, and the one-call analysis step. The solvers take a ``score(x, t)``
-  callable (``_kde_fixed_step.probability_flow``; the adaptive RK45 in ``_ode``).
+  tempering, and the one-call analysis step.
+- :mod:`~dasim.diffusion.solvers`: the solvers both sides share, each over a schedule and
+  a model of the diffused density: the probability-flow ODE of a ``score(x, t)`` callable
+  (adaptive RK45, in ``_ode``, or fixed-step exponential integrators in the log of the
+  noise level), the reverse SDE (Euler-Maruyama), and the predictor-corrector step of the
+  learned assimilators' sampler; numpy and torch alike.
 - :mod:`~dasim.diffusion.denoising`, :mod:`~dasim.diffusion.networks`,
   :mod:`~dasim.diffusion.training`, :mod:`~dasim.diffusion.windows`,
   :mod:`~dasim.diffusion.guidance`, :mod:`~dasim.diffusion.sampling`: the learned side

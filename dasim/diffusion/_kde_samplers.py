@@ -9,21 +9,11 @@ no per-backend code. The public names are documented, and imported, from
 
 from __future__ import annotations
 
-import math
-
-import numpy as np
-
 from dasim.diffusion._kde_core import (
     Centres,
     _score_logp_prepared,
     check_score_dtype,
     tile_for,
-)
-from dasim.diffusion._kde_fixed_step import (
-    _ODE_SOLVERS,
-    _check_n_steps,
-    default_ode_steps,
-    probability_flow,
 )
 from dasim.diffusion._kde_sampler_utils import (
     _check_rng,
@@ -34,6 +24,7 @@ from dasim.diffusion._kde_sampler_utils import (
     _start,
 )
 from dasim.diffusion._xp import namespace
+from dasim.diffusion.solvers import _check_n_steps, _check_solver, probability_flow, reverse_sde
 
 
 def _kde_score_fn(X, log_w, schedule, n, backend, device, chunk_size, memory_budget, dtype):
@@ -74,6 +65,7 @@ def sample_mixture(X, log_w_obs, schedule, rng, *, n_samples=None, backend="nump
 
     Examples
     --------
+    >>> import numpy as np
     >>> from dasim.diffusion.schedules import VESchedule
     >>> x, info = sample_mixture(np.zeros((3, 2)), None, VESchedule(1.0, 5.0),
     ...                          np.random.default_rng(0), n_samples=4)
@@ -205,6 +197,7 @@ def sample_ode(
 
     Examples
     --------
+    >>> import numpy as np
     >>> from dasim.diffusion.schedules import VESchedule
     >>> rng = np.random.default_rng(0)
     >>> x, info = sample_ode(rng.normal(size=(20, 2)), None, VESchedule(0.3, 20.0), rng)
@@ -220,21 +213,14 @@ def sample_ode(
     _check_tolerance(rtol, "rtol")
     _check_tolerance(atol, "atol")
     score_dtype = check_score_dtype(score_dtype, "score_dtype", allow_none=False)
-    if solver not in _ODE_SOLVERS:
-        raise ValueError(f"solver must be one of {_ODE_SOLVERS}, got {solver!r}.")
-    if solver == "rk45":
-        if n_steps is not None:
-            raise ValueError(
-                "n_steps is the step count of the fixed-step solvers; solver='rk45' is "
-                "adaptive (set rtol and atol), so leave n_steps=None."
-            )
-    else:
-        n_steps = default_ode_steps(solver) if n_steps is None else _check_n_steps(n_steps)
+    n_steps = _check_solver(solver, n_steps)
     x1, std = _start(x_start, schedule, X, log_w, n, rng)
     xp, score = _kde_score_fn(
         X, log_w, schedule, n, backend, device, chunk_size, memory_budget, score_dtype
     )
-    out, info = probability_flow(score, schedule, xp.asarray(x1), solver, n_steps, rtol, atol)
+    out, info = probability_flow(
+        schedule, score, xp.asarray(x1), solver=solver, n_steps=n_steps, rtol=rtol, atol=atol
+    )
     return out, {"sampler": "ode", "solver": solver, **info, "start_std": std}
 
 
@@ -290,6 +276,7 @@ def sample_sde(
 
     Examples
     --------
+    >>> import numpy as np
     >>> from dasim.diffusion.schedules import VPSchedule
     >>> rng = np.random.default_rng(0)
     >>> x, info = sample_sde(rng.normal(size=(20, 2)), None, VPSchedule(0.3), rng, n_steps=50)
@@ -304,12 +291,6 @@ def sample_sde(
     xp, score = _kde_score_fn(
         X, log_w, schedule, n, backend, device, chunk_size, memory_budget, score_dtype
     )
-    x, draw = xp.asarray(x), xp.normal_source(rng)
-    ts = np.linspace(float(schedule.t_start), float(schedule.t_end), n_steps + 1)
-    with xp.no_grad():
-        for k in range(n_steps):
-            t, h = float(ts[k]), float(ts[k] - ts[k + 1])
-            f, g2 = float(schedule.drift(t)), float(schedule.g2(t))
-            x = x - h * (f * x - g2 * score(x, t)) + math.sqrt(g2 * h) * draw(tuple(x.shape))
+    x = reverse_sde(schedule, score, xp.asarray(x), rng, n_steps=n_steps)
     info = {"sampler": "sde", "n_steps": n_steps, "nfev": n_steps, "success": True}
     return x, {**info, "message": "", "start_std": std}

@@ -59,10 +59,10 @@ import numbers
 import numpy as np
 
 from ._kde_core import _check_matrix, check_score_dtype
-from ._kde_fixed_step import _check_n_steps, default_ode_steps, probability_flow
 from ._kde_local_core import _check_taper, _rows_per_chunk, _score_logp, _StateTaper
 from ._kde_sampler_utils import _check_rng
 from ._xp import namespace
+from .solvers import _check_n_steps, _check_solver, probability_flow
 
 __all__ = [
     "local_log_weights",
@@ -71,9 +71,6 @@ __all__ = [
     "local_kde_log_density",
     "sample_ode_local",
 ]
-
-_SOLVERS = ("rk45", "heun", "ab2", "ab3")
-
 
 # --------------------------------------------------------------------------- weights
 
@@ -407,14 +404,9 @@ def sample_ode_local(
     L = _normalise_local(L)
     taper = _StateTaper(taper_xx)
     rng = _check_rng(rng)
-    if solver not in _SOLVERS:
-        raise ValueError(f"solver must be one of {_SOLVERS}, got {solver!r}.")
+    n_steps = _check_solver(solver, n_steps)
     if backend not in ("numpy", "torch"):
         raise ValueError(f"backend must be 'numpy' or 'torch', got {backend!r}.")
-    if solver == "rk45" and n_steps is not None:
-        raise ValueError("n_steps is for the fixed-step solvers; leave it None with 'rk45'.")
-    if solver != "rk45":
-        n_steps = default_ode_steps(solver) if n_steps is None else _check_n_steps(n_steps)
     n = n_c if n_samples is None else _check_n_steps(n_samples, "n_samples")
     if x_start is None:
         x1 = _start_std(schedule, X, L) * rng.standard_normal((n, d))
@@ -433,6 +425,14 @@ def sample_ode_local(
         mu, sbar2 = float(schedule.mu(t)), float(schedule.sigmabar2(t))
         return xp.astype(_score_logp(xp.astype(x, dt), mu, sbar2, X, L, taper, chunk)[0], x1.dtype)
 
-    what = "localised probability-flow ODE"
-    out, info = probability_flow(score, schedule, x1, solver, n_steps, rtol, atol, what)
+    out, info = probability_flow(
+        schedule,
+        score,
+        x1,
+        solver=solver,
+        n_steps=n_steps,
+        rtol=rtol,
+        atol=atol,
+        what="localised probability-flow ODE",
+    )
     return xp.to_numpy(out), {"sampler": "ode", "solver": solver, **info}

@@ -31,19 +31,11 @@ from __future__ import annotations
 
 import numpy as np
 
-# The code lives in private modules (bandwidth rules, the fixed-step ODE integrators, the
+# The code lives in other modules (bandwidth rules, the ODE solvers in ``solvers``, the
 # covariance kernel and tempering, what the samplers share, the samplers); this module is
 # its public home and re-exports it, with the private helpers that ``kde_local`` and the
 # tests import from here (the ``as`` aliases).
 from dasim.diffusion._kde_bandwidth import bandwidth_rule, default_sigma_max, rule_constant
-from dasim.diffusion._kde_fixed_step import (
-    _ODE_SOLVERS,
-    _check_n_steps,
-    default_ode_steps,
-    ode_sigma_grid,
-)
-from dasim.diffusion._kde_fixed_step import _fixed_step_flow as _fixed_step_flow
-from dasim.diffusion._kde_fixed_step import _step_weights as _step_weights
 from dasim.diffusion._kde_kernel import CovarianceKernel, tempered_log_weights
 from dasim.diffusion._kde_sampler_utils import _check_rng, reverse_start_std
 from dasim.diffusion._kde_samplers import sample_mixture, sample_ode, sample_sde
@@ -55,6 +47,9 @@ from dasim.diffusion.kde import (
     effective_sample_size,
 )
 from dasim.diffusion.schedules import make_schedule
+from dasim.diffusion.solvers import _ODE_SOLVERS, _check_n_steps, default_ode_steps, ode_sigma_grid
+from dasim.diffusion.solvers import _fixed_step_flow as _fixed_step_flow
+from dasim.diffusion.solvers import _step_weights as _step_weights
 
 __all__ = [
     "bandwidth_rule",

@@ -35,6 +35,12 @@ Two evaluation policies (``refresh_score_in_corrector``):
   predictor (and hook) and reused by all :math:`C` corrections *and* by the next predictor,
   :math:`T + 1` evaluations. With :math:`C = 0` this is an exact caching trick and both
   policies give identical samples; with :math:`C > 0` the corrections use a stale score.
+
+The steps themselves are the shared solvers of :mod:`dasim.diffusion.solvers`
+(:func:`~dasim.diffusion.solvers.ddim_step`, :func:`~dasim.diffusion.solvers.langevin_step`,
+:func:`~dasim.diffusion.solvers.predictor_corrector_step`), on the schedule interface of
+:mod:`dasim.diffusion.schedules`; this class holds the grid, the settings and the torch
+randomness.
 """
 
 from __future__ import annotations
@@ -45,7 +51,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from dasim.diffusion.denoising import broadcast_time
+from dasim.diffusion.solvers import ddim_step, langevin_step, predictor_corrector_step
 
 __all__ = ["PredictorCorrector"]
 
@@ -181,10 +187,7 @@ class PredictorCorrector:
         torch.Tensor
             The state :math:`x_s` at time ``s``, shaped like ``x``.
         """
-        mu_t, sigma_t = self.schedule(broadcast_time(t, x))
-        mu_s, sigma_s = self.schedule(broadcast_time(s, x))
-        ratio = mu_s / mu_t
-        return ratio * x + (sigma_s - ratio * sigma_t) * eps
+        return ddim_step(self.schedule, x, t, s, eps)
 
     def langevin(
         self, x: torch.Tensor, s, eps: torch.Tensor, generator: torch.Generator | None = None
@@ -212,15 +215,8 @@ class PredictorCorrector:
         torch.Tensor
             The corrected state, shaped like ``x``.
         """
-        _, sigma_s = self.schedule(broadcast_time(s, x))
         z = torch.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device)
-        power = eps.square().reshape(eps.shape[0], -1).mean(dim=1)
-        if self.step_size == "batch":
-            # One step for the whole batch: a fixed step keeps the Langevin target (up to
-            # discretisation), which a step depending on each sample's own e does not.
-            power = power.mean().expand_as(power)
-        delta = broadcast_time(self.tau / power, x)
-        return x - (delta * eps + torch.sqrt(2 * delta) * z) * sigma_s
+        return langevin_step(self.schedule, x, s, eps, z, tau=self.tau, step_size=self.step_size)
 
     def step(
         self,
@@ -264,23 +260,25 @@ class PredictorCorrector:
             With ``refresh_score_in_corrector=False``, the :math:`\varepsilon` to reuse as
             ``eps_t`` in the next step; ``None`` otherwise.
         """
-        if eps_t is None:
-            eps_t = eps_model(x, t)
-        x = self.predict(x, t, s, eps_t)
-        if post_step is not None:
-            x = post_step(x, s, generator)
-        if refresh_score_in_corrector:
-            for _ in range(self.n_corrections):
-                x = self.langevin(x, s, eps_model(x, s), generator)
-                if post_step is not None:
-                    x = post_step(x, s, generator)
-            return x, None
-        eps_s = eps_model(x, s)
-        for _ in range(self.n_corrections):
-            x = self.langevin(x, s, eps_s, generator)
-            if post_step is not None:
-                x = post_step(x, s, generator)
-        return x, eps_s
+
+        def draw(shape):
+            return torch.randn(shape, generator=generator, dtype=x.dtype, device=x.device)
+
+        hook = None if post_step is None else (lambda y, u: post_step(y, u, generator))
+        return predictor_corrector_step(
+            self.schedule,
+            eps_model,
+            x,
+            t,
+            s,
+            draw,
+            n_corrections=self.n_corrections,
+            tau=self.tau,
+            step_size=self.step_size,
+            post_step=hook,
+            eps_t=eps_t,
+            refresh=refresh_score_in_corrector,
+        )
 
     @torch.no_grad()
     def sample(

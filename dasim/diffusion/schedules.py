@@ -139,6 +139,10 @@ class DiffusionSchedule:
     (1.000001, True)
     """
 
+    #: start (noise end) and end of the reverse flow that the solvers integrate.
+    t_start = 1.0
+    t_end = 0.0
+
     # ------------------------------------------------------------------ subclass hooks
     def _alpha(self, t, xp):
         raise NotImplementedError
@@ -162,6 +166,9 @@ class DiffusionSchedule:
         alpha, sigma2 = self._alpha_sigma2(t, xp)
         return alpha * alpha * var0 + sigma2
 
+    def _sigmabar2(self, t, xp):  # no kernel: the noise variance of a point
+        return self._sigma2(t, xp)
+
     # ------------------------------------------------------------------ public interface
     alpha = _method("alpha", "_alpha", "Signal scale :math:`\\alpha(t)` of the transition kernel.")
     mu = _method("mu", "_alpha", "Signal scale :math:`\\mu(t) = \\alpha(t)` (the KDE name).")
@@ -170,6 +177,18 @@ class DiffusionSchedule:
     drift = _method("drift", "_drift", "Drift :math:`f(t) = d\\log\\alpha/dt` of the forward SDE.")
     g2 = _method("g2", "_g2", "Squared diffusion :math:`g(t)^2` of the forward SDE.")
     diffusion = _method("diffusion", "_g2", "Diffusion :math:`g(t)` of the SDE.", root=True)
+    sigmabar2 = _method(
+        "sigmabar2",
+        "_sigmabar2",
+        "Total noise variance :math:`\\bar\\sigma(t)^2` around :math:`\\alpha(t) x_0` "
+        "(:math:`\\sigma(t)^2`, plus the diffused kernel variance for the KDE schedules).",
+    )
+    sigmabar = _method(
+        "sigmabar",
+        "_sigmabar2",
+        "Total noise standard deviation :math:`\\bar\\sigma(t)` (see ``sigmabar2``).",
+        root=True,
+    )
 
     def __call__(self, t):
         r"""Return :math:`(\alpha(t), \sigma(t))`, each with the shape of ``t``."""
@@ -303,8 +322,6 @@ class _KDESchedule(DiffusionSchedule):
     variance ``sigma_x**2``) and the start and end of the reverse flow.
     """
 
-    #: start of the reverse flow (noise end).
-    t_start = 1.0
     #: the ODE/SDE samplers start from N(0, prior_std^2 I) when False; when True they use
     #: the root-mean-square of the diffused mixture (see ``kde_sampling.reverse_start_std``).
     moment_matched_start = False
@@ -312,20 +329,6 @@ class _KDESchedule(DiffusionSchedule):
 
     def _sigmabar2(self, t, xp):
         return self._marginal_variance(t, self.sigma_x**2, xp)
-
-    sigmabar2 = _method(
-        "sigmabar2",
-        "_sigmabar2",
-        "Total kernel variance :math:`\\bar\\sigma(t)^2`.",
-        owner="_KDESchedule",
-    )
-    sigmabar = _method(
-        "sigmabar",
-        "_sigmabar2",
-        "Total kernel standard deviation :math:`\\bar\\sigma(t)`.",
-        root=True,
-        owner="_KDESchedule",
-    )
 
     @property
     def prior_std(self):
