@@ -125,11 +125,7 @@ def resolve_device(device="auto"):
     >>> resolve_device("cpu")
     'cpu'
     """
-    if (
-        device is not None
-        and not isinstance(device, str)
-        and type(device).__name__ != "device"
-    ):
+    if device is not None and not isinstance(device, str) and type(device).__name__ != "device":
         raise TypeError(f"device must be a string or a torch.device, got {device!r}.")
     return _resolve_device(device)
 

@@ -48,6 +48,7 @@ def _encode_doc(func):
     func.__doc__ = func.__doc__ % {"encode_returns": _ENCODE_RETURNS}
     return func
 
+
 _FIXED = ("heun", "ab2", "ab3")
 
 
