@@ -4,14 +4,24 @@ B1's ``l96-40`` case (1000 cycles, DAPPER's start and burn-in of 400 cycles), ru
 :func:`dasim.benchmarks.run_case` beside B1's LETKF (N = 20, radius 4, inflation 1.01)
 and EnKF (N = 40): the localised :class:`~dasim.filters.KDEDiffusionFilter` (exact
 likelihood, ``bandwidth_y="noise"``, the ``"ab3"`` probability-flow ODE) at the ensemble
-sizes given. Its radius and bandwidth were chosen on a separate 300-cycle trajectory
-(``make_twin_experiment(..., random_state=1)``), never on a scored seed.
+sizes given, in up to three configurations:
+
+- ``fresh``: the flow from fresh noise every cycle (radius 1.5, kernel 0.2), chosen on a
+  separate 300-cycle trajectory (``make_twin_experiment(..., random_state=1)``);
+- ``transport``: the members moved by the flow (``flow_start="members"``, radius 2,
+  kernel 0.2, inflation 1.05);
+- ``kalman``: the same transport after an LETKF step taking 80 % of the likelihood
+  (``kalman_fraction=0.8``, radius 4, kernel 0.1, no inflation).
+
+The last two were chosen on a 200-cycle run of seed 100 of this case (never a scored
+seed) from a grid of radius, kernel, inflation and split.
 
 Usage::
 
-    python docs/_static/kde_local_l96.py MEMBERS SEEDS [N_CYCLES]
+    python docs/_static/kde_local_l96.py MEMBERS SEEDS [N_CYCLES] [CONFIGS]
 
-e.g. ``python docs/_static/kde_local_l96.py 20,40,100 0,1,2``; prints a markdown table.
+e.g. ``python docs/_static/kde_local_l96.py 20,40 0,1,2 1000 fresh,transport,kalman``;
+prints a markdown table.
 """
 
 import sys
@@ -25,6 +35,7 @@ from dasim.filters import KDEDiffusionFilter
 
 #: Chosen on a separate trajectory (see the module docstring).
 PARAMS = {
+    "kernel": "isotropic",
     "localization_radius": 1.5,
     "bandwidth_x": 0.2,
     "bandwidth_y": "noise",
@@ -32,17 +43,35 @@ PARAMS = {
     "ode_solver": "ab3",
     "device": "numpy",
 }
+CONFIGS = {
+    "fresh": PARAMS,
+    "transport": {
+        **PARAMS,
+        "localization_radius": 2.0,
+        "flow_start": "members",
+        "inflation": 1.05,
+    },
+    "kalman": {
+        **PARAMS,
+        "localization_radius": 4.0,
+        "bandwidth_x": 0.1,
+        "flow_start": "members",
+        "kalman_fraction": 0.8,
+    },
+}
 
 
 def main(argv):
     members = [int(v) for v in argv[0].split(",")]
     seeds = [int(v) for v in argv[1].split(",")]
-    n_cycles = int(argv[2]) if len(argv) > 2 else None
+    n_cycles = int(argv[2]) if len(argv) > 2 and argv[2] != "all" else None
+    configs = argv[3].split(",") if len(argv) > 3 else ["fresh"]
     case = b1_case("l96-40")
     methods = [m for m in b1_methods("l96-40") if not m.label.startswith("SIR")]
-    for n in members:
-        est = KDEDiffusionFilter(n_members=n, **PARAMS)
-        methods.append(Method(f"KDE-local N={n} radius=1.5 bx=0.2", est, None))
+    for name in configs:
+        for n in members:
+            est = KDEDiffusionFilter(n_members=n, **CONFIGS[name])
+            methods.append(Method(f"KDE-local {name} N={n}", est, None))
     burn = None if n_cycles is None else n_cycles // 3
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
