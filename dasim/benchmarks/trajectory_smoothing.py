@@ -59,7 +59,6 @@ __all__ = [
     "plot_b3",
     "run_b3",
     "simulate_lorenz",
-    "main",
 ]
 
 B3_CASES = {
@@ -404,37 +403,3 @@ def run_b3(
     return xr.Dataset(
         data, coords={"case": cases, "method": list(METHODS), "seed": seeds}, attrs=attrs
     )
-
-
-def main(argv=None):
-    """Forward to the command line, ``dasim trajectory-smoothing [options]``.
-
-    Parameters
-    ----------
-    argv : list of str, optional
-        The options of ``dasim trajectory-smoothing`` (``sys.argv[1:]`` by default).
-
-    Returns
-    -------
-    xarray.Dataset
-        The result of :func:`run_b3`.
-
-    Examples
-    --------
-    >>> from dasim.benchmarks.trajectory_smoothing import main
-    >>> ds = main(["--cases", "b3-hi", "--smoke"])  # doctest: +SKIP
-    """
-    from ..cli import _forward
-
-    return _forward("trajectory-smoothing", argv)
-
-
-def _parser():
-    """The argument parser of ``dasim trajectory-smoothing`` (in :mod:`dasim.cli`)."""
-    from ..cli import _subparser
-
-    return _subparser("trajectory-smoothing")
-
-
-if __name__ == "__main__":  # pragma: no cover
-    main()
