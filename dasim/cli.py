@@ -500,7 +500,8 @@ _ENTRY_DOC = """Run ``dasim {command}`` ({what}) from Python.
 
     Returns
     -------
-    {returns}; usage errors exit through ``SystemExit(2)`` before any work.
+    {returns}.
+        Usage errors exit through ``SystemExit(2)`` before any work.
 
     Examples
     --------
@@ -509,29 +510,36 @@ _ENTRY_DOC = """Run ``dasim {command}`` ({what}) from Python.
     """
 
 
-def nonlinear_filtering_main(argv=None):  # the docstring: _ENTRY_DOC, below
+def _entry_doc(command, what, returns, example):
+    """Decorator: give a ``*_main`` below :data:`_ENTRY_DOC`, filled in."""
+
+    def decorate(func):
+        fields = {"command": command, "what": what, "returns": returns, "example": example}
+        func.__doc__ = _ENTRY_DOC.format(name=func.__name__, **fields)
+        return func
+
+    return decorate
+
+
+@_entry_doc(
+    "nonlinear-filtering",
+    "B2 with every option",
+    "int\n        Exit status",
+    '["l63-z", "--smoke", "--out", "/tmp/b2"]',
+)
+def nonlinear_filtering_main(argv=None):
     return _forward("nonlinear-filtering", argv)
 
 
-def trajectory_smoothing_main(argv=None):  # the docstring: _ENTRY_DOC, below
-    return _forward("trajectory-smoothing", argv)
-
-
-nonlinear_filtering_main.__doc__ = _ENTRY_DOC.format(
-    command="nonlinear-filtering",
-    what="B2 with every option",
-    returns="int\n        Exit status",
-    name="nonlinear_filtering_main",
-    example='["l63-z", "--smoke", "--out", "/tmp/b2"]',
-)
-trajectory_smoothing_main.__doc__ = _ENTRY_DOC.format(
-    command="trajectory-smoothing",
-    what="B3 with every option",
-    returns="xarray.Dataset\n        The results, as "
+@_entry_doc(
+    "trajectory-smoothing",
+    "B3 with every option",
+    "xarray.Dataset\n        The results, as "
     ":func:`~dasim.benchmarks.trajectory_smoothing.run_b3` returns them",
-    name="trajectory_smoothing_main",
-    example='["--cases", "b3-hi", "--smoke"]',
+    '["--cases", "b3-hi", "--smoke"]',
 )
+def trajectory_smoothing_main(argv=None):
+    return _forward("trajectory-smoothing", argv)
 
 
 def main(argv=None):
