@@ -37,29 +37,16 @@ B2_METHODS = (
     "SIR-jitter",
 )
 
-#: Which tuning result a method uses (the two KDE samplers share the mixture's;
-#: ``KDE-robust-default`` and ``SIR`` are never tuned).
-_TUNE_KEY = {
-    "KDE-ode": "KDE",
-    "KDE-mixture": "KDE",
-    "KDE-robust": "KDE-robust",
-    "KDE-local": "KDE-local",
-    "KDE-joint": "KDE-joint",
-    "EnKF": "EnKF",
-    "LETKF": "LETKF",
-    "SIR-jitter": "SIR-jitter",
-}
-
-#: The method each tuning group is tuned with.
+#: The method each tuning group is tuned with: the group of the same name, but for the
+#: two KDE samplers' ``"KDE"``, tuned with the mixture sampler.
 _TUNE_METHOD = {
     "KDE": "KDE-mixture",
-    "KDE-robust": "KDE-robust",
-    "KDE-local": "KDE-local",
-    "KDE-joint": "KDE-joint",
-    "EnKF": "EnKF",
-    "LETKF": "LETKF",
-    "SIR-jitter": "SIR-jitter",
+    **{m: m for m in ("KDE-robust", "KDE-local", "KDE-joint", "EnKF", "LETKF", "SIR-jitter")},
 }
+
+#: Which tuning result a method uses (the two KDE samplers share the mixture's;
+#: ``KDE-robust-default`` and ``SIR`` are never tuned).
+_TUNE_KEY = {"KDE-ode": "KDE", **{method: group for group, method in _TUNE_METHOD.items()}}
 
 #: The joint-kernel KDE configuration of ``KDE-joint`` (issue #13): the kernel shaped by
 #: the joint covariance of states and predicted observations, with shrinkage, the exact
