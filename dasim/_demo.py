@@ -12,9 +12,12 @@ mirror image with half its weight), stands for the exact posterior.
 
 from __future__ import annotations
 
+import os
+import sys
 import time
 import warnings
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 from sklearn.base import clone
@@ -440,3 +443,30 @@ def plot_demo(res, path):
                 ax.legend(fontsize=7, loc="lower right", framealpha=0.9, markerscale=1.5)
     fig.savefig(path, dpi=100)
     plt.close(fig)
+
+
+def _demo_command(args):
+    """``dasim demo``: print :func:`demo_table`, write OUT/demo.png (:func:`plot_demo`)."""
+    # POT (the W2 distance) would otherwise import torch for a backend the demo never uses
+    if "ot" not in sys.modules:
+        os.environ.setdefault("POT_BACKEND_DISABLE_PYTORCH", "1")
+    res = run_demo(
+        n_cycles=args.cycles,
+        n_members=args.members,
+        n_reference=args.reference_members,
+        seed=args.seed,
+        window=args.window,
+    )
+    print(demo_table(res))
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+    except ImportError:
+        print("\n(install matplotlib for the figure: pip install dasim[plot])")
+        return 0
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    plot_demo(res, out / "demo.png")
+    print(f"\nfigure written to {out / 'demo.png'}")
+    return 0

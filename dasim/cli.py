@@ -9,11 +9,11 @@ score timing).
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from datetime import date
 from pathlib import Path
 
+from ._demo import _demo_command
 from .benchmarks.registry import (  # noqa: F401  (_bench_registry, _case_kind: what a case is)
     _bench_registry,
     _case_kind,
@@ -23,36 +23,7 @@ from .benchmarks.registry import (  # noqa: F401  (_bench_registry, _case_kind: 
     _write_results,
 )
 
-__all__ = ["main"]
-
-
-def _demo(args):
-    """The KDE filter beside the EnKF and the SIR filter on B2's ``l63-z``: table and figure."""
-    # POT (the W2 distance) would otherwise import torch for a backend the demo never uses
-    if "ot" not in sys.modules:
-        os.environ.setdefault("POT_BACKEND_DISABLE_PYTORCH", "1")
-    from ._demo import demo_table, plot_demo, run_demo
-
-    res = run_demo(
-        n_cycles=args.cycles,
-        n_members=args.members,
-        n_reference=args.reference_members,
-        seed=args.seed,
-        window=args.window,
-    )
-    print(demo_table(res))
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-    except ImportError:
-        print("\n(install matplotlib for the figure: pip install dasim[plot])")
-        return 0
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    plot_demo(res, out / "demo.png")
-    print(f"\nfigure written to {out / 'demo.png'}")
-    return 0
+__all__ = ["main", "nonlinear_filtering_main", "trajectory_smoothing_main"]
 
 
 def _resolve_demo_args(parser, args):
@@ -255,7 +226,7 @@ def _parser():
         default="results",
         help="directory for demo.png, created if missing (default: results)",
     )
-    demo.set_defaults(func=_demo, parser=demo, resolve=_resolve_demo_args)
+    demo.set_defaults(func=_demo_command, parser=demo, resolve=_resolve_demo_args)
     bench = sub.add_parser(
         "bench",
         help="run a benchmark case (settings and results: docs/benchmarks.md)",
@@ -514,14 +485,61 @@ def _add_score_speed(sub):
     p.set_defaults(func=_run_score_speed, parser=p, resolve=lambda parser, args: None)
 
 
-def _subparser(command):
-    """The parser of ``dasim COMMAND`` (what the benchmarks' forwarding ``_parser`` returns)."""
-    return _parser()._subparsers._group_actions[0].choices[command]
-
-
 def _forward(command, argv=None):
-    """``dasim COMMAND ARGV...``: the benchmark modules' ``main`` forward here."""
+    """``dasim COMMAND ARGV...``, for the per-command entry points below."""
     return main([command, *(sys.argv[1:] if argv is None else argv)])
+
+
+#: The docstring of each ``*_main`` below, one ``dasim COMMAND`` run from Python.
+_ENTRY_DOC = """Run ``dasim {command}`` ({what}) from Python.
+
+    Parameters
+    ----------
+    argv : list of str, optional
+        The arguments after ``dasim {command}`` (``sys.argv[1:]`` by default).
+
+    Returns
+    -------
+    {returns}.
+        Usage errors exit through ``SystemExit(2)`` before any work.
+
+    Examples
+    --------
+    >>> from dasim.cli import {name}
+    >>> {name}({example})  # doctest: +SKIP
+    """
+
+
+def _entry_doc(command, what, returns, example):
+    """Decorator: give a ``*_main`` below :data:`_ENTRY_DOC`, filled in."""
+
+    def decorate(func):
+        fields = {"command": command, "what": what, "returns": returns, "example": example}
+        func.__doc__ = _ENTRY_DOC.format(name=func.__name__, **fields)
+        return func
+
+    return decorate
+
+
+@_entry_doc(
+    "nonlinear-filtering",
+    "B2 with every option",
+    "int\n        Exit status",
+    '["l63-z", "--smoke", "--out", "/tmp/b2"]',
+)
+def nonlinear_filtering_main(argv=None):
+    return _forward("nonlinear-filtering", argv)
+
+
+@_entry_doc(
+    "trajectory-smoothing",
+    "B3 with every option",
+    "xarray.Dataset\n        The results, as "
+    ":func:`~dasim.benchmarks.trajectory_smoothing.run_b3` returns them",
+    '["--cases", "b3-hi", "--smoke"]',
+)
+def trajectory_smoothing_main(argv=None):
+    return _forward("trajectory-smoothing", argv)
 
 
 def main(argv=None):

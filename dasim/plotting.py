@@ -20,6 +20,25 @@ __all__ = ["plot_benchmark", "plot_ensemble", "plot_error", "plot_posterior"]
 _ENSEMBLE_DIMS = ("time", "member", "state")
 _KINDS = ("scatter", "hist")
 
+#: The start of the examples: a Lorenz-63 twin experiment, filters to run on it.
+_TWIN_EXAMPLE = """\
+    >>> import matplotlib
+    >>> matplotlib.use("Agg")
+    >>> from dasim.datasets import make_twin_experiment
+    >>> from dasim.filters import EnKF, SIRFilter
+    >>> from dasim.models import Lorenz63
+    >>> from dasim.observations import ObservationModel
+    >>> model, obs = Lorenz63(steps_per_cycle=10), ObservationModel(noise_std=2.0)
+    >>> X, y = make_twin_experiment(model, obs, 30, random_state=0)
+"""
+
+
+def _twin_example(func):
+    """Put :data:`_TWIN_EXAMPLE` at ``%(twin_example)s`` in ``func``'s docstring."""
+    if func.__doc__:  # None under python -OO
+        func.__doc__ = func.__doc__.replace("    %(twin_example)s\n", _TWIN_EXAMPLE)
+    return func
+
 
 # --------------------------------------------------------------------------------------
 # Helpers
@@ -142,6 +161,7 @@ def _new_axes(ax, **subplots_kw):
 # --------------------------------------------------------------------------------------
 
 
+@_twin_example
 def plot_ensemble(
     ds,
     truth=None,
@@ -189,15 +209,8 @@ def plot_ensemble(
 
     Examples
     --------
-    >>> import matplotlib
-    >>> matplotlib.use("Agg")
-    >>> from dasim.datasets import make_twin_experiment
-    >>> from dasim.filters import EnKF
-    >>> from dasim.models import Lorenz63
-    >>> from dasim.observations import ObservationModel
+    %(twin_example)s
     >>> from dasim.plotting import plot_ensemble
-    >>> model, obs = Lorenz63(steps_per_cycle=10), ObservationModel(noise_std=2.0)
-    >>> X, y = make_twin_experiment(model, obs, 30, random_state=0)
     >>> ds = EnKF(model, obs, n_members=10, random_state=0).fit(X).assimilate(y)
     >>> ax = plot_ensemble(ds, truth=X, observations=y, component=0)
     >>> len(ax.lines), len(ax.collections)
@@ -276,6 +289,7 @@ def plot_ensemble(
     return ax
 
 
+@_twin_example
 def plot_error(ds, truth, ax=None, *, variable="analysis"):
     """Plot the RMSE of the ensemble mean and the ensemble spread over time.
 
@@ -300,15 +314,8 @@ def plot_error(ds, truth, ax=None, *, variable="analysis"):
 
     Examples
     --------
-    >>> import matplotlib
-    >>> matplotlib.use("Agg")
-    >>> from dasim.datasets import make_twin_experiment
-    >>> from dasim.filters import SIRFilter
-    >>> from dasim.models import Lorenz63
-    >>> from dasim.observations import ObservationModel
+    %(twin_example)s
     >>> from dasim.plotting import plot_error
-    >>> model, obs = Lorenz63(steps_per_cycle=10), ObservationModel(noise_std=2.0)
-    >>> X, y = make_twin_experiment(model, obs, 30, random_state=0)
     >>> ds = SIRFilter(model, obs, n_members=100, random_state=0).fit(X).assimilate(y)
     >>> ax = plot_error(ds, X)
     >>> [line.get_label().split()[0] for line in ax.lines]
@@ -339,6 +346,7 @@ def plot_error(ds, truth, ax=None, *, variable="analysis"):
     return ax
 
 
+@_twin_example
 def plot_posterior(
     ds,
     cycle,
@@ -386,15 +394,8 @@ def plot_posterior(
 
     Examples
     --------
-    >>> import matplotlib
-    >>> matplotlib.use("Agg")
-    >>> from dasim.datasets import make_twin_experiment
-    >>> from dasim.filters import SIRFilter
-    >>> from dasim.models import Lorenz63
-    >>> from dasim.observations import ObservationModel
+    %(twin_example)s
     >>> from dasim.plotting import plot_posterior
-    >>> model, obs = Lorenz63(steps_per_cycle=10), ObservationModel(noise_std=2.0)
-    >>> X, y = make_twin_experiment(model, obs, 10, random_state=0)
     >>> ds = SIRFilter(model, obs, n_members=200, random_state=0).fit(X).assimilate(y)
     >>> ax = plot_posterior(ds, cycle=-1, components=(0, 2), truth=X)
     >>> len(ax.collections)

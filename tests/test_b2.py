@@ -20,6 +20,7 @@ from dasim.benchmarks.nonlinear_filtering import (
     time_kde_samplers,
     tuned_params_from,
 )
+from dasim.cli import nonlinear_filtering_main as b2_main
 from dasim.metrics import wasserstein2
 
 SCORES = ["rmse", "crps", "spread_skill", "seconds_per_cycle"]
@@ -135,7 +136,7 @@ def test_max_members_params_and_reports(tmp_path):
 
 def test_main_writes_files(tmp_path):
     assert (
-        b2.main(["l63-z", "--smoke", "--no-tune", "--methods", "EnKF,SIR", "--out", str(tmp_path)])
+        b2_main(["l63-z", "--smoke", "--no-tune", "--methods", "EnKF,SIR", "--out", str(tmp_path)])
         == 0
     )
     for ext in ("nc", "md", "png"):
@@ -216,19 +217,19 @@ def test_merge_order_failures_and_mismatches():
 def test_main_params_from_and_merge(tmp_path):
     common = ["--smoke", "--no-tune", "--members", "8"]
     assert (
-        b2.main(["l96-10-atan", *common, "--methods", "EnKF", "--out", str(tmp_path / "a")]) == 0
+        b2_main(["l96-10-atan", *common, "--methods", "EnKF", "--out", str(tmp_path / "a")]) == 0
     )
     a = tmp_path / "a" / "l96-10-atan.nc"
     argv = ["l96-10-atan", *common, "--methods", "KDE-mixture", "--params-from", str(a)]
-    assert b2.main([*argv, "--out", str(tmp_path / "b")]) == 0
+    assert b2_main([*argv, "--out", str(tmp_path / "b")]) == 0
     b = tmp_path / "b" / "l96-10-atan.nc"
-    assert b2.main(["l96-10-atan", "--merge", str(a), str(b), "--out", str(tmp_path)]) == 0
+    assert b2_main(["l96-10-atan", "--merge", str(a), str(b), "--out", str(tmp_path)]) == 0
     merged = xr.load_dataset(tmp_path / "l96-10-atan.nc")
     assert list(merged["method"].values) == ["KDE-mixture", "EnKF"]
     assert " ; " in merged.attrs["command"] and "--merge" in merged.attrs["merged_by"]
     assert "| KDE-mixture |" in (tmp_path / "l96-10-atan.md").read_text()
     with pytest.raises(SystemExit):
-        b2.main(["l63-z", "--merge", str(a), str(b), "--out", str(tmp_path)])
+        b2_main(["l63-z", "--merge", str(a), str(b), "--out", str(tmp_path)])
 
 
 def test_time_kde_samplers():
@@ -415,7 +416,7 @@ def test_main_tune_on(tmp_path):
         "--out",
         str(tmp_path),
     ]
-    assert b2.main(argv) == 0
+    assert b2_main(argv) == 0
     ds = xr.load_dataset(tmp_path / "l96-10-atan.nc")
     assert ds.attrs["tune_on"] == 2
     assert "seeds lost" in (tmp_path / "l96-10-atan.md").read_text()

@@ -5,6 +5,7 @@ Every check here calls ``main([...])`` in-process; usage errors leave through ar
 """
 
 import argparse
+import ast
 import re
 from pathlib import Path
 
@@ -13,8 +14,8 @@ import xarray as xr
 
 import dasim
 from dasim import cli
-from dasim.benchmarks import nonlinear_filtering as b2
-from dasim.benchmarks import trajectory_smoothing as b3
+from dasim.cli import nonlinear_filtering_main as b2_main
+from dasim.cli import trajectory_smoothing_main as b3_main
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -31,8 +32,6 @@ def _all_parsers():
                     walk(sub)
 
     walk(cli._parser())
-    walk(b2._parser())
-    walk(b3._parser())
     return found
 
 
@@ -161,21 +160,36 @@ def test_refusals_name_what_the_case_uses(capsys, tmp_path):
 def test_b2_command_line_refusals(tmp_path, capsys):
     out = ["--out", str(tmp_path / "b2")]
     assert "--smoke runs one seed" in _usage_error(
-        capsys, ["l63-z", "--smoke", "--seeds", "0,1", *out], b2.main
+        capsys, ["l63-z", "--smoke", "--seeds", "0,1", *out], b2_main
     )
     assert "fixes the number of cycles" in _usage_error(
-        capsys, ["l63-z", "--smoke", "--cycles", "30", *out], b2.main
+        capsys, ["l63-z", "--smoke", "--cycles", "30", *out], b2_main
     )
-    err = _usage_error(capsys, ["l63-z", "--merge", "a.nc", "--seeds", "1", *out], b2.main)
+    err = _usage_error(capsys, ["l63-z", "--merge", "a.nc", "--seeds", "1", *out], b2_main)
     assert "--merge runs nothing" in err and "--seeds" in err
     assert "looks like a file name" in _usage_error(
-        capsys, ["l63-z", "--smoke", "--out", str(tmp_path / "b2.nc")], b2.main
+        capsys, ["l63-z", "--smoke", "--out", str(tmp_path / "b2.nc")], b2_main
     )
-    assert "METHOD=N" in _usage_error(capsys, ["l63-z", "--max-members", "KDE", *out], b2.main)
+    assert "METHOD=N" in _usage_error(capsys, ["l63-z", "--max-members", "KDE", *out], b2_main)
     assert not (tmp_path / "b2").exists()
 
 
 def test_b3_command_line_refusals(tmp_path, capsys):
-    assert "--smoke fixes --n-test" in _usage_error(capsys, ["--smoke", "--n-test", "3"], b3.main)
-    assert "is a directory" in _usage_error(capsys, ["--out", str(tmp_path)], b3.main)
-    assert "invalid choice" in _usage_error(capsys, ["--cases", "b3-x"], b3.main)
+    assert "--smoke fixes --n-test" in _usage_error(capsys, ["--smoke", "--n-test", "3"], b3_main)
+    assert "is a directory" in _usage_error(capsys, ["--out", str(tmp_path)], b3_main)
+    assert "invalid choice" in _usage_error(capsys, ["--cases", "b3-x"], b3_main)
+
+
+def test_no_benchmark_module_imports_the_command_line():
+    """The command line sits above the benchmarks: no import runs back up to it."""
+    for path in sorted((ROOT / "dasim" / "benchmarks").glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom):
+                package = ["", "dasim.benchmarks", "dasim"][node.level]
+                module = ".".join(filter(None, [package, node.module]))
+                names = [module, *(f"{module}.{alias.name}" for alias in node.names)]
+            elif isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            else:
+                continue
+            assert not any((n + ".").startswith("dasim.cli.") for n in names), path

@@ -4,8 +4,9 @@ A :class:`Case` describes a twin experiment: the model, the observation, the run
 and burn-in, the model noise of the truth and of the filters, the ensemble sizes and
 how the initial states are drawn. A :class:`Method` is a labelled filter configuration
 with its reference figure. The experiment modules (:mod:`~dasim.benchmarks.dapper_parity`,
-:mod:`~dasim.benchmarks.nonlinear_filtering_cases`) are lists of these; the runner
-(:mod:`~dasim.benchmarks.runner`) runs them.
+:mod:`~dasim.benchmarks.nonlinear_filtering_cases`,
+:mod:`~dasim.benchmarks.trajectory_smoothing`) are tables of these; the runner
+(:mod:`~dasim.benchmarks.runner`) runs the filtering ones.
 """
 
 from __future__ import annotations
@@ -51,6 +52,9 @@ class Case:
         draws from the model's climatology.
     initial_var : float, default=0.0
         Variance of that initial distribution.
+    observe_every : int, default=1
+        Stride of the observed times, ``0, observe_every, 2 * observe_every, ...``; the
+        times between are unobserved (B3's sparse observations).
 
     Examples
     --------
@@ -74,6 +78,7 @@ class Case:
     w2: bool = False
     initial_mean: object = None
     initial_var: float = 0.0
+    observe_every: int = 1
 
     def filter_model(self):
         """The filters' forecast model: the case's model with ``filter_noise``.

@@ -82,6 +82,20 @@ def b1_case(name):
         raise ValueError(f"unknown B1 case {name!r}; choose from {sorted(B1_CASES)}.") from None
 
 
+def _etkf(n_members, inflation, reference, rotate=False):
+    """The square-root EnKF, labelled as DAPPER's scripts (``dapper_*.py``) label it."""
+    label = f"EnKF sqrt N={n_members} infl={inflation}" + " rotate" * rotate
+    estimator = EnKF(n_members=n_members, inflation=inflation, rotate=rotate)
+    return Method(label, estimator, reference)
+
+
+def _sir(n_members, jitter, ess_threshold, reference):
+    """The regularised SIR filter, labelled as DAPPER's scripts label it."""
+    label = f"SIR N={n_members} jitter={jitter} ess<{ess_threshold}"
+    estimator = SIRFilter(n_members=n_members, jitter=jitter, ess_threshold=ess_threshold)
+    return Method(label, estimator, reference)
+
+
 def b1_methods(name, members=None):
     """Return the filters of a B1 case with DAPPER's reference figures.
 
@@ -106,50 +120,26 @@ def b1_methods(name, members=None):
     """
     if name == "l63-full":
         methods = [
-            Method(
-                "EnKF sqrt N=10 infl=1.02 rotate",
-                EnKF(n_members=10, inflation=1.02, rotate=True),
-                0.557,
-            ),
+            _etkf(10, 1.02, 0.557, rotate=True),
             # Tuned on seeds 100-104 (inflation 1.02-1.12, with and without rotation).
-            Method(
-                "EnKF sqrt N=10 infl=1.06 rotate",
-                EnKF(n_members=10, inflation=1.06, rotate=True),
-                0.557,
-            ),
+            _etkf(10, 1.06, 0.557, rotate=True),
             Method(
                 "EnKF pert-obs N=100 infl=1.02",
                 EnKF(n_members=100, variant="stochastic", inflation=1.02),
                 0.552,
             ),
-            Method(
-                "SIR N=100 jitter=2.4 ess<0.3",
-                SIRFilter(n_members=100, jitter=2.4, ess_threshold=0.3),
-                0.364,
-            ),
+            _sir(100, 2.4, 0.3, 0.364),
             # Tuned on seeds 100-104 (jitter 1.6-2.8 x ESS threshold 0.2-0.8).
-            Method(
-                "SIR N=100 jitter=2.4 ess<0.2",
-                SIRFilter(n_members=100, jitter=2.4, ess_threshold=0.2),
-                0.364,
-            ),
-            Method(
-                "SIR N=1000 jitter=0.9 ess<0.2",
-                SIRFilter(n_members=1000, jitter=0.9, ess_threshold=0.2),
-                0.260,
-            ),
+            _sir(100, 2.4, 0.2, 0.364),
+            _sir(1000, 0.9, 0.2, 0.260),
             # Tuned on seeds 100-104 (jitter 0.6-1.6 x ESS threshold 0.2-0.8): the most
             # accurate setting that never lost the attractor there.
-            Method(
-                "SIR N=1000 jitter=1.2 ess<0.2",
-                SIRFilter(n_members=1000, jitter=1.2, ess_threshold=0.2),
-                0.260,
-            ),
+            _sir(1000, 1.2, 0.2, 0.260),
             Method("SIR N=1000 no jitter", SIRFilter(n_members=1000), 10.6),
         ]
     elif name == "l96-40":
         methods = [
-            Method("EnKF sqrt N=40 infl=1.02", EnKF(n_members=40, inflation=1.02), 0.18),
+            _etkf(40, 1.02, 0.18),
             Method(
                 "LETKF N=20 radius=4 infl=1.01",
                 EnKF(n_members=20, inflation=1.01, localization_radius=4.0),
@@ -162,19 +152,7 @@ def b1_methods(name, members=None):
         # Jitter and ESS threshold tuned on seeds 100, 101 (1000 cycles, DAPPER's start);
         # on L96-20 the tuned 0.5 / 0.5 lost the track on 1 of 10 seeds in DAPPER as in
         # dasim, so both cases use the robust 0.8 / 0.2.
-        jitter, ess = 0.8, 0.2
-        methods = [
-            Method(
-                "EnKF sqrt N=100 infl=1.02 rotate",
-                EnKF(n_members=100, inflation=1.02, rotate=True),
-                ref_enkf,
-            ),
-            Method(
-                f"SIR N=1000 jitter={jitter} ess<{ess}",
-                SIRFilter(n_members=1000, jitter=jitter, ess_threshold=ess),
-                ref_pf,
-            ),
-        ]
+        methods = [_etkf(100, 1.02, ref_enkf, rotate=True), _sir(1000, 0.8, 0.2, ref_pf)]
     else:
         b1_case(name)  # raises for unknown names
     if members is not None:

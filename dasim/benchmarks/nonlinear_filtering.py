@@ -65,7 +65,7 @@ posterior, a bootstrap particle filter with 100,000 particles on the same observ
 record (see :func:`run_b2`).
 
 ``run_b2("l63-z")`` runs a case from Python; the command line is
-``dasim nonlinear-filtering l63-z`` (:func:`main` forwards to it).
+``dasim nonlinear-filtering l63-z`` (:func:`dasim.cli.nonlinear_filtering_main`).
 
 This module gathers B2's names; the code lives in
 :mod:`~dasim.benchmarks.nonlinear_filtering_cases` (the experiment definition: cases,
@@ -117,43 +117,7 @@ __all__ = [
     "b2_seeds_lost",
     "plot_b2",
     "time_kde_samplers",
-    "main",
 ]
 
 #: The filters' forecast model of a case (``case.filter_model()``).
 _filter_model = Case.filter_model
-
-
-def main(argv=None):
-    """Forward to the command line, ``dasim nonlinear-filtering CASE [options]``.
-
-    Parameters
-    ----------
-    argv : list of str, optional
-        The arguments of ``dasim nonlinear-filtering`` (``sys.argv[1:]`` by default).
-
-    Returns
-    -------
-    int
-        Exit status.
-
-    Examples
-    --------
-    >>> from dasim.benchmarks.nonlinear_filtering import main
-    >>> main(["l63-z", "--smoke", "--out", "/tmp/b2"])  # doctest: +SKIP
-    0
-    """
-    from ..cli import _forward
-
-    return _forward("nonlinear-filtering", argv)
-
-
-def _parser():
-    """The argument parser of ``dasim nonlinear-filtering`` (in :mod:`dasim.cli`)."""
-    from ..cli import _subparser
-
-    return _subparser("nonlinear-filtering")
-
-
-if __name__ == "__main__":  # pragma: no cover
-    raise SystemExit(main())

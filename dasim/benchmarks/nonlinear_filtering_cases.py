@@ -37,29 +37,16 @@ B2_METHODS = (
     "SIR-jitter",
 )
 
-#: Which tuning result a method uses (the two KDE samplers share the mixture's;
-#: ``KDE-robust-default`` and ``SIR`` are never tuned).
-_TUNE_KEY = {
-    "KDE-ode": "KDE",
-    "KDE-mixture": "KDE",
-    "KDE-robust": "KDE-robust",
-    "KDE-local": "KDE-local",
-    "KDE-joint": "KDE-joint",
-    "EnKF": "EnKF",
-    "LETKF": "LETKF",
-    "SIR-jitter": "SIR-jitter",
-}
-
-#: The method each tuning group is tuned with.
+#: The method each tuning group is tuned with: the group of the same name, but for the
+#: two KDE samplers' ``"KDE"``, tuned with the mixture sampler.
 _TUNE_METHOD = {
     "KDE": "KDE-mixture",
-    "KDE-robust": "KDE-robust",
-    "KDE-local": "KDE-local",
-    "KDE-joint": "KDE-joint",
-    "EnKF": "EnKF",
-    "LETKF": "LETKF",
-    "SIR-jitter": "SIR-jitter",
+    **{m: m for m in ("KDE-robust", "KDE-local", "KDE-joint", "EnKF", "LETKF", "SIR-jitter")},
 }
+
+#: Which tuning result a method uses (the two KDE samplers share the mixture's;
+#: ``KDE-robust-default`` and ``SIR`` are never tuned).
+_TUNE_KEY = {"KDE-ode": "KDE", **{method: group for group, method in _TUNE_METHOD.items()}}
 
 #: The joint-kernel KDE configuration of ``KDE-joint`` (issue #13): the kernel shaped by
 #: the joint covariance of states and predicted observations, with shrinkage, the exact
@@ -267,28 +254,21 @@ def b2_grids(name, smoke=False):
         "bandwidth_x": [("scott", f) for f in (0.5, 0.75, 1.0)],
         "ess_target": [0.25, 0.5, 0.75],
     }
-    if name.startswith("l63"):
-        return {
-            "KDE": {
-                "bandwidth_x": [0.1, 0.2, 0.5, 1.0, 2.0, ("scott", 0.5)],
-                "bandwidth_y": [m * r for m in (0.5, 1.0, 2.0, 4.0, 8.0)],
-            },
-            "KDE-robust": robust,
-            "EnKF": enkf,
-            **local,
-            "SIR-jitter": {"jitter": [0.1, 0.2, 0.4, 0.7, 1.0, 1.5], "ess_threshold": [0.5, 1.0]},
-        }
+    l63 = name.startswith("l63")
     # Lorenz-96: small observation multiples collapse the weights (never chosen); wide
     # bandwidths are chosen in 20 and 40 dimensions, so the grid reaches 16 R^(1/2).
+    bandwidths_x = [0.1, 0.2, 0.5, 1.0, 2.0] if l63 else [0.1, 0.2, 0.4, 0.8, 1.6]
+    multiples_y = (0.5, 1.0, 2.0, 4.0, 8.0) if l63 else (1.0, 2.0, 4.0, 8.0, 16.0)
+    jitters = [0.1, 0.2, 0.4, 0.7, 1.0, 1.5] if l63 else [0.2, 0.4, 0.7, 1.0, 1.5]
     return {
         "KDE": {
-            "bandwidth_x": [0.1, 0.2, 0.4, 0.8, 1.6, ("scott", 0.5)],
-            "bandwidth_y": [m * r for m in (1.0, 2.0, 4.0, 8.0, 16.0)],
+            "bandwidth_x": [*bandwidths_x, ("scott", 0.5)],
+            "bandwidth_y": [m * r for m in multiples_y],
         },
         "KDE-robust": robust,
         "EnKF": enkf,
         **local,
-        "SIR-jitter": {"jitter": [0.2, 0.4, 0.7, 1.0, 1.5], "ess_threshold": [0.5, 1.0]},
+        "SIR-jitter": {"jitter": jitters, "ess_threshold": [0.5, 1.0]},
     }
 
 

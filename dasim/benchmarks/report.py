@@ -274,6 +274,14 @@ def b2_markdown(ds, metrics_=("w2", "rmse", "crps", "spread_skill", "seconds_per
     return "\n\n".join(blocks)
 
 
+def _laid_out(fig, path, dpi):
+    """Lay ``fig`` out, save it to ``path`` (unless None) and return it."""
+    fig.tight_layout()
+    if path is not None:
+        fig.savefig(path, dpi=dpi)
+    return fig
+
+
 def plot_b2(ds, path=None, metrics_=_B2_PLOT_METRICS):
     """Plot each metric against the ensemble size, one line per method.
 
@@ -357,10 +365,7 @@ def plot_b2(ds, path=None, metrics_=_B2_PLOT_METRICS):
         ax.set_title("ms a cycle" if name == "seconds_per_cycle" else name)
     axes[0][0].legend(fontsize=7)
     fig.suptitle(f"B2 {ds.attrs.get('case', '')}", fontsize=10)
-    fig.tight_layout()
-    if path is not None:
-        fig.savefig(path, dpi=110)
-    return fig
+    return _laid_out(fig, path, dpi=110)
 
 
 def b3_markdown(ds):
@@ -450,10 +455,7 @@ def plot_b3(ds, path=None):
         ax.set_xticks(x, cases)
         ax.set_title(title)
     axes[0].legend(fontsize=8)
-    fig.tight_layout()
-    if path is not None:
-        fig.savefig(path, dpi=120)
-    return fig
+    return _laid_out(fig, path, dpi=120)
 
 
 def speed_markdown(ds):

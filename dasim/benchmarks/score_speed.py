@@ -148,22 +148,36 @@ def _time_torch(x, log_w, schedule, memory_budget, repeat, device, dtype="float6
     return min(seconds), float(peak), method
 
 
+def _tiled_pass(Q, A, tile, work, product_exp):
+    """One pass over the ``N x N`` matrix ``exp(Q A^T)`` in tiles of ``tile`` rows x columns.
+
+    ``product_exp(Qb, Ab, G)`` writes ``exp(Qb Ab^T)`` into ``G``, a view of the flat
+    buffer ``work`` (numpy or torch: the tiles are written in place).
+    """
+    q, c = tile
+    n = Q.shape[0]
+    for q0 in range(0, n, q):
+        for c0 in range(0, n, c):
+            Qb, Ab = Q[q0 : q0 + q], A[c0 : c0 + c]
+            product_exp(Qb, Ab, work[: Qb.shape[0] * Ab.shape[0]].reshape(len(Qb), len(Ab)))
+
+
 def _floor_numpy(n, dim, tile, repeat, dtype, rng):
     """Seconds of one tiled pass over the N x N matrix: a matrix product, then ``exp``."""
     q, c = tile
     Q = (rng.standard_normal((n, dim + 2)) / math.sqrt(dim + 2)).astype(dtype)
     A = rng.standard_normal((n, dim + 2)).astype(dtype)
     work = np.empty(q * c, dtype=dtype)
+
+    def product_exp(Qb, Ab, G):
+        np.matmul(Qb, Ab.T, out=G)
+        np.exp(G, out=G)
+
     best = np.inf
     with single_blas_thread():
         for _ in range(repeat):
             t0 = time.perf_counter()
-            for q0 in range(0, n, q):
-                for c0 in range(0, n, c):
-                    Qb, Ab = Q[q0 : q0 + q], A[c0 : c0 + c]
-                    G = work[: Qb.shape[0] * Ab.shape[0]].reshape(Qb.shape[0], Ab.shape[0])
-                    np.matmul(Qb, Ab.T, out=G)
-                    np.exp(G, out=G)
+            _tiled_pass(Q, A, (q, c), work, product_exp)
             best = min(best, time.perf_counter() - t0)
     return best
 
@@ -182,17 +196,17 @@ def _floor_torch(n, dim, memory_budget, repeat, device, dtype, rng):
     Q, A = Q.to(tdt), A.to(tdt)
     work = torch.empty(q * c, dtype=tdt, device=dev)
     cuda = dev.type == "cuda"
+
+    def product_exp(Qb, Ab, G):
+        torch.mm(Qb, Ab.T, out=G)
+        G.exp_()
+
     best = np.inf
     for _ in range(repeat + 1):  # the first pass warms up
         if cuda:
             torch.cuda.synchronize(dev)
         t0 = time.perf_counter()
-        for q0 in range(0, n, q):
-            for c0 in range(0, n, c):
-                Qb, Ab = Q[q0 : q0 + q], A[c0 : c0 + c]
-                G = work[: Qb.shape[0] * Ab.shape[0]].view(Qb.shape[0], Ab.shape[0])
-                torch.mm(Qb, Ab.T, out=G)
-                G.exp_()
+        _tiled_pass(Q, A, (q, c), work, product_exp)
         if cuda:
             torch.cuda.synchronize(dev)
         best = min(best, time.perf_counter() - t0)

@@ -44,11 +44,13 @@ import time
 import numpy as np
 import xarray as xr
 from joblib import delayed
+from sklearn.base import clone
 
 from ..metrics import wasserstein1
 from ..models import Lorenz63
 from ..observations import ObservationModel
 from ..smoothers import bootstrap_smoother
+from .case import Case
 from .report import b3_markdown, plot_b3
 from .runner import parallel_map
 
@@ -59,19 +61,47 @@ __all__ = [
     "plot_b3",
     "run_b3",
     "simulate_lorenz",
-    "main",
 ]
-
-B3_CASES = {
-    "b3-lo": {"operator": "identity", "scale": 1.0, "every": 8, "noise_std": 0.05},
-    "b3-hi": {"operator": "identity", "scale": 1.0, "every": 1, "noise_std": 0.25},
-    "b3-sin": {"operator": "sin", "scale": 3.0, "every": 4, "noise_std": 0.1},
-    "b3-atan": {"operator": "arctan", "scale": 3.0, "every": 4, "noise_std": 0.1},
-}
-"""dict: the B3 cases: operator on the first normalised component, time stride, noise."""
 
 WINDOW_LENGTH = 65
 METHODS = ("SDA", "SOAD", "reference")
+
+
+def _model():
+    return Lorenz63(dt=0.025, steps_per_cycle=1, process_noise=float(np.sqrt(0.025)))
+
+
+def _b3_case(name, operator, scale, every, noise_std):
+    """A B3 case: ``operator(scale * x_1)`` of the normalised state, every ``every`` times."""
+    what = "x_1" if operator == "identity" else f"{operator}({scale:g} x_1)"
+    when = "every state" if every == 1 else f"every {every}th state"
+    return Case(
+        name=name,
+        model=_model(),
+        observation=ObservationModel(operator, noise_std=noise_std, indices=[0], scale=scale),
+        n_cycles=WINDOW_LENGTH,
+        burn_in=0,
+        truth_noise=True,
+        filter_noise=_model().process_noise,
+        description=f"Lorenz-63 windows of {WINDOW_LENGTH} states, {what} of the normalised "
+        f"state observed at {when}, noise std {noise_std}",
+        observe_every=every,
+    )
+
+
+B3_CASES = {
+    case.name: case
+    for case in (
+        _b3_case("b3-lo", "identity", 1.0, every=8, noise_std=0.05),
+        _b3_case("b3-hi", "identity", 1.0, every=1, noise_std=0.25),
+        _b3_case("b3-sin", "sin", 3.0, every=4, noise_std=0.1),
+        _b3_case("b3-atan", "arctan", 3.0, every=4, noise_std=0.1),
+    )
+}
+"""dict: the B3 cases by name, each a :class:`~dasim.benchmarks.case.Case`: the noisy
+Lorenz-63 model, the observation (of the first *normalised* component), the time stride
+``observe_every``; ``n_cycles`` is the window length. The windows, the training set and
+their normalisation are drawn per run (:func:`run_b3`), not per case."""
 
 
 def b3_observation(case):
@@ -85,7 +115,7 @@ def b3_observation(case):
     Returns
     -------
     observation : ObservationModel
-        Acts on normalised Lorenz-63 states.
+        Acts on normalised Lorenz-63 states (a fresh clone of the case's).
     every : int
         Observed times are ``0, every, 2 * every, ...``.
 
@@ -98,14 +128,7 @@ def b3_observation(case):
     if case not in B3_CASES:
         raise ValueError(f"unknown B3 case {case!r}; choose from {sorted(B3_CASES)}.")
     spec = B3_CASES[case]
-    obs = ObservationModel(
-        spec["operator"], noise_std=spec["noise_std"], indices=[0], scale=spec["scale"]
-    )
-    return obs, spec["every"]
-
-
-def _model():
-    return Lorenz63(dt=0.025, steps_per_cycle=1, process_noise=float(np.sqrt(0.025)))
+    return clone(spec.observation), spec.observe_every
 
 
 def simulate_lorenz(n_traj, n_times, *, burn_in=1024, random_state=None):
@@ -404,37 +427,3 @@ def run_b3(
     return xr.Dataset(
         data, coords={"case": cases, "method": list(METHODS), "seed": seeds}, attrs=attrs
     )
-
-
-def main(argv=None):
-    """Forward to the command line, ``dasim trajectory-smoothing [options]``.
-
-    Parameters
-    ----------
-    argv : list of str, optional
-        The options of ``dasim trajectory-smoothing`` (``sys.argv[1:]`` by default).
-
-    Returns
-    -------
-    xarray.Dataset
-        The result of :func:`run_b3`.
-
-    Examples
-    --------
-    >>> from dasim.benchmarks.trajectory_smoothing import main
-    >>> ds = main(["--cases", "b3-hi", "--smoke"])  # doctest: +SKIP
-    """
-    from ..cli import _forward
-
-    return _forward("trajectory-smoothing", argv)
-
-
-def _parser():
-    """The argument parser of ``dasim trajectory-smoothing`` (in :mod:`dasim.cli`)."""
-    from ..cli import _subparser
-
-    return _subparser("trajectory-smoothing")
-
-
-if __name__ == "__main__":  # pragma: no cover
-    main()

@@ -73,14 +73,13 @@ def _optimal_transport_cost(a, b, weights_a, weights_b, metric):
     return float(out[0]) if single else out
 
 
-def wasserstein1(a, b, weights_a=None, weights_b=None):
-    """Exact 1-Wasserstein (earth mover's) distance between two point clouds.
+#: The docstring of :func:`wasserstein1` and :func:`wasserstein2`, which differ only in
+#: the ground cost.
+_WASSERSTEIN_DOC = """Exact {p}-Wasserstein {alias}distance between two point clouds.
 
-    Optimal transport with the Euclidean cost (POT's ``ot.dist``, computed by direct
-    differences, and the network simplex ``ot.emd2``), returning the optimal cost. Exact,
-    not sliced or entropic. The clouds may differ in size. To compare whole trajectories,
-    flatten each one into a point: ``wasserstein1(a.reshape(len(a), -1), b.reshape(len(b),
-    -1))``.
+    Optimal transport with the {cost} cost (POT's ``ot.dist``, computed by direct
+    differences, and the network simplex ``ot.emd2``), returning {returned}. Exact, not
+    sliced or entropic. The clouds may differ in size.{intro}
 
     Parameters
     ----------
@@ -97,7 +96,7 @@ def wasserstein1(a, b, weights_a=None, weights_b=None):
 
     Returns
     -------
-    w1 : float or ndarray of shape (n_times,)
+    w{p} : float or ndarray of shape (n_times,)
         A float for 2-D inputs, one value per time for 3-D inputs.
 
     Raises
@@ -107,69 +106,59 @@ def wasserstein1(a, b, weights_a=None, weights_b=None):
 
     See Also
     --------
-    wasserstein2 : The same with the squared-Euclidean cost.
+    {other} : The same with the {other_cost} cost.
 
     Notes
     -----
     The transport problems are solved one time step after another: the network simplex
-    solves one problem per call. In one dimension with two clouds of the same size and
-    uniform weights, W1 is the mean absolute difference of the sorted points.
+    solves one problem per call.{notes}
 
     Examples
     --------
-    >>> from dasim.metrics import wasserstein1
-    >>> wasserstein1([[0.0, 0.0], [1.0, 0.0]], [[3.0, 4.0], [4.0, 4.0]])
-    5.0
-    >>> wasserstein1([[0.0], [1.0]], [[0.0], [3.0]])
-    1.0
+    >>> from dasim.metrics import wasserstein{p}
+    >>> wasserstein{p}([[0.0, 0.0], [1.0, 0.0]], [[3.0, 4.0], [4.0, 4.0]])
+    5.0{examples}
     """
+
+
+def _wasserstein_doc(p, **fields):
+    """Decorator: give ``wasserstein{p}`` :data:`_WASSERSTEIN_DOC`, filled in."""
+
+    def decorate(func):
+        func.__doc__ = _WASSERSTEIN_DOC.format(p=p, **fields)
+        return func
+
+    return decorate
+
+
+@_wasserstein_doc(
+    1,
+    alias="(earth mover's) ",
+    cost="Euclidean",
+    returned="the optimal cost",
+    intro=" To compare whole trajectories,\n    flatten each one into a point: "
+    "``wasserstein1(a.reshape(len(a), -1), b.reshape(len(b),\n    -1))``.",
+    other="wasserstein2",
+    other_cost="squared-Euclidean",
+    notes=" In one dimension with two clouds of the same size and\n    uniform weights, "
+    "W1 is the mean absolute difference of the sorted points.",
+    examples="\n    >>> wasserstein1([[0.0], [1.0]], [[0.0], [3.0]])\n    1.0",
+)
+def wasserstein1(a, b, weights_a=None, weights_b=None):
     return _optimal_transport_cost(a, b, weights_a, weights_b, "euclidean")
 
 
+@_wasserstein_doc(
+    2,
+    alias="",
+    cost="squared-Euclidean",
+    returned="the square root of the optimal cost",
+    intro="",
+    other="wasserstein1",
+    other_cost="Euclidean",
+    notes="",
+    examples="",
+)
 def wasserstein2(a, b, weights_a=None, weights_b=None):
-    """Exact 2-Wasserstein distance between two point clouds.
-
-    Optimal transport with the squared-Euclidean cost (POT's ``ot.dist``, computed by
-    direct differences, and the network simplex ``ot.emd2``), returning the square root
-    of the optimal cost. Exact, not sliced or entropic. The clouds may differ in size.
-
-    Parameters
-    ----------
-    a : array-like of shape (n, d) or (n_times, n, d), xarray.Dataset or DataArray
-        First point cloud(s). The Dataset ``assimilate`` returns stands for its
-        ``analysis`` ensembles with their ``weights`` if any.
-    b : array-like of shape (m, d) or (n_times, m, d), xarray.Dataset or DataArray
-        Second point cloud(s), with the same ``d`` (and ``n_times``) as ``a``.
-    weights_a : array-like of shape (n,) or (n_times, n), optional
-        Non-negative weights of the points of ``a``, each row summing to one.
-        Uniform when omitted (and not allowed with a Dataset that has its own).
-    weights_b : array-like of shape (m,) or (n_times, m), optional
-        Same for ``b``.
-
-    Returns
-    -------
-    w2 : float or ndarray of shape (n_times,)
-        A float for 2-D inputs, one value per time for 3-D inputs.
-
-    Raises
-    ------
-    RuntimeError
-        If the network simplex stops before reaching optimality.
-
-    See Also
-    --------
-    wasserstein1 : The same with the Euclidean cost.
-
-    Notes
-    -----
-    The transport problems are solved one time step after another: the network simplex
-    solves one problem per call.
-
-    Examples
-    --------
-    >>> from dasim.metrics import wasserstein2
-    >>> wasserstein2([[0.0, 0.0], [1.0, 0.0]], [[3.0, 4.0], [4.0, 4.0]])
-    5.0
-    """
     cost = _optimal_transport_cost(a, b, weights_a, weights_b, "sqeuclidean")
     return float(np.sqrt(cost)) if isinstance(cost, float) else np.sqrt(cost)

@@ -70,10 +70,10 @@ def _metric_scorer(metric, estimator, X, y, burn_in):
     return -float(np.mean(values))
 
 
-def neg_rmse(estimator, X, y, *, burn_in=0):
-    """Scorer: minus the time-mean RMSE of the analysis ensemble mean.
+#: The docstring of the three metric scorers below, which differ only in the metric.
+_METRIC_SCORER_DOC = """Scorer: minus the time-mean {what}.
 
-    Every time after the burn-in counts, an unobserved one too (its analysis is the
+    {note}Every time after the burn-in counts, an unobserved one too (its analysis is the
     forecast, compared with the truth like any other).
 
     Parameters
@@ -87,79 +87,50 @@ def neg_rmse(estimator, X, y, *, burn_in=0):
     y : array-like of shape (n_times, n_obs)
         Observations passed to ``assimilate``.
     burn_in : int, default=0
-        Number of leading times left out of the mean (``get_scorer("neg_rmse",
+        Number of leading times left out of the mean (``get_scorer("{name}",
         burn_in=k)`` binds it for ``GridSearchCV``).
 
     Returns
     -------
     score : float
-        ``-mean_{t >= burn_in} rmse(X, analysis, weights)``; greater is better.
+        ``-mean_{{t >= burn_in}} {metric}(X, analysis, weights)``; greater is better.
 
     Examples
     --------
     >>> from sklearn.model_selection import GridSearchCV  # doctest: +SKIP
-    >>> GridSearchCV(filt, grid, scoring=neg_rmse)  # doctest: +SKIP
+    >>> GridSearchCV(filt, grid, scoring={example})  # doctest: +SKIP
     """
+
+
+def _scorer_doc(what, metric, note="", example=None):
+    """Decorator: give a metric scorer :data:`_METRIC_SCORER_DOC`, filled in."""
+
+    def decorate(func):
+        name = func.__name__
+        fields = {"what": what, "metric": metric, "note": note, "name": name}
+        func.__doc__ = _METRIC_SCORER_DOC.format(example=example or name, **fields)
+        return func
+
+    return decorate
+
+
+@_scorer_doc("RMSE of the analysis ensemble mean", "rmse")
+def neg_rmse(estimator, X, y, *, burn_in=0):
     return _metric_scorer(rmse, estimator, X, y, burn_in)
 
 
+@_scorer_doc(
+    "ensemble CRPS of the analysis",
+    "crps_ensemble",
+    note="The same number as the estimators' own ``score(X, y, burn_in=...)``.\n    ",
+    example='{"crps": neg_crps, "rmse": neg_rmse}, refit="crps"',
+)
 def neg_crps(estimator, X, y, *, burn_in=0):
-    """Scorer: minus the time-mean ensemble CRPS of the analysis.
-
-    The same number as the estimators' own ``score(X, y, burn_in=...)``. Every time after
-    the burn-in counts, an unobserved one too.
-
-    Parameters
-    ----------
-    estimator : estimator or Pipeline
-        Fitted object with ``assimilate(y) -> xarray.Dataset`` (see :func:`neg_rmse`).
-    X : array-like of shape (n_times, n_state)
-        True states, row-aligned with ``y``.
-    y : array-like of shape (n_times, n_obs)
-        Observations passed to ``assimilate``.
-    burn_in : int, default=0
-        Number of leading times left out of the mean.
-
-    Returns
-    -------
-    score : float
-        ``-mean_{t >= burn_in} crps_ensemble(X, analysis, weights)``; greater is better.
-
-    Examples
-    --------
-    >>> from sklearn.model_selection import GridSearchCV  # doctest: +SKIP
-    >>> GridSearchCV(filt, grid, scoring={"crps": neg_crps, "rmse": neg_rmse},
-    ...              refit="crps")  # doctest: +SKIP
-    """
     return _metric_scorer(crps_ensemble, estimator, X, y, burn_in)
 
 
+@_scorer_doc("energy score of the analysis ensemble", "energy_score")
 def neg_energy_score(estimator, X, y, *, burn_in=0):
-    """Scorer: minus the time-mean energy score of the analysis ensemble.
-
-    Every time after the burn-in counts, an unobserved one too.
-
-    Parameters
-    ----------
-    estimator : estimator or Pipeline
-        Fitted object with ``assimilate(y) -> xarray.Dataset`` (see :func:`neg_rmse`).
-    X : array-like of shape (n_times, n_state)
-        True states, row-aligned with ``y``.
-    y : array-like of shape (n_times, n_obs)
-        Observations passed to ``assimilate``.
-    burn_in : int, default=0
-        Number of leading times left out of the mean.
-
-    Returns
-    -------
-    score : float
-        ``-mean_{t >= burn_in} energy_score(X, analysis, weights)``; greater is better.
-
-    Examples
-    --------
-    >>> from sklearn.model_selection import GridSearchCV  # doctest: +SKIP
-    >>> GridSearchCV(filt, grid, scoring=neg_energy_score)  # doctest: +SKIP
-    """
     return _metric_scorer(energy_score, estimator, X, y, burn_in)
 
 

@@ -14,7 +14,33 @@ from ._checks import (
 # Default number of pairwise distances the energy score holds in memory at once.
 _DEFAULT_CHUNK_SIZE = 2**22
 
+#: Parameter descriptions shared by the metrics' docstrings, put in at ``%(name)s``.
+_DOC_PARAMS = {
+    "ensemble_params": """\
+    ensemble : array-like of shape (..., n_members, n_state), xarray.Dataset or DataArray
+        Ensemble(s); leading dimensions broadcast with those of ``truth``. The Dataset
+        ``assimilate`` returns stands for its ``analysis`` with its ``weights`` if any.
+    weights : array-like of shape (..., n_members), optional
+        Non-negative member weights, each row summing to one. Uniform when omitted (and
+        not allowed with a Dataset that has its own).
+""",
+    "weights_param": """\
+    weights : array-like of shape (..., n_members), optional
+        Non-negative member weights, each row summing to one. Uniform when omitted (and
+        not allowed with a Dataset that has its own).
+""",
+}
 
+
+def _fill_doc(func):
+    """Put the shared parameter descriptions into ``func``'s docstring."""
+    if func.__doc__:  # None under python -OO
+        for key, text in _DOC_PARAMS.items():
+            func.__doc__ = func.__doc__.replace(f"    %({key})s\n", text)
+    return func
+
+
+@_fill_doc
 def rmse(truth, ensemble, weights=None):
     """Root-mean-square error of the ensemble mean.
 
@@ -25,12 +51,7 @@ def rmse(truth, ensemble, weights=None):
     ----------
     truth : array-like of shape (..., n_state)
         True state(s).
-    ensemble : array-like of shape (..., n_members, n_state), xarray.Dataset or DataArray
-        Ensemble(s); leading dimensions broadcast with those of ``truth``. The Dataset
-        ``assimilate`` returns stands for its ``analysis`` with its ``weights`` if any.
-    weights : array-like of shape (..., n_members), optional
-        Non-negative member weights, each row summing to one. Uniform when omitted (and
-        not allowed with a Dataset that has its own).
+    %(ensemble_params)s
 
     Returns
     -------
@@ -59,6 +80,7 @@ def rmse(truth, ensemble, weights=None):
     return _finish(np.sqrt(np.mean(err**2, axis=-1)))
 
 
+@_fill_doc
 def spread(ensemble, weights=None):
     """Ensemble spread: square root of the state-averaged ensemble variance.
 
@@ -71,9 +93,7 @@ def spread(ensemble, weights=None):
     ensemble : array-like of shape (..., n_members, n_state), xarray.Dataset or DataArray
         Ensemble(s), at least 2 members. The Dataset ``assimilate`` returns stands for its
         ``analysis`` with its ``weights`` if any.
-    weights : array-like of shape (..., n_members), optional
-        Non-negative member weights, each row summing to one. Uniform when omitted (and
-        not allowed with a Dataset that has its own).
+    %(weights_param)s
 
     Returns
     -------
@@ -128,6 +148,7 @@ def _sorted_pair_term(ensemble, weights):
     return 2.0 * np.sum(gaps * cum * (1.0 - cum), axis=-1)
 
 
+@_fill_doc
 def crps_ensemble(truth, ensemble, weights=None):
     """Compute the continuous ranked probability score of an ensemble, averaged over components.
 
@@ -139,12 +160,7 @@ def crps_ensemble(truth, ensemble, weights=None):
     ----------
     truth : array-like of shape (..., n_state)
         Verifying observation(s) or true state(s) ``y``.
-    ensemble : array-like of shape (..., n_members, n_state), xarray.Dataset or DataArray
-        Ensemble(s); leading dimensions broadcast with those of ``truth``. The Dataset
-        ``assimilate`` returns stands for its ``analysis`` with its ``weights`` if any.
-    weights : array-like of shape (..., n_members), optional
-        Non-negative member weights, each row summing to one. Uniform when omitted (and
-        not allowed with a Dataset that has its own).
+    %(ensemble_params)s
 
     Returns
     -------
@@ -169,6 +185,7 @@ def crps_ensemble(truth, ensemble, weights=None):
     return _finish(np.mean(first - 0.5 * pair, axis=-1))
 
 
+@_fill_doc
 def energy_score(truth, ensemble, weights=None, chunk_size=_DEFAULT_CHUNK_SIZE):
     """Multivariate energy score of an ensemble.
 
@@ -185,12 +202,7 @@ def energy_score(truth, ensemble, weights=None, chunk_size=_DEFAULT_CHUNK_SIZE):
     ----------
     truth : array-like of shape (..., n_state)
         Verifying state(s) ``y``.
-    ensemble : array-like of shape (..., n_members, n_state), xarray.Dataset or DataArray
-        Ensemble(s); leading dimensions broadcast with those of ``truth``. The Dataset
-        ``assimilate`` returns stands for its ``analysis`` with its ``weights`` if any.
-    weights : array-like of shape (..., n_members), optional
-        Non-negative member weights, each row summing to one. Uniform when omitted (and
-        not allowed with a Dataset that has its own).
+    %(ensemble_params)s
     chunk_size : int, default=2**22
         Largest number of member pairs whose distances are held in memory at once
         (at least one row of ``n_members`` pairs is always used).
