@@ -11,7 +11,7 @@
 from __future__ import annotations
 
 import numpy as np
-from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 from scipy.special import logsumexp
 from scipy.stats import multivariate_normal
@@ -51,8 +51,55 @@ def direct_log_density(kernel, x, t, log_w, schedule):
     return logsumexp(comps + pi_log[:, None], axis=0)
 
 
+#: Draws that broke earlier finite-difference rules (kept as regression examples): a
+#: cond-5e4 covariance (rounding) and narrow kernels with sharp switches (truncation).
+_ILL_CONDITIONED = (
+    np.array(
+        [
+            [-0.50431057, -0.4111421, -0.06902344],
+            [1.27791624, -1.64422521, -1.95817484],
+            [-0.73244061, -0.82752741, 1.75458402],
+            [-0.8296659, 0.14571629, -0.39110046],
+            [-1.63059594, 1.1851512, 4.69806273],
+            [0.50068286, 1.43144261, 0.86175718],
+            [0.55535841, -0.93472824, -1.02307989],
+            [-1.02986073, -0.4459747, -2.13755497],
+            [0.16188677, -3.35077081, -2.15238155],
+            [-0.20417414, 2.22786313, 1.2520817],
+        ]
+    ),
+    np.array(
+        [
+            -0.37881298,
+            -2.74533731,
+            7.58864641,
+            -3.29629948,
+            -2.18283957,
+            -2.4952943,
+            12.59727727,
+            -4.67057634,
+            7.33889116,
+            -7.17576243,
+        ]
+    ),
+)
+_SHARP = (
+    np.array(
+        [
+            [-2.11278791, 2.12636764],
+            [2.39966757, -3.0651244],
+            [-0.98122457, 1.07675978],
+            [-1.01665344, 0.57153955],
+        ]
+    ),
+    None,
+)
+
+
 @SETTINGS
 @given(ensembles(), st.floats(0.05, 0.95), st.booleans(), st.floats(0.0, 1.0))
+@example(_ILL_CONDITIONED, 0.25, False, 0.0)
+@example(_SHARP, 0.0625, False, 0.0)
 def test_score_is_gradient_of_log_density_and_matches_direct_form(problem, h, shrink, t):
     X, log_w = problem
     kernel = CovarianceKernel(X, log_w, h, shrink=shrink)
@@ -64,6 +111,13 @@ def test_score_is_gradient_of_log_density_and_matches_direct_form(problem, h, sh
     # well-conditioned draws (the isotropic score it whitens is checked against finite
     # differences for any data in test_kde_score_properties.py).
     assume(np.linalg.cond(kernel.cov) < 1e5)
+    # Positions are rounded at eps |x|, so a kernel far narrower than the data's magnitude
+    # turns that rounding into eps |x| / width of error in every standardised distance
+    # (seen: weights e^-18 apart left a kernel 3e-4 wide among points of size 10, and the
+    # two log-density paths parted by 9e-9). Keep the kernel at least 1e-3 of the data's
+    # scale, where that term is below 1e-12.
+    width = h * np.sqrt(np.linalg.eigvalsh(kernel.cov).min())
+    assume(width > 1e-3 * (1.0 + np.abs(X).max()))
     sched = VESchedule(h, h * 8.0)
     rng = np.random.default_rng(0)
     x = kernel.mean + rng.normal(size=(3, X.shape[1])) @ kernel.sqrt_cov.T
@@ -73,19 +127,24 @@ def test_score_is_gradient_of_log_density_and_matches_direct_form(problem, h, sh
         logp, direct_log_density(kernel, x, t, log_w, sched), rtol=1e-9, atol=1e-9
     )
     # Central differences along the kernel's principal axes (columns of B, C = B B^T),
-    # with a step of 1e-3 of the kernel's own width along each axis. Error model: the
-    # truncation error is ~ step^2 |d^3 log p| ~ 1e-6 on the kernel's scale; the rounding
-    # error of the log-density (through W = C^(-1/2), up to ~3e-10 at cond 5e4) divided
-    # by the step (2.5e-4 h) stays below 1e-5 / h. A step of 1e-5 h made that rounding
-    # term ~1e-4 and failed on a cond-5e4 draw although the score matched the scipy
-    # density's differences to 1e-8.
+    # Richardson-extrapolated: D = (4 D(s) - D(2 s)) / 3 has a truncation error of order
+    # s^4, with a step s of 1e-3 of the kernel's own width along each axis. Error model:
+    # the log-density's rounding (through W = C^(-1/2), up to ~3e-10 at cond 5e4) divided
+    # by the step (2.5e-4 h) stays below 1e-5 / h; the truncation error stays small where
+    # the responsibilities switch sharply between narrow kernels (h = 0.06), where the
+    # plain central difference at this step was off by 2e-3 on a score of 116. (A step of
+    # 1e-5 h instead made the rounding term 1e-4 on a cond-5e4 draw.)
     for j in range(kernel.rank):
         direction = kernel.sqrt_cov[:, j]
         step = 1e-3 * h
-        fd = (
-            kernel.log_density(x + step * direction, t, log_w, sched)
-            - kernel.log_density(x - step * direction, t, log_w, sched)
-        ) / (2 * step)
+
+        def central(s, direction=direction):
+            return (
+                kernel.log_density(x + s * direction, t, log_w, sched)
+                - kernel.log_density(x - s * direction, t, log_w, sched)
+            ) / (2 * s)
+
+        fd = (4.0 * central(step) - central(2.0 * step)) / 3.0
         along = score @ direction
         tol = 1e-5 * (np.abs(along) + 1.0 / h)
         assert np.all(np.abs(fd - along) <= tol), (fd, along)
