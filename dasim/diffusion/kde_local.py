@@ -58,6 +58,7 @@ import numbers
 
 import numpy as np
 
+from .._stats import column_effective_sample_size
 from ._kde_core import _check_matrix, check_score_dtype
 from ._kde_local_core import _check_taper, _rows_per_chunk, _score_logp, _StateTaper
 from ._kde_sampler_utils import _check_rng
@@ -115,12 +116,8 @@ def local_log_weights(terms, taper_xy):
     return out
 
 
-def _column_ess(log_w):
-    """Effective sample size of each column's normalised weights."""
-    m = np.max(log_w, axis=0, keepdims=True)
-    w = np.exp(log_w - np.where(np.isfinite(m), m, 0.0))
-    s1 = w.sum(axis=0)
-    return s1**2 / np.sum(w * w, axis=0)
+#: Column-wise ESS (the one ESS of :mod:`dasim._stats`, in its column form).
+_column_ess = column_effective_sample_size
 
 
 def local_tempered_log_weights(log_w, target_ess, *, max_exponent=1.0, n_bisect=60):

@@ -77,7 +77,8 @@ def local_analysis(filt, forecast, y, predicted, sigma_x, rng):
     until every component has assimilated its whole tapered likelihood or the stages run
     out.
     """
-    from ..diffusion.kde_local import _column_ess, local_log_weights, local_tempered_log_weights
+    from .._stats import column_effective_sample_size
+    from ..diffusion.kde_local import local_log_weights, local_tempered_log_weights
 
     n, d = forecast.shape
     target = filt.ess_target * n
@@ -92,7 +93,7 @@ def local_analysis(filt, forecast, y, predicted, sigma_x, rng):
         beta = np.ones(d)
         if filt.bandwidth_y == "ess":
             L, beta = local_tempered_log_weights(L, target, max_exponent=1.0 - done)
-        ess = _column_ess(L)
+        ess = column_effective_sample_size(L)
         ess_min = min(ess_min, float(np.mean(ess)))
         if stages == 0:
             filt._warn_collapse(float(ess.min()), n)
