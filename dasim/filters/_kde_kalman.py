@@ -18,7 +18,7 @@ import contextlib
 import numpy as np
 
 from .._noise import GaussianNoise
-from .enkf import _etkf, _letkf
+from .enkf import sqrt_update
 
 __all__ = []
 
@@ -32,24 +32,12 @@ def kalman_step(filt, forecast, y, predicted, gamma):
     mask = ~np.isnan(y)
     if not mask.any():
         return forecast
-    n = forecast.shape[0]
-    hx = predicted[:, mask]
-    scale = np.sqrt(gamma)  # R^(-1/2) of R / gamma is sqrt(gamma) R^(-1/2)
     noise = filt._obs_noise.marginal(mask)
-
-    def whiten(v):
-        return noise.whiten(scale * v)
-
-    xbar = forecast.mean(axis=0)
-    anom = (forecast - xbar) / np.sqrt(n - 1)
-    ybar = hx.mean(axis=0)
-    yw = whiten(hx - ybar) / np.sqrt(n - 1)
-    dw = whiten(y[mask] - ybar)
-    if filt._taper_xy is None:
-        incr, anom_a = _etkf(yw, dw, anom)
-    else:
-        incr, anom_a = _letkf(yw, dw, anom, np.sqrt(filt._taper_xy[:, mask]))
-    return (xbar + incr) + np.sqrt(n - 1) * anom_a
+    scale = np.sqrt(gamma)  # R^(-1/2) of R / gamma is sqrt(gamma) R^(-1/2)
+    taper = None if filt._taper_xy is None else filt._taper_xy[:, mask]
+    return sqrt_update(
+        forecast, y[mask], predicted[:, mask], lambda v: noise.whiten(scale * v), taper
+    )
 
 
 @contextlib.contextmanager

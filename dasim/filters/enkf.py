@@ -189,20 +189,12 @@ default=None
         noise = self._obs_noise.marginal(mask)
         whiten = noise.whiten  # R^{-1/2} v, rows of v
 
-        xbar = states.mean(axis=0)
-        anom = (states - xbar) / np.sqrt(n - 1)
-        ybar = hx.mean(axis=0)
-        yw = whiten(hx - ybar) / np.sqrt(n - 1)
         if self.variant == "sqrt":
-            dw = whiten(yo - ybar)
-            if self._taper_xy is None:
-                incr, anom_a = _etkf(yw, dw, anom)
-            else:
-                incr, anom_a = _letkf(yw, dw, anom, np.sqrt(self._taper_xy[:, mask]))
-            if self.rotate:
-                anom_a = _random_rotation(n, rng) @ anom_a
-            analysis = (xbar + incr) + np.sqrt(n - 1) * anom_a
+            taper = None if self._taper_xy is None else self._taper_xy[:, mask]
+            rotation = (lambda: _random_rotation(n, rng)) if self.rotate else None
+            analysis = sqrt_update(states, yo, hx, whiten, taper, rotation)
         else:
+            xbar, anom, ybar, yw = _ensemble_space(states, hx, whiten)
             pert = rng.standard_normal((n, yo.size))
             pert -= pert.mean(axis=0)
             if self._taper_xy is None:
@@ -220,6 +212,36 @@ default=None
             m = analysis.mean(axis=0)
             analysis = m + self.inflation * (analysis - m)
         return analysis, past_analysis
+
+
+def _ensemble_space(states, hx, whiten):
+    """Means, scaled anomalies ``A`` and whitened observation anomalies ``Y``."""
+    n = states.shape[0]
+    xbar = states.mean(axis=0)
+    anom = (states - xbar) / np.sqrt(n - 1)
+    ybar = hx.mean(axis=0)
+    yw = whiten(hx - ybar) / np.sqrt(n - 1)
+    return xbar, anom, ybar, yw
+
+
+def sqrt_update(states, yo, hx, whiten, taper=None, rotation=None):
+    """Square-root (ETKF; LETKF with ``taper``) analysis of ``states``.
+
+    ``whiten`` applies ``R^{-1/2}`` to rows, ``taper`` (n_state, n_obs) is the
+    Gaspari-Cohn taper of the observed components (None: global), ``rotation`` a callable
+    returning a mean-preserving ``N x N`` rotation of the analysis anomalies (or None).
+    Shared by :class:`EnKF` and the Kalman stage of the KDE filter's ``kalman_fraction``.
+    """
+    n = states.shape[0]
+    xbar, anom, ybar, yw = _ensemble_space(states, hx, whiten)
+    dw = whiten(yo - ybar)
+    if taper is None:
+        incr, anom_a = _etkf(yw, dw, anom)
+    else:
+        incr, anom_a = _letkf(yw, dw, anom, np.sqrt(taper))
+    if rotation is not None:
+        anom_a = rotation() @ anom_a
+    return (xbar + incr) + np.sqrt(n - 1) * anom_a
 
 
 def _eig_psd(a):
