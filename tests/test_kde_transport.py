@@ -236,3 +236,31 @@ def test_kalman_split_handles_missing_observations_and_full_covariance():
         model, obs, n_members=40, kalman_fraction=0.5, random_state=0, device="numpy"
     ).fit(X[:30])
     np.testing.assert_array_equal(ds["analysis"], kde2.assimilate(y[30:])["analysis"])
+
+
+def test_global_transport_with_kalman_split_gives_the_kalman_posterior():
+    """``KDE-transport``'s configuration (``localization_radius=inf``, the members
+    transported, half the likelihood to an ETKF step) on a linear-Gaussian model: the
+    analysis mean and variance are the Kalman filter's (the EnKF with 4000 members), as
+    close as an EnKF of the same size gets. Without the split the kernel's variance,
+    added every cycle, shows (mean error 0.10, variance 9 % high at these seeds)."""
+    from dasim.benchmarks.nonlinear_filtering import GLOBAL_TRANSPORT_PARAMS
+    from dasim.models import Persistence
+
+    model = Persistence(process_noise=np.full(3, 0.5))
+    obs = ObservationModel("identity", noise_std=0.7)
+    X, y = make_twin_experiment(model, obs, 40, random_state=3, initial_state=np.zeros(3))
+    init = np.random.default_rng(4).standard_normal((4000, 3))
+    ref = EnKF(model, obs, n_members=4000, random_state=0).fit(X)
+    ref_ds = ref.assimilate(y, initial_ensemble=init)
+    ref_mean = ref_ds["analysis"].mean("member").values
+    ref_var = float(ref_ds["analysis"].var("member").mean())
+    kde = KDEDiffusionFilter(
+        model, obs, n_members=100, random_state=1, device="numpy", **GLOBAL_TRANSPORT_PARAMS
+    ).fit(X)
+    ds = kde.assimilate(y, initial_ensemble=init[:100])
+    err = np.sqrt(np.mean((ds["analysis"].mean("member").values - ref_mean) ** 2))
+    # The EnKF with the same 100 members is 0.064 from the reference here; the
+    # transported split 0.069.
+    assert err < 0.09
+    assert abs(float(ds["analysis"].var("member").mean()) / ref_var - 1.0) < 0.05

@@ -27,6 +27,13 @@ observation record from the same initial ensemble:
     Gaspari-Cohn ``localization_radius``, the exact likelihood tempered per component
     to an ESS of N/2, the ``"ab3"`` probability-flow ODE (20 score evaluations); tuned
     ``localization_radius`` and ``bandwidth_x``.
+``KDE-local-transport``, ``KDE-transport``
+    The transported KDE filter, untuned: an ETKF (LETKF) step assimilates a fraction of
+    the likelihood (``kalman_fraction``), then the probability flow moves the members
+    themselves (``flow_start="members"``) under the rest. ``KDE-local-transport``
+    (:data:`TRANSPORT_PARAMS`, issue #14) is localised within a Gaspari-Cohn radius of 4;
+    ``KDE-transport`` (:data:`GLOBAL_TRANSPORT_PARAMS`, issue #13) is global, with Scott's
+    isotropic bandwidth and half of the likelihood to each stage.
 ``KDE-joint``
     :class:`~dasim.filters.KDEDiffusionFilter` with :data:`JOINT_PARAMS`: the kernel
     shaped by the joint covariance of states and predicted observations, conditioned in
@@ -85,6 +92,7 @@ from .case import Case
 from .nonlinear_filtering_cases import (  # noqa: F401
     B2_CASES,
     B2_METHODS,
+    GLOBAL_TRANSPORT_PARAMS,
     JOINT_PARAMS,
     LOCAL_PARAMS,
     ROBUST_PARAMS,
@@ -109,6 +117,7 @@ __all__ = [
     "ROBUST_PARAMS",
     "LOCAL_PARAMS",
     "TRANSPORT_PARAMS",
+    "GLOBAL_TRANSPORT_PARAMS",
     "JOINT_PARAMS",
     "b2_case",
     "b2_grids",
