@@ -131,6 +131,39 @@ def test_sparse_and_dense_taper_paths_agree(monkeypatch):
     np.testing.assert_allclose(sparse, dense, rtol=1e-12, atol=1e-12)
 
 
+@settings(max_examples=20, deadline=None)
+@given(seed=st.integers(0, 2**31 - 1), t=st.floats(0.0, 1.0), d=st.integers(1, 8))
+def test_full_taper_shortcut_is_the_per_component_computation(seed, t, d):
+    """An infinite radius (every taper entry 1) with equal weight columns computes one set
+    of kernel weights for all components; it must equal the per-component computation,
+    score and log-density, and columns that differ must not take the shortcut."""
+    rng = np.random.default_rng(seed)
+    n = 9
+    X, x = rng.normal(size=(n, d)), rng.normal(size=(5, d))
+    taper = np.ones((d, d))
+    full = kde_local._StateTaper(taper)
+    per_component = kde_local._StateTaper(taper)
+    per_component.full = False  # the general path: the dense taper product
+    schedule = SCHEDULES["ve"]
+    mu, sbar2 = float(schedule.mu(t)), float(schedule.sigmabar2(t))
+    L = np.repeat(-0.5 * rng.normal(size=(n, 1)) ** 2, d, axis=1)
+    L -= np.log(np.exp(L[:, :1]).sum())
+    assert _kde_local_core._shared_columns(L, full).shape == (n, 1)
+    assert _kde_local_core._shared_columns(L, per_component).shape == (n, d)
+    args = (x, mu, sbar2, X)
+    fast = _kde_local_core._score_logp(*args, L[:, :1], full, 3, want_logp=True)
+    slow = _kde_local_core._score_logp(*args, L, per_component, 3, want_logp=True)
+    for a, b in zip(fast, slow, strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12 * (1 + np.abs(b).max()))
+    if d > 1:
+        L2 = L.copy()
+        L2[0, -1] -= 1.0
+        assert _kde_local_core._shared_columns(L2, full).shape == (n, d)
+    np.testing.assert_allclose(
+        local_kde_score(x, t, X, L, taper, schedule), slow[0], rtol=1e-12, atol=1e-12
+    )
+
+
 @settings(max_examples=30, deadline=None)
 @given(
     seed=st.integers(0, 2**31 - 1),

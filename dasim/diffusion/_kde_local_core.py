@@ -41,6 +41,8 @@ class _StateTaper:
         # One BLAS product beats the neighbour-list gathers up to a few hundred components
         # (where the exp over (queries, members, components) dominates either way).
         self.dense = bool(d <= _DENSE_UP_TO or nnz.sum() > _DENSE_ABOVE * d * d)
+        #: Every entry 1 (an infinite radius): one distance serves every component.
+        self.full = bool(np.all(taper == 1.0))
         self.taper = taper
         self.width = int(nnz.max())
         if not self.dense:
@@ -51,7 +53,7 @@ class _StateTaper:
     def to(self, xp, dtype=None):
         """A copy as arrays of namespace ``xp`` (its device), the taper in ``dtype``."""
         out = _StateTaper.__new__(_StateTaper)
-        out.dense, out.width = self.dense, self.width
+        out.dense, out.width, out.full = self.dense, self.width, self.full
         out.taper = xp.astype(xp.asarray(self.taper), dtype or xp.float_dtype)
         if not self.dense:
             out.idx = xp.as_index(self.idx)
@@ -59,7 +61,13 @@ class _StateTaper:
         return out
 
     def apply(self, sq):
-        """``D[..., k] = sum_l taper[k, l] sq[..., l]`` for ``sq`` of shape (m, N, d)."""
+        """``D[..., k] = sum_l taper[k, l] sq[..., l]`` for ``sq`` of shape (m, N, d).
+
+        A full taper gives the one column ``sum_l sq[..., l]``, shape (m, N, 1), which
+        broadcasts over the components.
+        """
+        if self.full:
+            return namespace(sq).sum(sq, 2, keepdims=True)
         if self.dense:
             m, n, d = sq.shape
             return (sq.reshape(m * n, d) @ self.taper.T).reshape(m, n, d)
@@ -67,6 +75,19 @@ class _StateTaper:
         for slot in range(1, self.width):
             out += sq[:, :, self.idx[:, slot]] * self.val[:, slot]
         return out
+
+
+def _shared_columns(L, taper):
+    """``L`` as one column when every component has the same weights and distance.
+
+    With a full taper (``localization_radius=inf``) and equal columns of the local
+    log-weights, the localised score is the global one: every component's mixture has
+    the same weights, so one set of kernel weights serves all of them, and the score's
+    cost drops from ``O(M N d^2)`` to ``O(M N d)`` (the results are the same).
+    """
+    if taper.full and np.array_equal(L, np.broadcast_to(L[:, :1], L.shape)):
+        return L[:, :1]
+    return L
 
 
 def _rows_per_chunk(n_centres, d, chunk_size):

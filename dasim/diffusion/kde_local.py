@@ -60,7 +60,13 @@ import numpy as np
 
 from .._stats import column_effective_sample_size
 from ._kde_core import _check_matrix, check_score_dtype
-from ._kde_local_core import _check_taper, _rows_per_chunk, _score_logp, _StateTaper
+from ._kde_local_core import (
+    _check_taper,
+    _rows_per_chunk,
+    _score_logp,
+    _shared_columns,
+    _StateTaper,
+)
 from ._kde_sampler_utils import _check_rng
 from ._xp import namespace
 from .solvers import _check_n_steps, _check_solver, probability_flow
@@ -232,7 +238,8 @@ def _check_inputs(x, X, log_w_local, taper_xx):
         raise ValueError(f"log_w_local must have shape {(n, d)} (N, d), got {L.shape}.")
     if np.isnan(L).any() or np.any(L == np.inf):
         raise ValueError("log_w_local must be finite or -inf.")
-    return x, X, _normalise_local(L), _StateTaper(taper_xx)
+    taper = _StateTaper(taper_xx)
+    return x, X, _shared_columns(_normalise_local(L), taper), taper
 
 
 @_fill_query_params
@@ -398,15 +405,17 @@ def sample_ode_local(
         raise ValueError(f"log_w_local must have shape {(n_c, d)} (N, d), got {L.shape}.")
     if np.isnan(L).any() or np.any(L == np.inf):
         raise ValueError("log_w_local must be finite or -inf.")
-    L = _normalise_local(L)
     taper = _StateTaper(taper_xx)
+    L = _normalise_local(L)
+    start_L = L
+    L = _shared_columns(L, taper)
     rng = _check_rng(rng)
     n_steps = _check_solver(solver, n_steps)
     if backend not in ("numpy", "torch"):
         raise ValueError(f"backend must be 'numpy' or 'torch', got {backend!r}.")
     n = n_c if n_samples is None else _check_n_steps(n_samples, "n_samples")
     if x_start is None:
-        x1 = _start_std(schedule, X, L) * rng.standard_normal((n, d))
+        x1 = _start_std(schedule, X, start_L) * rng.standard_normal((n, d))
     else:
         x1 = _check_matrix(x_start, "x_start", ncols=d)
         if x1.shape[0] != n:
