@@ -9,6 +9,14 @@ whose noise is ``R / gamma``, and the KDE analysis assimilates the second, whose
 smoothing of its ensemble. The Kalman step is exact for a linear-Gaussian model, so on
 such a model the whole analysis is the Kalman posterior in distribution whatever
 ``gamma``, up to the KDE's kernel.
+
+With ``kalman_fraction="ess"`` the fraction is chosen every cycle, as in Frei and Kuensch's
+adaptive EnKPF: the smallest ``gamma`` whose remaining weights
+``p(y | x_i^gamma)^(1 - gamma)`` at the Kalman step's members ``x_i^gamma`` keep an
+effective sample size of at least ``ess_target * N`` (:func:`adaptive_fraction`);
+``("ess", floor)`` never takes less than ``floor``. Where the likelihood is weak against
+the ensemble this is the floor; where the weights would collapse it hands more of the
+update to the Kalman step.
 """
 
 from __future__ import annotations
@@ -18,7 +26,12 @@ import contextlib
 import numpy as np
 
 from .._noise import GaussianNoise
+from .._stats import effective_sample_size
 from .enkf import sqrt_update
+
+#: Largest fraction the adaptive choice hands to the Kalman step, and its resolution.
+_GAMMA_MAX = 0.99
+_GAMMA_TOL = 1e-3
 
 __all__ = []
 
@@ -53,3 +66,43 @@ def tempered_noise(filt, fraction):
         yield
     finally:
         filt._obs_noise = noise
+
+
+def adaptive_fraction(filt, forecast, y, predicted, target, floor=0.0):
+    """The smallest ``gamma`` in ``[floor, 0.99]`` whose remaining weights keep ESS >= ``target``.
+
+    The remaining weights are ``(1 - gamma) log p(y | x_i^gamma)`` at the members of
+    :func:`kalman_step` with ``gamma``. Their ESS is N as ``gamma -> 1`` (the exponent
+    vanishes); bisection on ``gamma`` to a resolution of 1e-3 finds where it crosses the
+    target (0.99 when it never does, ``floor`` when ``floor`` already meets it).
+
+    Returns
+    -------
+    gamma : float
+    members : numpy.ndarray of shape (n_members, n_state)
+        The Kalman step's ensemble for ``gamma`` (``forecast`` itself for 0).
+    """
+    if not (~np.isnan(y)).any():
+        return floor, forecast
+
+    def ess(gamma):
+        members = forecast if gamma == 0.0 else kalman_step(filt, forecast, y, predicted, gamma)
+        pred = predicted if gamma == 0.0 else filt.observation_.apply(members)
+        ell = filt._obs_noise.log_likelihood(y, pred)
+        return effective_sample_size((1.0 - gamma) * ell), members
+
+    value, members = ess(floor)
+    if value >= target:
+        return floor, members
+    value, members = ess(_GAMMA_MAX)
+    if value < target:
+        return _GAMMA_MAX, members
+    lo, hi, best = floor, _GAMMA_MAX, members
+    while hi - lo > _GAMMA_TOL:
+        mid = 0.5 * (lo + hi)
+        value, members = ess(mid)
+        if value >= target:
+            hi, best = mid, members
+        else:
+            lo = mid
+    return hi, best

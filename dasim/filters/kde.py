@@ -161,8 +161,8 @@ default="noise"
         same per state component, toward its local weighted mean, so that each
         component's local mixture keeps the local weighted mean and variance.
     ess_target : float, default=0.5
-        With ``bandwidth_y="ess"``: the fraction of ``n_members`` the weights' effective
-        sample size is kept at, in ``(0, 1]``.
+        With ``bandwidth_y="ess"`` or an adaptive ``kalman_fraction``: the fraction of
+        ``n_members`` the weights' effective sample size is kept at, in ``(0, 1]``.
     max_stages : int, default=1
         Progressive correction (Musso, Oudjane and Le Gland 2001), with
         ``likelihood="known"`` and ``bandwidth_y="ess"``: the analysis assimilates the
@@ -210,11 +210,15 @@ default=None
         at least 1 (1: none), as the EnKF's ``inflation``: it compensates the spread a
         small ensemble loses to sampling error, mostly with ``kernel="joint"`` in many
         dimensions.
-    kalman_fraction : float, default=0.0
+    kalman_fraction : float, "ess" or ("ess", float), default=0.0
         Fraction ``gamma`` in ``[0, 1)`` of the likelihood assimilated first by a
         square-root Kalman step (ETKF; LETKF with ``localization_radius``) with noise
         ``R / gamma``; the KDE analysis then assimilates ``p(y | x)^(1 - gamma)`` from its
         ensemble (the ensemble Kalman particle filter's split, Frei and Kuensch 2013).
+        ``"ess"``: chosen every cycle as the smallest ``gamma`` (to 1e-3, at most 0.99)
+        whose remaining weights ``p(y | x_i^gamma)^(1 - gamma)`` keep an ESS of at least
+        ``ess_target * n_members`` (the adaptive EnKPF); ``("ess", floor)``: the same, at
+        least ``floor``. The fraction used is the ``kalman_fraction`` diagnostic.
     flow_start : {"noise", "members"}, default="noise"
         Start of the localised analysis' flow: fresh noise (a new random draw, the
         paper's sampler), or the forecast members encoded by the unweighted KDE's forward
@@ -259,7 +263,15 @@ default=None
     True
     """
 
-    _diagnostics = ("ess", "n_steps", "nfev", "bandwidth_x", "bandwidth_y", "n_stages")
+    _diagnostics = (
+        "ess",
+        "n_steps",
+        "nfev",
+        "bandwidth_x",
+        "bandwidth_y",
+        "n_stages",
+        "kalman_fraction",
+    )
 
     #: The paper's configuration as one parameter set (see the module's ``PAPER_PARAMS``).
     PAPER_PARAMS = PAPER_PARAMS
@@ -339,8 +351,17 @@ default=None
                 f"inflation must be at least 1 (1 means no inflation), got {self.inflation!r}."
             )
         kf = self.kalman_fraction
-        if isinstance(kf, bool) or not isinstance(kf, numbers.Real) or not 0 <= kf < 1:
-            raise ValueError(f"kalman_fraction must be in [0, 1), got {kf!r}.")
+
+        def fraction(v):
+            return not isinstance(v, bool) and isinstance(v, numbers.Real) and 0 <= v < 1
+
+        adaptive = isinstance(kf, str) and kf == "ess"
+        pair = isinstance(kf, tuple | list) and len(kf) == 2 and isinstance(kf[0], str)
+        if not (fraction(kf) or adaptive or (pair and kf[0] == "ess" and fraction(kf[1]))):
+            raise ValueError(
+                "kalman_fraction must be in [0, 1), 'ess' or ('ess', floor) with floor in "
+                f"[0, 1), got {kf!r}."
+            )
         et = self.ess_target
         if isinstance(et, bool) or not isinstance(et, numbers.Real) or not 0 < et <= 1:
             raise ValueError(f"ess_target must be in (0, 1], got {et!r}.")
@@ -426,18 +447,28 @@ default=None
             mean = forecast.mean(axis=0)
             forecast = mean + self.inflation * (forecast - mean)
             predicted = self.observation_.apply(forecast)
-        gamma = float(self.kalman_fraction)
+        from ._kde_kalman import adaptive_fraction, kalman_step, tempered_noise
+
+        kf = self.kalman_fraction
+        if isinstance(kf, str | tuple | list):
+            floor = 0.0 if isinstance(kf, str) else float(kf[1])
+            target = self.ess_target * forecast.shape[0]
+            gamma, forecast = adaptive_fraction(self, forecast, y, predicted, target, floor)
+        else:
+            gamma = float(self.kalman_fraction)
+            if gamma > 0.0:
+                forecast = kalman_step(self, forecast, y, predicted, gamma)
         if gamma == 0.0:
             if self.inflation != 1.0:
                 loglik = self._obs_noise.log_likelihood(y, predicted)
-            return self._kde_analysis(forecast, y, predicted, loglik, rng)
-        from ._kde_kalman import kalman_step, tempered_noise
-
-        forecast = kalman_step(self, forecast, y, predicted, gamma)
-        predicted = self.observation_.apply(forecast)
-        with tempered_noise(self, 1.0 - gamma):
-            loglik = self._obs_noise.log_likelihood(y, predicted)
-            return self._kde_analysis(forecast, y, predicted, loglik, rng)
+            analysis, extra, diag = self._kde_analysis(forecast, y, predicted, loglik, rng)
+        else:
+            predicted = self.observation_.apply(forecast)
+            with tempered_noise(self, 1.0 - gamma):
+                loglik = self._obs_noise.log_likelihood(y, predicted)
+                analysis, extra, diag = self._kde_analysis(forecast, y, predicted, loglik, rng)
+        diag["kalman_fraction"] = gamma
+        return analysis, extra, diag
 
     def _kde_analysis(self, forecast, y, predicted, loglik, rng):
         """The KDE analysis proper (after inflation and any Kalman stage)."""
