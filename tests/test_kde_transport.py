@@ -350,3 +350,26 @@ def test_adaptive_split_gives_the_kalman_posterior_and_records_the_fraction():
     assert np.all(ds["ess"].values >= 0.6 * 2000 * 0.99)
     mean = ds["analysis"].mean("member").values
     assert np.sqrt(np.mean((mean - ref_mean) ** 2)) < 0.04
+
+
+def test_infinite_radius_needs_no_observation_locations():
+    """``localization_radius=inf`` tapers nothing, so a black-box observation operator
+    (no coordinates) works, and gives the same run as the built-in operator it equals;
+    a finite radius still asks for the locations."""
+    from dasim.benchmarks.nonlinear_filtering import GLOBAL_TRANSPORT_PARAMS
+
+    model = Lorenz63(steps_per_cycle=10, process_noise=0.1)
+    builtin = ObservationModel("arctan", noise_std=0.1)
+    black_box = ObservationModel(np.arctan, noise_std=0.1)
+    X, y = make_twin_experiment(model, builtin, 30, random_state=0, process_noise=False)
+    runs = []
+    for obs in (builtin, black_box):
+        kde = KDEDiffusionFilter(
+            model, obs, n_members=30, random_state=0, device="numpy", **GLOBAL_TRANSPORT_PARAMS
+        ).fit(X[:20])
+        runs.append(kde.assimilate(y[20:])["analysis"].values)
+    np.testing.assert_allclose(runs[1], runs[0], rtol=1e-12, atol=1e-12)
+    params = dict(GLOBAL_TRANSPORT_PARAMS, localization_radius=2.0)
+    kde = KDEDiffusionFilter(model, black_box, n_members=30, device="numpy", **params)
+    with pytest.raises(ValueError, match="location for each observation"):
+        kde.fit(X[:20]).assimilate(y[20:])

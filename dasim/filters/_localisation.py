@@ -63,6 +63,10 @@ class LocalisedMixin:
         """
         if self.localization_radius is None:
             return dict.fromkeys(pairs)
+        rad = float(self.localization_radius)
+        if math.isinf(rad):  # no locations needed: every component sees everything
+            sizes = {"x": self.n_features_in_, "y": self.n_obs_}
+            return {pair: np.ones((sizes[pair[0]], sizes[pair[1]])) for pair in pairs}
         state, obs = self._locations()
         if obs is None:
             raise ValueError(
@@ -70,13 +74,8 @@ class LocalisedMixin:
                 "observation operator (a built-in operator with indices) or the observation "
                 "model's coordinates."
             )
-        rad = float(self.localization_radius)
         where = {"x": state, "y": obs}
         out = {}
         for pair in pairs:
-            a, b = where[pair[0]], where[pair[1]]
-            if math.isinf(rad):
-                out[pair] = np.ones((a.n_points, b.n_points))
-            else:
-                out[pair] = localization_weights(a, b, rad)
+            out[pair] = localization_weights(where[pair[0]], where[pair[1]], rad)
         return out
