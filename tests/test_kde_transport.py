@@ -189,30 +189,43 @@ def test_bad_transport_and_kalman_parameters_fail_in_fit(params, match):
         _Local(model, obs, n_members=10, **params).fit(train)
 
 
+def _linear_gaussian(noise_std, n_cycles):
+    """Identity dynamics with noise, ``y = x + noise``: the model, the observation, the
+    twin run, 4000 initial members and the Kalman reference (the EnKF with all of them)."""
+    from dasim.models import Persistence
+
+    model = Persistence(process_noise=np.full(3, 0.5))
+    obs = ObservationModel("identity", noise_std=noise_std)
+    X, y = make_twin_experiment(model, obs, n_cycles, random_state=3, initial_state=np.zeros(3))
+    init = np.random.default_rng(4).standard_normal((4000, 3))
+    ref = EnKF(model, obs, n_members=4000, random_state=0).fit(X)
+    return model, obs, X, y, init, ref.assimilate(y, initial_ensemble=init)["analysis"]
+
+
+def _split_filter(model, obs, kalman_fraction, **params):
+    """The KDE filter of the split tests: 2000 members, a narrow isotropic kernel."""
+    return KDEDiffusionFilter(
+        model,
+        obs,
+        n_members=2000,
+        kernel="isotropic",
+        bandwidth_x=0.05,
+        sampler="mixture",
+        kalman_fraction=kalman_fraction,
+        random_state=1,
+        device="numpy",
+        **params,
+    )
+
+
 def test_kalman_split_on_a_linear_gaussian_model_gives_the_kalman_posterior():
     """Identity dynamics with Gaussian noise, y = x + noise: whatever the split, the
     Kalman stage is exact and the KDE stage is an importance step of a Gaussian, so the
     analysis mean matches the Kalman filter's (the EnKF with many members)."""
-    from dasim.models import Persistence
-
-    model = Persistence(process_noise=np.full(3, 0.5))
-    obs = ObservationModel("identity", noise_std=0.7)
-    X, y = make_twin_experiment(model, obs, 40, random_state=3, initial_state=np.zeros(3))
-    init = np.random.default_rng(4).standard_normal((4000, 3))
-    ref = EnKF(model, obs, n_members=4000, random_state=0).fit(X)
-    ref_mean = ref.assimilate(y, initial_ensemble=init)["analysis"].mean("member").values
+    model, obs, X, y, init, ref = _linear_gaussian(0.7, 40)
+    ref_mean = ref.mean("member").values
     for gamma in (0.0, 0.5, 0.9):
-        kde = KDEDiffusionFilter(
-            model,
-            obs,
-            n_members=2000,
-            kernel="isotropic",
-            bandwidth_x=0.05,
-            sampler="mixture",
-            kalman_fraction=gamma,
-            random_state=1,
-            device="numpy",
-        ).fit(X)
+        kde = _split_filter(model, obs, gamma).fit(X)
         ds = kde.assimilate(y, initial_ensemble=init[:2000])
         mean = ds["analysis"].mean("member").values
         # Posterior sd ~ 0.45; importance weights with ESS ~ N/2 and the resampling of
@@ -249,16 +262,10 @@ def test_global_transport_with_kalman_split_gives_the_kalman_posterior():
     Without the split the kernel's variance, added every cycle, shows (mean error 0.10,
     variance 9 % high at these seeds)."""
     from dasim.benchmarks.nonlinear_filtering import GLOBAL_TRANSPORT_PARAMS
-    from dasim.models import Persistence
 
-    model = Persistence(process_noise=np.full(3, 0.5))
-    obs = ObservationModel("identity", noise_std=0.7)
-    X, y = make_twin_experiment(model, obs, 40, random_state=3, initial_state=np.zeros(3))
-    init = np.random.default_rng(4).standard_normal((4000, 3))
-    ref = EnKF(model, obs, n_members=4000, random_state=0).fit(X)
-    ref_ds = ref.assimilate(y, initial_ensemble=init)
-    ref_mean = ref_ds["analysis"].mean("member").values
-    ref_var = float(ref_ds["analysis"].var("member").mean())
+    model, obs, X, y, init, ref = _linear_gaussian(0.7, 40)
+    ref_mean = ref.mean("member").values
+    ref_var = float(ref.var("member").mean())
     kde = KDEDiffusionFilter(
         model, obs, n_members=100, random_state=1, device="numpy", **GLOBAL_TRANSPORT_PARAMS
     ).fit(X)
@@ -323,26 +330,9 @@ def test_adaptive_fraction_keeps_the_floor_when_the_weights_are_healthy():
 def test_adaptive_split_gives_the_kalman_posterior_and_records_the_fraction():
     """Every split is exact on a linear-Gaussian model, so an adaptive one is too; the
     fraction used each cycle is the ``kalman_fraction`` diagnostic, within its bounds."""
-    from dasim.models import Persistence
-
-    model = Persistence(process_noise=np.full(3, 0.5))
-    obs = ObservationModel("identity", noise_std=0.3)
-    X, y = make_twin_experiment(model, obs, 30, random_state=3, initial_state=np.zeros(3))
-    init = np.random.default_rng(4).standard_normal((4000, 3))
-    ref = EnKF(model, obs, n_members=4000, random_state=0).fit(X)
-    ref_mean = ref.assimilate(y, initial_ensemble=init)["analysis"].mean("member").values
-    kde = KDEDiffusionFilter(
-        model,
-        obs,
-        n_members=2000,
-        kernel="isotropic",
-        bandwidth_x=0.05,
-        sampler="mixture",
-        kalman_fraction=("ess", 0.2),
-        ess_target=0.6,
-        random_state=1,
-        device="numpy",
-    ).fit(X)
+    model, obs, X, y, init, ref = _linear_gaussian(0.3, 30)
+    ref_mean = ref.mean("member").values
+    kde = _split_filter(model, obs, ("ess", 0.2), ess_target=0.6).fit(X)
     ds = kde.assimilate(y, initial_ensemble=init[:2000])
     gamma = ds["kalman_fraction"].values
     assert np.all((gamma >= 0.2) & (gamma < 0.99))
