@@ -33,7 +33,8 @@ observation record from the same initial ensemble:
     themselves (``flow_start="members"``) under the rest. ``KDE-local-transport``
     (:data:`TRANSPORT_PARAMS`, issue #14) is localised within a Gaspari-Cohn radius of 4;
     ``KDE-transport`` (:data:`GLOBAL_TRANSPORT_PARAMS`, issue #13) is global, with Scott's
-    isotropic bandwidth and half of the likelihood to each stage.
+    isotropic bandwidth and an adaptive split: at least half of the likelihood to the
+    ETKF, more in a cycle where the rest would collapse the weights.
 ``KDE-joint``
     :class:`~dasim.filters.KDEDiffusionFilter` with :data:`JOINT_PARAMS`: the kernel
     shaped by the joint covariance of states and predicted observations, conditioned in
