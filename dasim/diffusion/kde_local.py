@@ -406,16 +406,14 @@ def sample_ode_local(
     if np.isnan(L).any() or np.any(L == np.inf):
         raise ValueError("log_w_local must be finite or -inf.")
     taper = _StateTaper(taper_xx)
-    L = _normalise_local(L)
-    start_L = L
-    L = _shared_columns(L, taper)
+    L = _shared_columns(_normalise_local(L), taper)
     rng = _check_rng(rng)
     n_steps = _check_solver(solver, n_steps)
     if backend not in ("numpy", "torch"):
         raise ValueError(f"backend must be 'numpy' or 'torch', got {backend!r}.")
     n = n_c if n_samples is None else _check_n_steps(n_samples, "n_samples")
     if x_start is None:
-        x1 = _start_std(schedule, X, start_L) * rng.standard_normal((n, d))
+        x1 = _start_std(schedule, X, L) * rng.standard_normal((n, d))
     else:
         x1 = _check_matrix(x_start, "x_start", ncols=d)
         if x1.shape[0] != n:

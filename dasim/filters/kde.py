@@ -455,7 +455,7 @@ default=None
             target = self.ess_target * forecast.shape[0]
             gamma, forecast = adaptive_fraction(self, forecast, y, predicted, target, floor)
         else:
-            gamma = float(self.kalman_fraction)
+            gamma = float(kf)
             if gamma > 0.0:
                 forecast = kalman_step(self, forecast, y, predicted, gamma)
         if gamma == 0.0:
