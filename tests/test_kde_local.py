@@ -132,6 +132,44 @@ def test_sparse_and_dense_taper_paths_agree(monkeypatch):
 
 
 @settings(max_examples=20, deadline=None)
+@given(
+    seed=st.integers(0, 2**31 - 1),
+    t=st.floats(0.0, 1.0),
+    chunk=st.integers(1, 9),
+    radius=st.sampled_from([0.5, 1.0, 2.0, "full"]),
+)
+def test_chunking_does_not_change_the_score(seed, t, chunk, radius):
+    """The query rows are independent: any chunk size gives the one-chunk score and
+    log-density (to rounding: a BLAS product may block differently by row count)."""
+    rng, X, L, taper = _problem(seed, n=12, d=6, radius=1.0 if radius == "full" else radius)
+    if radius == "full":
+        taper = np.ones_like(taper)
+        L = np.repeat(L[:, :1], 6, axis=1)
+    x = rng.normal(size=(9, 6))
+    schedule = SCHEDULES["ve"]
+    core = kde_local._StateTaper(taper)
+    L = _kde_local_core._shared_columns(kde_local._normalise_local(L), core)
+    mu, sbar2 = float(schedule.mu(t)), float(schedule.sigmabar2(t))
+    whole = _kde_local_core._score_logp(x, mu, sbar2, X, L, core, 9, want_logp=True)
+    parts = _kde_local_core._score_logp(x, mu, sbar2, X, L, core, chunk, want_logp=True)
+    for a, b in zip(parts, whole, strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12 * np.abs(b).max())
+
+
+def test_cpu_chunks_stay_in_cache_and_accelerator_chunks_are_large():
+    """On the CPU one (rows, members, components) temporary stays near 256 KiB (at least
+    one row); an accelerator takes chunks from the larger budget; a given size wins."""
+    rows = _kde_local_core._rows_per_chunk
+    assert rows(1000, 40, None) == 1
+    assert rows(100, 40, None) * 100 * 40 * 8 <= _kde_local_core._CPU_TEMPORARY_BYTES
+    assert rows(25, 3, None) == _kde_local_core._CPU_TEMPORARY_BYTES // (25 * 3 * 8)
+    assert rows(1000, 40, None, cpu=False) == _kde_local_core._MEMORY_BUDGET // (
+        1000 * 40 * 8 * 5
+    )
+    assert rows(1000, 40, 7) == rows(1000, 40, 7, cpu=False) == 7
+
+
+@settings(max_examples=20, deadline=None)
 @given(seed=st.integers(0, 2**31 - 1), t=st.floats(0.0, 1.0), d=st.integers(1, 8))
 def test_full_taper_shortcut_is_the_per_component_computation(seed, t, d):
     """An infinite radius (every taper entry 1) with equal weight columns computes one set

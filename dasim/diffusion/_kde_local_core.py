@@ -13,8 +13,15 @@ import numpy as np
 
 from ._xp import namespace
 
-#: Bytes for the (queries, members, components) temporaries of one chunk.
+#: Bytes for the (queries, members, components) temporaries of one chunk on an
+#: accelerator, where large chunks amortise the kernel launches.
 _MEMORY_BUDGET = 64 * 2**20
+#: Bytes for one (queries, members, components) temporary on the CPU: the score makes
+#: about ten passes over it, which run twice as fast while it stays in cache (measured
+#: on l96-40-half's taper at N = 1000, one core: 0.70 s a score evaluation with 13 MB
+#: temporaries, 0.31 s at 0.3 MB; at N = 100 and 250 chunks of 0.1-0.3 MB are fastest).
+#: The rows are independent, so the chunking does not change a result.
+_CPU_TEMPORARY_BYTES = 2**18
 #: The state taper is applied as a dense matrix product up to this many components, or
 #: above this density; as neighbour lists (cost linear in the dimension) otherwise.
 _DENSE_UP_TO = 512
@@ -90,11 +97,13 @@ def _shared_columns(L, taper):
     return L
 
 
-def _rows_per_chunk(n_centres, d, chunk_size):
+def _rows_per_chunk(n_centres, d, chunk_size, cpu=True):
+    """Query rows per chunk: ``chunk_size``, else from the budget of the device kind."""
     if chunk_size is not None:
         return int(chunk_size)
-    per_row = 8 * n_centres * d * 5
-    return max(1, _MEMORY_BUDGET // per_row)
+    if cpu:
+        return max(1, _CPU_TEMPORARY_BYTES // (8 * n_centres * d))
+    return max(1, _MEMORY_BUDGET // (8 * n_centres * d * 5))
 
 
 def _score_logp(x, mu, sbar2, X, L, taper, chunk, want_logp=False):
@@ -105,12 +114,15 @@ def _score_logp(x, mu, sbar2, X, L, taper, chunk, want_logp=False):
     for start in range(0, x.shape[0], chunk):
         xc = x[start : start + chunk]
         diff = Xmu[None, :, :] - xc[:, None, :]  # (m, N, d)
-        dist = taper.apply(diff * diff) * (0.5 / sbar2)
+        dist = taper.apply(diff * diff)
+        dist *= 0.5 / sbar2
         logits = L[None, :, :] - dist
         top = xp.amax(logits, 1, keepdims=True)
-        w = xp.exp(logits - top)
+        logits -= top
+        w = xp.exp_(logits)
         norm = xp.sum(w, 1, keepdims=True)
-        scores.append(xp.sum(w * diff, 1) / (norm[:, 0, :] * sbar2))
+        diff *= w
+        scores.append(xp.sum(diff, 1) / (norm[:, 0, :] * sbar2))
         if want_logp:
             rho_sum = xp.sum(taper.taper if taper.dense else taper.val, 1)
             logps.append(

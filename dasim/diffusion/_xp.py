@@ -33,6 +33,8 @@ class NumpyNamespace:
     """numpy, float64 by default."""
 
     name = "numpy"
+    #: Whether the arrays live in host memory (chunk sizes are chosen for the cache).
+    on_cpu = True
 
     def __init__(self):
         self.float_dtype = np.dtype(np.float64)
@@ -176,6 +178,7 @@ class TorchNamespace(NumpyNamespace):
 
         self.torch = torch
         self.device = torch.device(device)
+        self.on_cpu = self.device.type == "cpu"
         self.float_dtype = torch.float64 if float_dtype is None else float_dtype
 
     def dtype(self, name):

@@ -252,7 +252,7 @@ def local_kde_score(x, t, X, log_w_local, taper_xx, schedule, *, chunk_size=None
     ----------
     %(query_params)s
     chunk_size : int, optional
-        Query rows per chunk (default: from a 64 MiB budget).
+        Query rows per chunk (default: about 256 KiB a temporary on the CPU, to stay in cache).
 
     Returns
     -------
@@ -418,9 +418,9 @@ def sample_ode_local(
         x1 = _check_matrix(x_start, "x_start", ncols=d)
         if x1.shape[0] != n:
             raise ValueError(f"x_start must have {n} rows (n_samples), got {x1.shape[0]}.")
-    chunk = _rows_per_chunk(n_c, d, chunk_size)
     dt = check_score_dtype(score_dtype, "score_dtype", allow_none=False)
     xp = namespace(backend=backend, device=device)
+    chunk = _rows_per_chunk(n_c, d, chunk_size, cpu=xp.on_cpu)
     X, L = (xp.astype(xp.asarray(a), dt) for a in (X, L))
     taper = taper.to(xp, dt)
     x1 = xp.asarray(x1)
