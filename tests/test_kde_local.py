@@ -163,9 +163,7 @@ def test_cpu_chunks_stay_in_cache_and_accelerator_chunks_are_large():
     assert rows(1000, 40, None) == 1
     assert rows(100, 40, None) * 100 * 40 * 8 <= _kde_local_core._CPU_TEMPORARY_BYTES
     assert rows(25, 3, None) == _kde_local_core._CPU_TEMPORARY_BYTES // (25 * 3 * 8)
-    assert rows(1000, 40, None, cpu=False) == _kde_local_core._MEMORY_BUDGET // (
-        1000 * 40 * 8 * 5
-    )
+    assert rows(1000, 40, None, cpu=False) == _kde_local_core._MEMORY_BUDGET // (1000 * 40 * 8 * 5)
     assert rows(1000, 40, 7) == rows(1000, 40, 7, cpu=False) == 7
 
 
