@@ -10,7 +10,12 @@ from hypothesis import strategies as st
 
 from dasim.datasets import make_twin_experiment
 from dasim.diffusion.kde_local import local_log_weights
-from dasim.diffusion.kde_transport import encode_ode, encode_ode_local, transport_ode_local
+from dasim.diffusion.kde_transport import (
+    encode_ode,
+    encode_ode_local,
+    transport_ode,
+    transport_ode_local,
+)
 from dasim.diffusion.schedules import VESchedule, make_schedule
 from dasim.filters import EnKF, KDEDiffusionFilter
 from dasim.models import Lorenz63, Lorenz96
@@ -63,6 +68,65 @@ def test_uniform_weights_transport_is_the_identity(n, d, seed, scale):
         errs.append(np.abs(out - X).max() / scale)
     assert errs[1] < 0.02
     assert errs[1] < errs[0] / 2 + 1e-9
+
+
+@settings(max_examples=20, deadline=None)
+@given(
+    n=st.integers(3, 40),
+    d=st.integers(1, 5),
+    seed=st.integers(0, 2**31 - 1),
+    scale=st.floats(0.1, 100.0),
+    solver=st.sampled_from(["heun", "ab2", "ab3"]),
+)
+def test_global_transport_is_the_local_one_with_tapers_of_ones(n, d, seed, scale, solver):
+    """With every taper 1 the localised score is the global one, column by column: the
+    global transport (fused score) equals the localised one to rounding, for weights
+    of any sharpness."""
+    rng = np.random.default_rng(seed)
+    X = scale * rng.standard_normal((n, d))
+    X -= X.mean(0)
+    log_w = -0.5 * (((X[:, 0] - scale * rng.standard_normal()) / (0.5 * scale)) ** 2)
+    sched = make_schedule("ve", sigma_x=0.3 * scale, sigma_max=20 * scale * np.sqrt(d))
+    members = X + 0.1 * scale * rng.standard_normal((n, d))
+    glob, info = transport_ode(X, log_w, sched, members, solver=solver)
+    L = np.repeat(log_w[:, None], d, axis=1)
+    loc, info_local = transport_ode_local(X, L, np.ones((d, d)), sched, members, solver=solver)
+    # Rounding of sums over N centres at the data's magnitude, through 2 x 20 steps.
+    np.testing.assert_allclose(glob, loc, rtol=0, atol=1e-9 * scale)
+    assert info == info_local
+
+
+def test_global_transport_runs_on_torch_as_on_numpy():
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(5)
+    X = rng.standard_normal((30, 3))
+    X -= X.mean(0)
+    log_w = -0.5 * (X[:, 1] - 0.5) ** 2
+    sched = make_schedule("ve", sigma_x=0.3, sigma_max=20.0)
+    ref, _ = transport_ode(X, log_w, sched, X)
+    out, _ = transport_ode(X, log_w, sched, X, backend="torch", device="cpu")
+    assert isinstance(out, np.ndarray) and not isinstance(out, torch.Tensor)
+    np.testing.assert_allclose(out, ref, rtol=0, atol=1e-10)
+    with pytest.raises(ValueError, match="members"):
+        transport_ode(X, log_w, sched, X[:, :2])
+
+
+def test_global_transport_filter_is_the_infinite_radius_filter():
+    """``flow_start="members"`` without a radius runs the global transport, which is the
+    localised filter at ``localization_radius=inf`` to rounding, cycle after cycle."""
+    from dasim.benchmarks.nonlinear_filtering import GLOBAL_TRANSPORT_PARAMS
+
+    model = Lorenz63(steps_per_cycle=10, process_noise=0.1)
+    obs = ObservationModel("arctan", noise_std=0.1)
+    X, y = make_twin_experiment(model, obs, 30, random_state=0, process_noise=False)
+    out = {}
+    for radius in (float("inf"), None):
+        params = dict(GLOBAL_TRANSPORT_PARAMS, localization_radius=radius)
+        kde = KDEDiffusionFilter(model, obs, n_members=40, random_state=0, **params)
+        out[radius] = kde.set_params(device="numpy").fit(X[:20]).assimilate(y[20:])
+    a, b = out[float("inf")]["analysis"].values, out[None]["analysis"].values
+    np.testing.assert_allclose(a, b, rtol=0, atol=1e-9 * np.abs(a).max())
+    np.testing.assert_allclose(out[None]["kalman_fraction"], out[float("inf")]["kalman_fraction"])
 
 
 def test_block_taper_moves_blocks_independently():
@@ -171,8 +235,10 @@ def test_transport_filter_tracks_lorenz96_40_better_than_the_random_draw():
 @pytest.mark.parametrize(
     ("params", "match"),
     [
-        ({"flow_start": "members"}, "localization_radius"),
+        ({"flow_start": "members", "ode_solver": "rk45"}, "fixed-step"),
         ({"flow_start": "members", "localization_radius": 2.0, "ode_solver": "rk45"}, "fixed"),
+        ({"flow_start": "members", "sampler": "mixture"}, "sampler='ode'"),
+        ({"flow_start": "members", "kernel": "covariance"}, "kernel='isotropic'"),
         ({"flow_start": "latent"}, "flow_start"),
         ({"kalman_fraction": 1.0}, "kalman_fraction"),
         ({"kalman_fraction": -0.1}, "kalman_fraction"),

@@ -16,7 +16,8 @@ mixtures, in the spirit of dual diffusion implicit bridges (Su et al., 2023). Wh
 weights are uniform the two maps are each other's inverse and the members do not move
 (up to the solver's error), so nothing is lost to resampling noise; in one dimension both
 maps are monotone and the transport is the optimal (monotone) one between the prior and
-posterior mixtures. With the localised score (:mod:`dasim.diffusion.kde_local`) the
+posterior mixtures. :func:`transport_ode` is the global transport (the fused closed-form
+score, numpy or torch); with the localised score (:mod:`dasim.diffusion.kde_local`) the
 transport is local: a component moves only as far as its own local weights say, and
 neighbouring components move smoothly together, with no gluing between local analyses.
 
@@ -28,11 +29,12 @@ from __future__ import annotations
 
 import numpy as np
 
+from ._kde_samplers import _kde_score_fn, sample_ode
 from .kde import _check_matrix
 from .kde_local import local_kde_score, sample_ode_local
 from .kde_sampling import _fixed_step_flow, default_ode_steps, ode_sigma_grid
 
-__all__ = ["encode_ode", "encode_ode_local", "transport_ode_local"]
+__all__ = ["encode_ode", "encode_ode_local", "transport_ode", "transport_ode_local"]
 
 _ENCODE_RETURNS = """Returns
     -------
@@ -100,6 +102,12 @@ def encode_ode(score, schedule, x0, *, solver="ab3", n_steps=None):
     """
     n_steps = _check_solver(solver, n_steps)
     x0 = _check_matrix(x0, "x0")
+    z, nfev = _encode(lambda x, t: np.asarray(score(x, t)), schedule, x0, solver, n_steps)
+    return np.asarray(z, dtype=np.float64), nfev
+
+
+def _encode(score, schedule, x0, solver, n_steps):
+    """:func:`encode_ode`'s flow on checked inputs, for numpy arrays or torch tensors."""
     t, sigma = ode_sigma_grid(schedule, n_steps)
     mus = [float(schedule.mu(u)) for u in t]
     last = len(t) - 1
@@ -107,10 +115,10 @@ def encode_ode(score, schedule, x0, *, solver="ab3", n_steps=None):
     def denoise(z, k):  # k counts up from the data end
         j = last - k
         mu, sbar2 = mus[j], float(schedule.sigmabar2(t[j]))
-        return z + np.asarray(score(z * mu, t[j])) * (sbar2 / mu)
+        return z + score(z * mu, t[j]) * (sbar2 / mu)
 
-    z, nfev = _fixed_step_flow(denoise, x0 / mus[-1], sigma[::-1].copy(), solver)
-    return np.asarray(z, dtype=np.float64) * mus[0], int(nfev)
+    z, nfev = _fixed_step_flow(denoise, x0 * (1.0 / mus[-1]), sigma[::-1].copy(), solver)
+    return z * mus[0], int(nfev)
 
 
 @_encode_doc
@@ -155,6 +163,117 @@ def encode_ode_local(X, taper_xx, schedule, x0, *, solver="ab3", n_steps=None, c
         return local_kde_score(x, t, X, uniform, taper_xx, schedule, chunk_size=chunk_size)
 
     return encode_ode(score, schedule, x0, solver=solver, n_steps=n_steps)
+
+
+def transport_ode(
+    X,
+    log_w,
+    schedule,
+    members,
+    *,
+    solver="ab3",
+    n_steps=None,
+    backend="numpy",
+    device=None,
+    chunk_size=None,
+    memory_budget=None,
+    score_dtype="float64",
+):
+    r"""Move ``members`` from the prior to the posterior KDE by the probability flow.
+
+    The global transport: the codes :math:`z_i = \Phi_{\mathrm{prior}}(x_i)` of the forward
+    flow of the KDE of the centres ``X`` with uniform weights (:func:`encode_ode`), decoded
+    by the reverse flow of the same KDE with the weights ``log_w``
+    (:func:`~dasim.diffusion.kde_sampling.sample_ode` started at the codes). Both flows use
+    the fused closed-form score and the same fixed-step grid; with uniform ``log_w`` the
+    members come back unchanged up to the solver's error. Deterministic: no random
+    numbers are drawn. It equals :func:`transport_ode_local` with tapers of ones and the
+    log-weights repeated in every column, at the cost of the global score.
+
+    Parameters
+    ----------
+    X : numpy.ndarray of shape (N, d)
+        Centres (usually the centred forecast ensemble).
+    log_w : numpy.ndarray of shape (N,) or None
+        Log-weights of the posterior (None: uniform).
+    schedule : VESchedule or VPSchedule
+        The diffusion schedule.
+    members : numpy.ndarray of shape (n, d)
+        The states to move (usually the centred forecast members themselves).
+    solver : {"heun", "ab2", "ab3"}, default="ab3"
+        The fixed-step solver of both flows.
+    n_steps : int, optional
+        Steps of each flow (default: 20 score evaluations each).
+    backend : {"numpy", "torch"}, default="numpy"
+        Where the flows run (the result is numpy either way).
+    device : str, optional
+        The torch device (``backend="torch"``); None or ``"auto"`` picks CUDA when there
+        is one.
+    chunk_size : int or tuple of (int, int), optional
+        Tile of the score.
+    memory_budget : int, optional
+        Bytes for one tile's pairwise temporaries.
+    score_dtype : {"float64", "float32"}, default="float64"
+        Precision of both scores' pairwise tiles (the flows' states stay float64).
+
+    Returns
+    -------
+    analysis : numpy.ndarray of shape (n, d)
+        The moved members, float64.
+    info : dict
+        ``sampler`` (``"transport"``), ``solver``, ``n_steps`` and ``nfev`` (both flows).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from dasim.diffusion.schedules import VESchedule
+    >>> X = np.random.default_rng(0).normal(size=(20, 3))
+    >>> out, info = transport_ode(X, None, VESchedule(0.3, 20.0), X, n_steps=40)
+    >>> bool(np.abs(out - X).max() < 0.01), info["nfev"]  # uniform weights: no move
+    (True, 80)
+    >>> out, _ = transport_ode(X, -2.0 * X[:, 0] ** 2, VESchedule(0.3, 20.0), X)
+    >>> bool(np.abs(out[:, 0]).mean() < np.abs(X[:, 0]).mean())  # drawn toward x_0 = 0
+    True
+    """
+    n_steps = _check_solver(solver, n_steps)
+    X = _check_matrix(X, "X")
+    members = _check_matrix(members, "members", ncols=X.shape[1])
+    n = members.shape[0]
+    xp, prior = _kde_score_fn(
+        X,
+        np.zeros(X.shape[0]),
+        schedule,
+        n,
+        backend,
+        device,
+        chunk_size,
+        memory_budget,
+        score_dtype,
+    )
+    codes, nfev_enc = _encode(prior, schedule, xp.asarray(members), solver, n_steps)
+    out, info = sample_ode(
+        X,
+        log_w,
+        schedule,
+        None,
+        n_samples=n,
+        backend=backend,
+        device=device,
+        chunk_size=chunk_size,
+        memory_budget=memory_budget,
+        x_start=codes,
+        solver=solver,
+        n_steps=n_steps,
+        score_dtype=score_dtype,
+    )
+    if hasattr(out, "detach"):
+        out = out.detach().cpu().numpy()
+    return np.asarray(out, dtype=np.float64), {
+        "sampler": "transport",
+        "solver": solver,
+        "n_steps": 2 * int(n_steps),
+        "nfev": int(nfev_enc) + int(info["nfev"]),
+    }
 
 
 def transport_ode_local(

@@ -220,11 +220,13 @@ default=None
         ``ess_target * n_members`` (the adaptive EnKPF); ``("ess", floor)``: the same, at
         least ``floor``. The fraction used is the ``kalman_fraction`` diagnostic.
     flow_start : {"noise", "members"}, default="noise"
-        Start of the localised analysis' flow: fresh noise (a new random draw, the
+        Start of the analysis' probability flow: fresh noise (a new random draw, the
         paper's sampler), or the forecast members encoded by the unweighted KDE's forward
         flow, so that each member is moved deterministically, not at all where the
         weights are uniform (:mod:`dasim.diffusion.kde_transport`). ``"members"`` needs
-        ``localization_radius`` and a fixed-step ``ode_solver``; numpy float64.
+        ``sampler="ode"``, ``kernel="isotropic"`` and a fixed-step ``ode_solver``; global,
+        it runs on numpy or torch (:func:`~dasim.diffusion.kde_transport.transport_ode`),
+        with ``localization_radius`` on numpy.
 
     Attributes
     ----------
@@ -416,11 +418,12 @@ default=None
                         f"is the probability flow of the localised score), got {value!r}."
                     )
         if self.flow_start == "members" and (
-            self.localization_radius is None or self.ode_solver == "rk45"
+            self.sampler != "ode" or self.kernel != "isotropic" or self.ode_solver == "rk45"
         ):
             raise ValueError(
-                "flow_start='members' needs localization_radius and a fixed-step ode_solver, "
-                f"got {self.localization_radius!r} and {self.ode_solver!r}."
+                "flow_start='members' needs sampler='ode', kernel='isotropic' and a fixed-step "
+                f"ode_solver, got sampler={self.sampler!r}, kernel={self.kernel!r} and "
+                f"ode_solver={self.ode_solver!r}."
             )
         self.device_ = self._resolve_device()
 
@@ -533,6 +536,8 @@ default=None
         else:
             sigma_max = self._state_sigma_max(forecast, sigma_x)
         torch_backend = self.device_ != "numpy"
+        if self.flow_start == "members" and kernel == "isotropic":
+            return self._transport(forecast, log_w, sigma_x, sigma_max)
         return kde_analysis(
             forecast,
             log_w,
@@ -554,6 +559,31 @@ default=None
             ode_steps=self.ode_steps,
             score_dtype=self.score_dtype,
         )
+
+    def _transport(self, forecast, log_w, sigma_x, sigma_max):
+        """Move the members to the weighted KDE by the probability flow (``flow_start``)."""
+        from .._stats import effective_sample_size
+        from ..diffusion.kde_transport import transport_ode
+        from ..diffusion.schedules import make_schedule
+
+        schedule = make_schedule(
+            self.schedule, sigma_x=sigma_x, sigma_max=sigma_max, beta_max=self.beta_max
+        )
+        mean = forecast.mean(axis=0)
+        torch_backend = self.device_ != "numpy"
+        out, info = transport_ode(
+            forecast - mean,
+            log_w,
+            schedule,
+            forecast - mean,
+            solver=self.ode_solver,
+            n_steps=self.ode_steps,
+            backend="torch" if torch_backend else "numpy",
+            device=self.device_ if torch_backend else None,
+            chunk_size=self.chunk_size,
+            score_dtype=self.score_dtype,
+        )
+        return out + mean, dict(info, ess=effective_sample_size(log_w))
 
     def _warn_collapse(self, ess, n):
         if self.ess_warning > 0 and ess < max(2.0, self.ess_warning * n):
