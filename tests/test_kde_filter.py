@@ -37,7 +37,9 @@ def _energy_distance(a, b):
 @pytest.mark.parametrize("sampler", ["mixture", "ode"])
 def test_bimodal_posterior_keeps_both_modes(sampler):
     # x ~ N(0, 1), y = |x| + N(0, 0.1^2), y* = 1: the posterior has modes at +-1 with equal
-    # mass. The KDE filter keeps both; the EnKF cannot (cov(x, |x|) = 0: no update).
+    # mass. The KDE filter keeps both; the EnKF cannot (cov(x, |x|) = 0: no update). So
+    # the whole likelihood goes to the KDE (kalman_fraction=0): the default split would
+    # hand most of it to a Gaussian step, which cannot use this observation.
     rng = np.random.default_rng(1)
     ens = rng.normal(size=(2000, 1))
     obs = ObservationModel("abs", noise_std=0.1)
@@ -47,6 +49,7 @@ def test_bimodal_posterior_keeps_both_modes(sampler):
         bandwidth_x=0.05,
         likelihood="known",
         sampler=sampler,
+        kalman_fraction=0.0,
         device="numpy",
         random_state=0,
     )

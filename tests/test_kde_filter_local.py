@@ -22,7 +22,12 @@ from dasim.observations import ObservationModel
 
 #: The localised analysis runs with the paper's isotropic kernel (the default kernel is
 #: the joint one, which localisation does not support).
-_Local = functools.partial(KDEDiffusionFilter, kernel="isotropic")
+# The localised KDE analysis proper: a fresh draw, no Kalman split (the defaults move
+# the members after an adaptive split; TRANSPORT_PARAMS' tests are in test_kde_transport),
+# with bandwidth_y="ess" at half of N unless a test says otherwise.
+_Local = functools.partial(
+    KDEDiffusionFilter, kernel="isotropic", kalman_fraction=0.0, flow_start="noise", ess_target=0.5
+)
 
 
 def _l63():

@@ -22,7 +22,9 @@ Q = np.array([[0.3, 0.05], [0.05, 0.2]])
 R = np.array([[0.5]])
 H = np.array([[1.0, 0.5]])
 
-ROBUST = dict(kernel="covariance", shrink=True, bandwidth_y="ess", likelihood="known")
+ROBUST = dict(
+    kernel="covariance", shrink=True, bandwidth_y="ess", likelihood="known", kalman_fraction=0.0
+)
 
 
 def _linear_problem(n_times=5, seed=0):

@@ -164,7 +164,8 @@ def _rmse(ds, truth, burn):
 def test_default_filter_tracks_a_black_box_duffing_oscillator():
     """#13's first failure: with the paper's parameters Scott's bandwidth grows with the
     spread the jitter adds (RMSE 0.19 here, 7 times the EnKF's; non-finite at cycle 37 in
-    the issue's setting). The defaults track it as the EnKF does (0.026 against 0.028)."""
+    the issue's setting). The defaults (first the joint kernel, now the transported
+    filter) track it as the EnKF does."""
     from dasim.datasets import make_twin_experiment
     from dasim.filters import EnKF
 

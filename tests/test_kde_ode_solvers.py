@@ -312,7 +312,13 @@ def _l63_filter(**params):
     obs = ObservationModel("identity", noise_std=2.0, indices=[2])
     X, y = make_twin_experiment(model, obs, 6, random_state=0, process_noise=False)
     est = KDEDiffusionFilter(
-        model, obs, n_members=60, bandwidth_y=2.0, device="numpy", random_state=0, **params
+        model,
+        obs,
+        n_members=60,
+        bandwidth_y=2.0,
+        device="numpy",
+        random_state=0,
+        **{"flow_start": "noise", **params},
     )
     return est.fit(X), y
 
@@ -327,6 +333,19 @@ def test_filter_runs_the_fixed_step_solvers(solver, steps, nfev):
         ds = est.assimilate(y)
     assert np.all(ds["nfev"].values == nfev)
     assert np.all(np.isfinite(ds["analysis"].values))
+
+
+def test_transport_takes_twice_the_score_evaluations():
+    """The default moves the members (``flow_start="auto"``): the forward flow encodes
+    them and the reverse flow decodes them, 20 score evaluations each."""
+    est, y = _l63_filter(flow_start="auto")
+    assert est._flow_start == "members"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ds = est.assimilate(y)
+    assert np.all(ds["nfev"].values == 40) and np.all(ds["n_steps"].values == 40)
+    assert est.set_params(sampler="mixture")._flow_start == "noise"
+    assert est.set_params(sampler="ode", ode_solver="rk45")._flow_start == "noise"
 
 
 def test_paper_params_keep_rk45():

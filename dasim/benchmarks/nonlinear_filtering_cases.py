@@ -54,6 +54,9 @@ _TUNE_KEY = {"KDE-ode": "KDE", **{method: group for group, method in _TUNE_METHO
 #: the joint covariance of states and predicted observations, with shrinkage, the exact
 #: likelihood, the ``"ab3"`` probability-flow ODE; ``bandwidth_x`` (a multiple of Scott's
 #: constant) and ``inflation`` are tuned. ``KDE-default`` is the class's defaults, untuned.
+#: Every parameter set here names each parameter it needs whose class default has
+#: changed (``kernel``, ``kalman_fraction``, ``ess_target``, ``flow_start``), so that its
+#: figures reproduce whatever the defaults.
 JOINT_PARAMS = {
     "kernel": "joint",
     "shrink": True,
@@ -61,6 +64,8 @@ JOINT_PARAMS = {
     "likelihood": "known",
     "sampler": "ode",
     "ode_solver": "ab3",
+    "kalman_fraction": 0.0,
+    "flow_start": "noise",
 }
 
 #: The localised KDE configuration of ``KDE-local`` (issue #14); ``localization_radius``
@@ -74,6 +79,8 @@ LOCAL_PARAMS = {
     "likelihood": "known",
     "sampler": "ode",
     "ode_solver": "ab3",
+    "kalman_fraction": 0.0,
+    "flow_start": "noise",
 }
 
 #: The localised KDE configuration of ``KDE-local-transport`` (issue #14), untuned: an
@@ -122,6 +129,8 @@ ROBUST_PARAMS = {
     "likelihood": "known",
     "max_stages": 20,
     "sampler": "mixture",
+    "kalman_fraction": 0.0,
+    "flow_start": "noise",
 }
 
 #: Seed of the training trajectory used for tuning (never a scored seed).

@@ -129,7 +129,7 @@ def _flow(filt, ensemble, L, sigma_x, rng):
     )
     centres = shrink_local(ensemble, L, sigma_x) if filt._shrink else ensemble
     mean = centres.mean(axis=0)
-    if filt.flow_start == "members":
+    if filt._flow_start == "members":
         from ..diffusion.kde_transport import transport_ode_local
 
         out, info = transport_ode_local(

@@ -1,0 +1,91 @@
+"""The default-constructed KDEDiffusionFilter (#13, item 4): it tracks where the EnKF does.
+
+The defaults are the transported filter: an adaptive ETKF split, then the members moved by
+the probability flow of the isotropic KDE. These runs use B2's truths, observations and
+initial ensembles (fixed seeds); the margins are the gap between tracking (RMSE near the
+EnKF's) and losing the track (RMSE near the climatological spread, 3-4 on Lorenz-96).
+"""
+
+import warnings
+
+import numpy as np
+import pytest
+
+from dasim.benchmarks.nonlinear_filtering import (
+    B2_CASES,
+    JOINT_PARAMS,
+    _filter_model,
+    _fit_states,
+    _initial_ensemble,
+    _twin,
+)
+from dasim.datasets import make_twin_experiment
+from dasim.filters import EnKF, KDEDiffusionFilter
+from dasim.models import Lorenz63
+from dasim.observations import ObservationModel
+
+
+def _rmse(ds, truth, burn):
+    err = np.sqrt(((ds["analysis"].mean("member").values - truth) ** 2).mean(1))
+    return float(err[burn:].mean())
+
+
+def _b2_rmse(case_name, seed, n, **estimators):
+    case = B2_CASES[case_name]
+    X, y = _twin(case, case.n_cycles, seed)
+    init = _initial_ensemble(case, n, seed)
+    out = {}
+    for name, make in estimators.items():
+        est = make(_filter_model(case), case.observation, n_members=n, random_state=seed)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            ds = est.fit(_fit_states(case, seed)).assimilate(y, initial_ensemble=init)
+        out[name] = _rmse(ds, X, case.burn_in)
+    return out
+
+
+def _default(model, obs, **kw):
+    return KDEDiffusionFilter(model, obs, device="numpy", **kw)
+
+
+def _joint(model, obs, **kw):
+    return KDEDiffusionFilter(model, obs, device="numpy", **JOINT_PARAMS, **kw)
+
+
+def test_defaults_are_the_transported_filter_with_an_adaptive_split():
+    kde = KDEDiffusionFilter()
+    assert kde.kernel == "isotropic" and kde.likelihood == "known"
+    assert kde.kalman_fraction == ("ess", 0.5) and kde.ess_target == 0.9
+    assert kde._flow_start == "members" and kde.ode_solver == "ab3"
+    # the paper's configuration and the benchmark parameter sets name what changed
+    paper = KDEDiffusionFilter(**KDEDiffusionFilter.PAPER_PARAMS)
+    assert paper.kalman_fraction == 0.0 and paper._flow_start == "noise"
+    assert paper.kernel == "isotropic" and paper.sampler == "ode"
+
+
+def test_default_tracks_lorenz96_40_half_where_the_joint_kernel_loses():
+    """``l96-40-half``, N = 100, seed 3: the previous default (the joint kernel, a fresh
+    draw every cycle) loses the track (2.70 when measured; its spread collapses in 40
+    dimensions); the transported default stays with the EnKF (0.28 against 0.29)."""
+    r = _b2_rmse("l96-40-half", 3, 100, default=_default, joint=_joint, enkf=EnKF)
+    assert r["default"] < 1.2 * r["enkf"]
+    assert r["joint"] > 1.5 > 3 * r["enkf"]
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_default_tracks_lorenz63_identity_with_large_noise(seed):
+    """#13's second failure: Lorenz-63, every component observed with R = 2 I, N = 50. The
+    paper's defaults lost 3 of 6 runs there (here 0.64 and 2.47); the default is as
+    accurate as the EnKF (0.36 and 0.31 against 0.39 and 0.36 when measured)."""
+    model = Lorenz63(dt=0.01, steps_per_cycle=10, process_noise=0.1)
+    obs = ObservationModel("identity", noise_std=np.sqrt(2.0))
+    X, y = make_twin_experiment(model, obs, 120, random_state=seed, process_noise=False)
+    r = {}
+    for name, est in {
+        "default": KDEDiffusionFilter(model, obs, n_members=50, device="numpy", random_state=0),
+        "enkf": EnKF(model, obs, n_members=50, random_state=0),
+    }.items():
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            r[name] = _rmse(est.fit(X).assimilate(y), X, 30)
+    assert r["default"] < 1.25 * r["enkf"]
