@@ -50,6 +50,7 @@ def test_progressive_covariance_filter_matches_the_kalman_filter(sampler):
         obs,
         n_members=n,
         max_stages=30,
+        ess_target=0.5,
         sampler=sampler,
         device="numpy",
         random_state=0,
