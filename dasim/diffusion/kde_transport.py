@@ -45,9 +45,30 @@ _ENCODE_RETURNS = """Returns
 """
 
 
+_TRANSPORT_PARAMS = """schedule : VESchedule or VPSchedule
+        The diffusion schedule.
+    members : numpy.ndarray of shape (n, d)
+        The states to move (usually the centred forecast members themselves).
+    solver : {"heun", "ab2", "ab3"}, default="ab3"
+        The fixed-step solver of both flows.
+    n_steps : int, optional
+        Steps of each flow (default: 20 score evaluations each)."""
+
+_TRANSPORT_RETURNS = """Returns
+    -------
+    analysis : numpy.ndarray of shape (n, d)
+        The moved members, float64.
+    info : dict
+        ``sampler`` (``"transport"``), ``solver``, ``n_steps`` and ``nfev`` (both flows)."""
+
+
 def _encode_doc(func):
-    """Fill the shared Returns section of the encoders' docstrings."""
-    func.__doc__ = func.__doc__ % {"encode_returns": _ENCODE_RETURNS}
+    """Fill the shared sections of the encoders' and transports' docstrings."""
+    func.__doc__ = func.__doc__ % {
+        "encode_returns": _ENCODE_RETURNS,
+        "transport_params": _TRANSPORT_PARAMS,
+        "transport_returns": _TRANSPORT_RETURNS,
+    }
     return func
 
 
@@ -165,6 +186,7 @@ def encode_ode_local(X, taper_xx, schedule, x0, *, solver="ab3", n_steps=None, c
     return encode_ode(score, schedule, x0, solver=solver, n_steps=n_steps)
 
 
+@_encode_doc
 def transport_ode(
     X,
     log_w,
@@ -196,14 +218,7 @@ def transport_ode(
         Centres (usually the centred forecast ensemble).
     log_w : numpy.ndarray of shape (N,) or None
         Log-weights of the posterior (None: uniform).
-    schedule : VESchedule or VPSchedule
-        The diffusion schedule.
-    members : numpy.ndarray of shape (n, d)
-        The states to move (usually the centred forecast members themselves).
-    solver : {"heun", "ab2", "ab3"}, default="ab3"
-        The fixed-step solver of both flows.
-    n_steps : int, optional
-        Steps of each flow (default: 20 score evaluations each).
+    %(transport_params)s
     backend : {"numpy", "torch"}, default="numpy"
         Where the flows run (the result is numpy either way).
     device : str, optional
@@ -216,12 +231,7 @@ def transport_ode(
     score_dtype : {"float64", "float32"}, default="float64"
         Precision of both scores' pairwise tiles (the flows' states stay float64).
 
-    Returns
-    -------
-    analysis : numpy.ndarray of shape (n, d)
-        The moved members, float64.
-    info : dict
-        ``sampler`` (``"transport"``), ``solver``, ``n_steps`` and ``nfev`` (both flows).
+    %(transport_returns)s
 
     Examples
     --------
@@ -276,6 +286,7 @@ def transport_ode(
     }
 
 
+@_encode_doc
 def transport_ode_local(
     X,
     log_w_local,
@@ -305,25 +316,13 @@ def transport_ode_local(
         (:func:`~dasim.diffusion.kde_local.local_log_weights`).
     taper_xx : numpy.ndarray of shape (d, d)
         State taper, 1 on the diagonal.
-    schedule : VESchedule or VPSchedule
-        The diffusion schedule.
-    members : numpy.ndarray of shape (n, d)
-        The states to move (usually the centred forecast members themselves).
-    solver : {"heun", "ab2", "ab3"}, default="ab3"
-        The fixed-step solver of both flows.
-    n_steps : int, optional
-        Steps of each flow (default: 20 score evaluations each).
+    %(transport_params)s
     chunk_size : int, optional
         Query rows per chunk of the score.
     score_dtype : {"float64", "float32"}, default="float64"
         Precision of the decoding score's pairwise computations.
 
-    Returns
-    -------
-    analysis : numpy.ndarray of shape (n, d)
-        The moved members.
-    info : dict
-        ``sampler`` (``"transport"``), ``solver``, ``n_steps`` and ``nfev`` (both flows).
+    %(transport_returns)s
 
     Examples
     --------
