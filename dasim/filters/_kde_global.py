@@ -1,5 +1,5 @@
 """The global analysis of :class:`~dasim.filters.KDEDiffusionFilter`: bandwidth specs,
-observation weights and progressive correction (private)."""
+observation weights, progressive correction and the global transport (private)."""
 
 from __future__ import annotations
 
@@ -139,3 +139,29 @@ def observation_weights(filt, y, predicted, loglik, rng):
         return log_w, 1.0 / np.sqrt(beta) if beta > 0 else np.inf
     c = 1.0 if isinstance(spec, str) else float(spec[1])
     return ell / c**2, c
+
+
+def transport_analysis(filt, forecast, log_w, sigma_x, sigma_max):
+    """Move the members to the weighted KDE by the probability flow (``flow_start``)."""
+    from .._stats import effective_sample_size
+    from ..diffusion.kde_transport import transport_ode
+    from ..diffusion.schedules import make_schedule
+
+    schedule = make_schedule(
+        filt.schedule, sigma_x=sigma_x, sigma_max=sigma_max, beta_max=filt.beta_max
+    )
+    mean = forecast.mean(axis=0)
+    torch_backend = filt.device_ != "numpy"
+    out, info = transport_ode(
+        forecast - mean,
+        log_w,
+        schedule,
+        forecast - mean,
+        solver=filt.ode_solver,
+        n_steps=filt.ode_steps,
+        backend="torch" if torch_backend else "numpy",
+        device=filt.device_ if torch_backend else None,
+        chunk_size=filt.chunk_size,
+        score_dtype=filt.score_dtype,
+    )
+    return out + mean, dict(info, ess=effective_sample_size(log_w))

@@ -21,6 +21,7 @@ from ._kde_global import (
     _resolve_bandwidth,
     observation_weights,
     progressive_analysis,
+    transport_analysis,
 )
 from ._localisation import LocalisedMixin
 
@@ -556,7 +557,7 @@ default=None
             sigma_max = self._state_sigma_max(forecast, sigma_x)
         torch_backend = self.device_ != "numpy"
         if self._flow_start == "members" and kernel == "isotropic":
-            return self._transport(forecast, log_w, sigma_x, sigma_max)
+            return transport_analysis(self, forecast, log_w, sigma_x, sigma_max)
         return kde_analysis(
             forecast,
             log_w,
@@ -578,31 +579,6 @@ default=None
             ode_steps=self.ode_steps,
             score_dtype=self.score_dtype,
         )
-
-    def _transport(self, forecast, log_w, sigma_x, sigma_max):
-        """Move the members to the weighted KDE by the probability flow (``flow_start``)."""
-        from .._stats import effective_sample_size
-        from ..diffusion.kde_transport import transport_ode
-        from ..diffusion.schedules import make_schedule
-
-        schedule = make_schedule(
-            self.schedule, sigma_x=sigma_x, sigma_max=sigma_max, beta_max=self.beta_max
-        )
-        mean = forecast.mean(axis=0)
-        torch_backend = self.device_ != "numpy"
-        out, info = transport_ode(
-            forecast - mean,
-            log_w,
-            schedule,
-            forecast - mean,
-            solver=self.ode_solver,
-            n_steps=self.ode_steps,
-            backend="torch" if torch_backend else "numpy",
-            device=self.device_ if torch_backend else None,
-            chunk_size=self.chunk_size,
-            score_dtype=self.score_dtype,
-        )
-        return out + mean, dict(info, ess=effective_sample_size(log_w))
 
     def _warn_collapse(self, ess, n):
         if self.ess_warning > 0 and ess < max(2.0, self.ess_warning * n):
