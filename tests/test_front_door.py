@@ -40,3 +40,18 @@ def test_import_and_every_export_leave_torch_unloaded():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_no_module_is_longer_than_600_lines():
+    """#12's layout rule: a module that outgrows 600 lines is split by what it does."""
+    from pathlib import Path
+
+    import dasim
+
+    root = Path(dasim.__file__).parent
+    long = {
+        str(p.relative_to(root)): n
+        for p in root.rglob("*.py")
+        if (n := len(p.read_text(encoding="utf-8").splitlines())) > 600
+    }
+    assert not long, long
