@@ -313,7 +313,7 @@ def plot_b2(ds, path=None, metrics_=_B2_PLOT_METRICS):
     4
     """
     import matplotlib.pyplot as plt
-    from matplotlib.ticker import NullFormatter, ScalarFormatter
+    from matplotlib.ticker import FormatStrFormatter, NullFormatter, ScalarFormatter
 
     names = [m for m in metrics_ if m in ds]
     fig, axes = plt.subplots(1, len(names), figsize=(3.6 * len(names), 3.4), squeeze=False)
@@ -360,7 +360,12 @@ def plot_b2(ds, path=None, metrics_=_B2_PLOT_METRICS):
         if name != "spread_skill":
             ax.set_yscale("log")
             ax.yaxis.set_major_formatter(ScalarFormatter())
-            ax.yaxis.set_minor_formatter(NullFormatter())
+            lo, hi = ax.get_ylim()
+            # no power of ten inside the range: label the minor ticks, or there is none
+            one_decade = lo > 0 and np.floor(np.log10(lo)) == np.floor(np.log10(hi))
+            ax.yaxis.set_minor_formatter(
+                FormatStrFormatter("%g") if one_decade else NullFormatter()
+            )
         ax.set_xlabel("N (members)")
         ax.set_title("ms a cycle" if name == "seconds_per_cycle" else name)
     axes[0][0].legend(fontsize=7)
