@@ -270,11 +270,16 @@ default=None
     >>> model = Lorenz63(steps_per_cycle=10, process_noise=0.1)
     >>> obs = ObservationModel("arctan", noise_std=0.1)
     >>> X, y = make_twin_experiment(model, obs, 20, random_state=0, process_noise=False)
-    >>> kde = KDEDiffusionFilter(model, obs, n_members=50, bandwidth_y=0.2,
-    ...                          device="numpy", random_state=0).fit(X)
-    >>> ds = kde.assimilate(y)
-    >>> int(ds["n_steps"].max()) > 0
+    >>> kde = KDEDiffusionFilter(model, obs, n_members=50, device="numpy", random_state=0)
+    >>> ds = kde.fit(X).assimilate(y)
+    >>> int(ds["nfev"].max())  # the defaults move the members: two flows of 20 steps
+    40
+    >>> bool((ds["kalman_fraction"] >= 0.5).all())  # at least half to the ETKF step
     True
+    >>> paper = KDEDiffusionFilter(model, obs, n_members=50, device="numpy", random_state=0,
+    ...                            **KDEDiffusionFilter.PAPER_PARAMS)
+    >>> paper.set_params(bandwidth_y=0.2).fit(X).assimilate(y)["ess"].dims
+    ('time',)
     """
 
     _diagnostics = (
