@@ -163,6 +163,24 @@ def test_ode_records_its_steps_and_torch_cpu_matches_numpy():
     np.testing.assert_allclose(out["cpu"]["analysis"], out["numpy"]["analysis"], atol=1e-6)
 
 
+def test_default_transport_on_torch_cpu_matches_numpy():
+    """The defaults move the members with the global transport; on torch it is the same
+    filter as the numpy reference, to rounding through a few chaotic cycles."""
+    torch = pytest.importorskip("torch")
+    torch.set_num_threads(1)
+    model = Lorenz63(steps_per_cycle=10, process_noise=0.1)
+    obs = ObservationModel("arctan", noise_std=0.1)
+    X, y = make_twin_experiment(model, obs, 4, random_state=0, process_noise=False)
+    init = model.climatology(40, 1)
+    out = {}
+    for device in ["numpy", "cpu"]:
+        est = KDEDiffusionFilter(model, obs, n_members=40, device=device, random_state=0)
+        out[device] = est.fit(model.climatology(50, 0)).assimilate(y, initial_ensemble=init)
+        assert est.device_ == device and est._flow_start == "members"
+    np.testing.assert_allclose(out["cpu"]["analysis"], out["numpy"]["analysis"], atol=1e-8)
+    np.testing.assert_array_equal(out["cpu"]["nfev"], out["numpy"]["nfev"])
+
+
 @pytest.mark.filterwarnings("ignore::dasim.exceptions.WeightCollapseWarning")
 def test_gridsearch_over_bandwidths_with_every_scorer():
     model = Lorenz63(steps_per_cycle=10, process_noise=0.1)
