@@ -229,7 +229,9 @@ default=None
         ``"ess"``: chosen every cycle as the smallest ``gamma`` (to 1e-3, at most 0.99)
         whose remaining weights ``p(y | x_i^gamma)^(1 - gamma)`` keep an ESS of at least
         ``ess_target * n_members`` (the adaptive EnKPF); ``("ess", floor)``: the same, at
-        least ``floor``. The fraction used is the ``kalman_fraction`` diagnostic.
+        least ``floor``. The fraction used is the ``kalman_fraction`` diagnostic. The
+        Kalman step is linear in the observation: for a bimodal posterior (``y = |x|``)
+        set ``0.0``, or the part handed to it is lost.
     flow_start : {"auto", "noise", "members"}, default="auto"
         Start of the analysis' probability flow: fresh noise (a new random draw, the
         paper's sampler), or the forecast members encoded by the unweighted KDE's forward
