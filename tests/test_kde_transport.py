@@ -111,6 +111,36 @@ def test_global_transport_runs_on_torch_as_on_numpy():
         transport_ode(X, log_w, sched, X[:, :2])
 
 
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"log_w": np.full(10, np.nan)}, "log_w contains NaN"),
+        ({"log_w": np.zeros(9)}, "log_w must have shape"),
+        ({"log_w": np.full(10, -np.inf)}, "all log_w are -inf"),
+        ({"members": np.full((3, 2), np.inf)}, "members contains NaN or inf"),
+        ({"members": np.zeros((3, 3))}, "members"),
+        ({"n_steps": 0}, "n_steps must be a positive integer"),
+        ({"solver": "rk45"}, "fixed-step"),
+        ({"score_dtype": "float16"}, "score_dtype"),
+        ({"backend": "jax"}, "backend"),
+    ],
+)
+def test_global_transport_rejects_bad_input_before_any_flow(kwargs, match, monkeypatch):
+    """Every argument is checked before the encoding flow runs (none of it is wasted)."""
+    import dasim.diffusion.kde_transport as kt
+
+    def no_flow(*args, **kw):
+        raise AssertionError("a flow ran before the input was checked")
+
+    monkeypatch.setattr(kt, "_encode", no_flow)
+    X = np.random.default_rng(0).normal(size=(10, 2))
+    args = {"X": X, "log_w": None, "schedule": VESchedule(0.3, 20.0), "members": X, **kwargs}
+    with pytest.raises(ValueError, match=match):
+        transport_ode(
+            args.pop("X"), args.pop("log_w"), args.pop("schedule"), args.pop("members"), **args
+        )
+
+
 def test_global_transport_filter_is_the_infinite_radius_filter():
     """``flow_start="members"`` without a radius runs the global transport, which is the
     localised filter at ``localization_radius=inf`` to rounding, cycle after cycle."""

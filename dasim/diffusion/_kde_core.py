@@ -194,7 +194,7 @@ def _check_matrix(value, name, ncols=None, xp=None):
     return arr
 
 
-def _check_log_weights(log_w, n, xp=None, like=None):
+def _check_log_weights(log_w, n, xp=None, like=None, name="log_w_obs"):
     """Validate log-weights; ``None`` means uniform. ``-inf`` (zero weight) is allowed.
 
     In namespace ``xp`` (numpy float64 if None, where a tensor is a TypeError); ``like``:
@@ -203,20 +203,18 @@ def _check_log_weights(log_w, n, xp=None, like=None):
     if xp is None:
         xp = NUMPY
         if is_tensor(log_w):
-            raise TypeError(
-                "log_w_obs is a torch tensor; pass all arrays as numpy or all as torch."
-            )
+            raise TypeError(f"{name} is a torch tensor; pass all arrays as numpy or all as torch.")
     if log_w is None:
         return xp.zeros((n,), like=like)
     arr = xp.asarray(log_w)
     if tuple(arr.shape) != (n,):
         raise ValueError(
-            f"log_w_obs must have shape ({n},) (one per centre), got {tuple(arr.shape)}."
+            f"{name} must have shape ({n},) (one per centre), got {tuple(arr.shape)}."
         )
     if bool((arr != arr).any()) or bool((arr == math.inf).any()):
-        raise ValueError("log_w_obs contains NaN or +inf.")
+        raise ValueError(f"{name} contains NaN or +inf.")
     if not bool((arr > -math.inf).any()):
-        raise ValueError("every observation weight is zero (all log_w_obs are -inf).")
+        raise ValueError(f"every observation weight is zero (all {name} are -inf).")
     return arr
 
 

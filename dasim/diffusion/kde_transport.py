@@ -29,10 +29,12 @@ from __future__ import annotations
 
 import numpy as np
 
+from ._kde_core import _check_log_weights, check_score_dtype
 from ._kde_samplers import _kde_score_fn, sample_ode
 from .kde import _check_matrix
 from .kde_local import local_kde_score, sample_ode_local
 from .kde_sampling import _fixed_step_flow, default_ode_steps, ode_sigma_grid
+from .solvers import _check_n_steps
 
 __all__ = ["encode_ode", "encode_ode_local", "transport_ode", "transport_ode_local"]
 
@@ -81,7 +83,7 @@ def _check_solver(solver, n_steps):
             f"solver must be one of {_FIXED} (a fixed-step solver, whose grid the encoder "
             f"retraces), got {solver!r}."
         )
-    return default_ode_steps(solver) if n_steps is None else n_steps
+    return default_ode_steps(solver) if n_steps is None else _check_n_steps(n_steps)
 
 
 @_encode_doc
@@ -248,6 +250,8 @@ def transport_ode(
     n_steps = _check_solver(solver, n_steps)
     X = _check_matrix(X, "X")
     members = _check_matrix(members, "members", ncols=X.shape[1])
+    log_w = _check_log_weights(log_w, X.shape[0], name="log_w")  # before the first flow
+    score_dtype = check_score_dtype(score_dtype, "score_dtype", allow_none=False)
     n = members.shape[0]
     xp, prior = _kde_score_fn(
         X,
