@@ -31,6 +31,7 @@ import numpy as np
 
 from ._kde_core import _check_log_weights, check_score_dtype
 from ._kde_samplers import _kde_score_fn, sample_ode
+from ._xp import is_tensor
 from .kde import _check_matrix
 from .kde_local import local_kde_score, sample_ode_local
 from .kde_sampling import _fixed_step_flow, default_ode_steps, ode_sigma_grid
@@ -280,7 +281,7 @@ def transport_ode(
         n_steps=n_steps,
         score_dtype=score_dtype,
     )
-    if hasattr(out, "detach"):
+    if is_tensor(out):
         out = out.detach().cpu().numpy()
     return np.asarray(out, dtype=np.float64), {
         "sampler": "transport",
