@@ -151,12 +151,13 @@ def transport_analysis(filt, forecast, log_w, sigma_x, sigma_max):
         filt.schedule, sigma_x=sigma_x, sigma_max=sigma_max, beta_max=filt.beta_max
     )
     mean = forecast.mean(axis=0)
+    centred = forecast - mean  # the centres, and the members they move
     torch_backend = filt.device_ != "numpy"
     out, info = transport_ode(
-        forecast - mean,
+        centred,
         log_w,
         schedule,
-        forecast - mean,
+        centred,
         solver=filt.ode_solver,
         n_steps=filt.ode_steps,
         backend="torch" if torch_backend else "numpy",

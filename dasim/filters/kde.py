@@ -562,9 +562,9 @@ default=None
             sigma_max = self.sigma_max  # in whitened units; None: chosen by kde_analysis
         else:
             sigma_max = self._state_sigma_max(forecast, sigma_x)
-        torch_backend = self.device_ != "numpy"
         if self._flow_start == "members" and kernel == "isotropic":
             return transport_analysis(self, forecast, log_w, sigma_x, sigma_max)
+        torch_backend = self.device_ != "numpy"
         return kde_analysis(
             forecast,
             log_w,
