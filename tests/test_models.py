@@ -80,6 +80,24 @@ def test_climatology_statistics():
     assert 2.0 < l96.mean() < 2.7 and 3.3 < l96.std() < 3.9
 
 
+def test_climatology_draws_do_not_depend_on_earlier_draws():
+    # A larger pool cached by an earlier draw (B2's reference particles) once changed
+    # later small draws in the same process, so a seed's truth and initial ensemble
+    # depended on what had run before it (and on n_jobs).
+    model = Lorenz63(dt=0.02, steps_per_cycle=5)  # a cache key of its own
+    small = model.climatology(5, random_state=1)
+    from_big = model.climatology(5, random_state=1, pool_size=17000)
+    again = Lorenz63(dt=0.02, steps_per_cycle=5).climatology(5, random_state=1)
+    assert np.array_equal(small, again)
+    assert not np.array_equal(small, from_big)
+    assert np.array_equal(from_big, model.climatology(5, random_state=1, pool_size=17000))
+    # Every pool size up to 16384 is the one default pool.
+    assert np.array_equal(small, model.climatology(5, random_state=1, pool_size=100))
+    for bad in (0, 2.5, True):
+        with pytest.raises(ValueError, match="pool_size"):
+            model.climatology(5, pool_size=bad)
+
+
 def test_function_model_and_as_model():
     model = as_model(lambda e: 2.0 * e)
     assert isinstance(model, FunctionModel)

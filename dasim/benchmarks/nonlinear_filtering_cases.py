@@ -412,10 +412,14 @@ def _twin(case, n_cycles, seed):
     return X, y
 
 
-def _initial_ensemble(case, n_members, seed):
-    """The initial ensemble of every method for ``(seed, N)``: climatology draws."""
+def _initial_ensemble(case, n_members, seed, pool_size=None):
+    """The initial ensemble of every method for ``(seed, N)``: climatology draws.
+
+    ``pool_size``: the climatology pool drawn from (``None``: the model's default pool);
+    the W2 cases draw from the pool of the reference's ``n_reference`` initial particles.
+    """
     rng = np.random.default_rng([int(seed), 1, int(n_members)])
-    return case.model.climatology(int(n_members), rng)
+    return case.model.climatology(int(n_members), rng, pool_size=pool_size)
 
 
 def _fit_states(case, seed):

@@ -234,14 +234,17 @@ def _nan_result(failed=0.0):
     return res
 
 
-def _one_run(case, method, n_members, seed, params, X, y, ref_sub, w2_cycles):
-    """One method, one ensemble size, one seed: assimilate and score."""
+def _one_run(case, method, n_members, seed, params, X, y, ref_sub, w2_cycles, pool_size=None):
+    """One method, one ensemble size, one seed: assimilate and score.
+
+    ``pool_size``: the climatology pool of the initial ensemble (see ``run_b2``).
+    """
     est = _estimator(method, n_members, params).set_params(
         model=case.filter_model(),
         observation=case.observation,
         random_state=_int_seed(seed, n_members, _method_index(method)),
     )
-    init = _initial_ensemble(case, n_members, seed)
+    init = _initial_ensemble(case, n_members, seed, pool_size)
     b = case.burn_in
     with threadpool_limits(1), warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -307,7 +310,10 @@ def run_b2(
     jitter, the filters' model noise ``q`` and the true observation noise) on the same
     record, started from ``n_reference`` independent climatology draws. Each cycle a
     random subsample of ``n_reference_sub`` of its (equally weighted) particles is the W2
-    target; W2 per cycle is the exact optimal-transport distance
+    target. The filters' initial ensembles of these cases are drawn from the same
+    climatology pool (``pool_size=n_reference`` of
+    :meth:`~dasim.models.Lorenz63.climatology`), in every process and with any
+    ``n_jobs``; W2 per cycle is the exact optimal-transport distance
     (:func:`dasim.metrics.wasserstein2`, the members' weights for a weighted ensemble),
     time-averaged after the burn-in. ``w2_floor`` is the same distance for ``N`` other
     reference particles: what a filter sampling the reference exactly would score.
@@ -473,6 +479,7 @@ def run_b2(
             twins[s][1],
             refs[s][0] if c.w2 else None,
             w2_cycles,
+            n_reference if c.w2 else None,
         )
         for m, n, s in runs
     ]

@@ -307,11 +307,13 @@ class DynamicalModel(BaseEstimator):
             out[k] = x
         return out
 
-    def climatology(self, n, random_state=None):
+    def climatology(self, n, random_state=None, *, pool_size=None):
         """Draw ``n`` states from the model's climatology.
 
         The climatology is a pool of states from long spun-up runs of the noise-free model
-        (computed once per parameter set and cached); draws pick pool states at random.
+        (computed once per parameter set and pool size, and cached); draws pick pool
+        states at random. The states drawn depend only on ``n``, ``pool_size`` and
+        ``random_state``, never on what was drawn before in the process.
 
         Parameters
         ----------
@@ -319,27 +321,47 @@ class DynamicalModel(BaseEstimator):
             Number of states.
         random_state : int, numpy.random.Generator, RandomState or None
             Seed or generator.
+        pool_size : int or None, default=None
+            States in the pool drawn from; ``None`` is ``max(n, 16384)``. At most 16384
+            it is the same pool of 16384 states (256 chains); a larger pool is one state
+            of each of ``pool_size`` chains, so it costs a spin-up of that many chains.
+            Draws are without replacement when ``n`` does not exceed the pool.
 
         Returns
         -------
         ndarray of shape (n, n_state)
             Independent draws from the climatology.
+
+        Examples
+        --------
+        >>> from dasim.models import Lorenz63
+        >>> a = Lorenz63().climatology(3, random_state=0)
+        >>> b = Lorenz63().climatology(3, random_state=0)
+        >>> bool((a == b).all()), a.shape
+        (True, (3, 3))
         """
         if isinstance(n, bool) or not isinstance(n, int | np.integer) or n < 1:
             raise ValueError(f"n must be a positive integer, got {n!r}.")
+        if pool_size is not None and (
+            isinstance(pool_size, bool)
+            or not isinstance(pool_size, int | np.integer)
+            or pool_size < 1
+        ):
+            raise ValueError(f"pool_size must be a positive integer or None, got {pool_size!r}.")
         rng = as_generator(random_state)
-        pool = self._climatology_pool(int(n))
+        pool = self._climatology_pool(int(n) if pool_size is None else int(pool_size))
         idx = rng.choice(pool.shape[0], size=n, replace=n > pool.shape[0])
         return pool[idx].copy()
 
     def _climatology_pool(self, min_size):
-        # The pool depends on the noise-free dynamics only; it is shared by all instances
-        # (clones included) with the same parameters.
+        # The pool depends on the noise-free dynamics and its size only; it is shared by
+        # all instances (clones included) with the same parameters. Its size is fixed by
+        # the request alone, so a larger pool cached earlier never changes a draw.
         params = {k: v for k, v in self.get_params().items() if k != "process_noise"}
-        key = (type(self).__qualname__, repr(sorted(params.items())))
         size = max(min_size, 16384)
+        key = (type(self).__qualname__, repr(sorted(params.items())), size)
         cached = _CLIMATOLOGY_CACHE.get(key)
-        if cached is not None and cached.shape[0] >= size:
+        if cached is not None:
             return cached
         self._check_params()
         n_chains = 256 if size <= 16384 else size
