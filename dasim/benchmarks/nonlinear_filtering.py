@@ -44,6 +44,12 @@ observation record from the same initial ensemble:
 ``KDE-default``
     :class:`~dasim.filters.KDEDiffusionFilter` with its class defaults, untuned: what a
     new user gets.
+``KDE-multimodal``
+    :class:`~dasim.filters.KDEDiffusionFilter` with :data:`KDEDiffusionFilter.MULTIMODAL_PARAMS
+    <dasim.filters.KDEDiffusionFilter>`, untuned: no Gaussian step, the members moved by
+    the flow of a narrow isotropic kernel (Scott's rule times 0.25, 200 steps a flow),
+    the exact likelihood tempered to keep the ESS at N/2 (issue #13; for the bimodal
+    ``l63-z``).
 ``EnKF``
     Square-root :class:`~dasim.filters.EnKF` (ETKF), tuned multiplicative inflation.
 ``LETKF``

@@ -33,6 +33,7 @@ B2_METHODS = (
     "KDE-transport",
     "KDE-joint",
     "KDE-default",
+    "KDE-multimodal",
     "EnKF",
     "LETKF",
     "SIR",
@@ -347,6 +348,7 @@ def _kde_config(method):
         "KDE-transport": GLOBAL_TRANSPORT_PARAMS,
         "KDE-joint": JOINT_PARAMS,
         "KDE-default": {},
+        "KDE-multimodal": KDEDiffusionFilter.MULTIMODAL_PARAMS,
     }[method]
 
 
@@ -393,6 +395,7 @@ _METHOD_SEED_KEY = {
     "KDE-local-transport": 11,
     # 12 and 13 were trial configurations; 14 keeps the published figures reproducible.
     "KDE-transport": 14,
+    "KDE-multimodal": 15,
 }
 
 

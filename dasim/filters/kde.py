@@ -23,27 +23,10 @@ from ._kde_global import (
     progressive_analysis,
     transport_analysis,
 )
+from ._kde_params import MULTIMODAL_PARAMS, PAPER_PARAMS
 from ._localisation import LocalisedMixin
 
-__all__ = ["KDEDiffusionFilter", "PAPER_PARAMS"]
-
-#: The paper's configuration (Binder, Dasgupta and Oberai 2026), kept runnable as one
-#: parameter set: ``KDEDiffusionFilter(model, obs, **KDEDiffusionFilter.PAPER_PARAMS)``.
-PAPER_PARAMS = {
-    "kernel": "isotropic",
-    "shrink": False,
-    "bandwidth_x": "scott",
-    "bandwidth_y": 1.0,
-    "schedule": "ve",
-    "sampler": "ode",
-    "rtol": 1e-5,
-    "atol": 1e-5,
-    "likelihood": "simulated",
-    "ode_solver": "rk45",
-    "kalman_fraction": 0.0,
-    "flow_start": "noise",
-    "inflation": 1.0,
-}
+__all__ = ["KDEDiffusionFilter", "PAPER_PARAMS", "MULTIMODAL_PARAMS"]
 
 
 @fill_shared_doc
@@ -87,7 +70,9 @@ class KDEDiffusionFilter(LocalisedMixin, SequentialFilter):
     rest of the likelihood (``flow_start="members"``): each member is encoded by the
     forward flow of the unweighted KDE and decoded by the reverse flow of the weighted
     one, so nothing is resampled and the kernel adds no spread (members do not move where
-    the weights are uniform). 40 score evaluations a cycle.
+    the weights are uniform). 40 score evaluations a cycle. For posteriors with several
+    modes the Gaussian step is the wrong tool: ``**KDEDiffusionFilter.MULTIMODAL_PARAMS``
+    leaves it out and keeps the modes apart (the user guide, "Several modes").
 
     Parameters
     ----------
@@ -296,6 +281,8 @@ default=None
 
     #: The paper's configuration as one parameter set (see the module's ``PAPER_PARAMS``).
     PAPER_PARAMS = PAPER_PARAMS
+    #: For posteriors with several modes (see the module's ``MULTIMODAL_PARAMS``).
+    MULTIMODAL_PARAMS = MULTIMODAL_PARAMS
 
     def __init__(
         self,
