@@ -134,6 +134,17 @@ def test_max_members_params_and_reports(tmp_path):
     assert back.attrs["case"] == "l96-10-atan"
 
 
+def test_every_method_has_its_own_plot_style():
+    # A method without a style took the colour cycle's first colour, the EnKF's blue.
+    from matplotlib.colors import to_rgb
+
+    from dasim.benchmarks.report import _B2_STYLES
+
+    assert set(B2_METHODS) <= set(_B2_STYLES)
+    colours = [to_rgb(_B2_STYLES[m][0]) for m in B2_METHODS]
+    assert len(set(colours)) == len(colours)
+
+
 def test_main_writes_files(tmp_path):
     assert (
         b2_main(["l63-z", "--smoke", "--no-tune", "--methods", "EnKF,SIR", "--out", str(tmp_path)])

@@ -282,6 +282,26 @@ def _laid_out(fig, path, dpi):
     return fig
 
 
+#: Colour, marker and line of each B2 method in :func:`plot_b2` (a test checks that every
+#: method of ``B2_METHODS`` has one, and that no two share a colour).
+_B2_STYLES = {
+    "KDE-ode": ("tab:red", "o", "-"),
+    "KDE-mixture": ("tab:orange", "s", "--"),
+    "KDE-robust": ("tab:purple", "P", "-"),
+    "KDE-robust-default": ("tab:pink", "X", "--"),
+    "KDE-local": ("tab:brown", "*", "-"),
+    "KDE-local-transport": ("sienna", ">", "--"),
+    "KDE-transport": ("teal", "p", "--"),
+    "KDE-joint": ("tab:olive", "h", "-"),
+    "KDE-default": ("black", "d", "-"),
+    "KDE-multimodal": ("magenta", "H", "-"),
+    "EnKF": ("tab:blue", "^", "-"),
+    "LETKF": ("tab:cyan", "<", "--"),
+    "SIR": ("tab:gray", "v", ":"),
+    "SIR-jitter": ("tab:green", "D", "-"),
+}
+
+
 def plot_b2(ds, path=None, metrics_=_B2_PLOT_METRICS):
     """Plot each metric against the ensemble size, one line per method.
 
@@ -318,19 +338,6 @@ def plot_b2(ds, path=None, metrics_=_B2_PLOT_METRICS):
     names = [m for m in metrics_ if m in ds]
     fig, axes = plt.subplots(1, len(names), figsize=(3.6 * len(names), 3.4), squeeze=False)
     ns = ds["n_members"].values
-    styles = {
-        "KDE-ode": ("tab:red", "o", "-"),
-        "KDE-mixture": ("tab:orange", "s", "--"),
-        "KDE-robust": ("tab:purple", "P", "-"),
-        "KDE-robust-default": ("tab:pink", "X", "--"),
-        "KDE-local": ("tab:brown", "*", "-"),
-        "KDE-joint": ("tab:olive", "h", "-"),
-        "KDE-default": ("black", "d", "-"),
-        "EnKF": ("tab:blue", "^", "-"),
-        "LETKF": ("tab:cyan", "<", "--"),
-        "SIR": ("tab:gray", "v", ":"),
-        "SIR-jitter": ("tab:green", "D", "-"),
-    }
     for ax, name in zip(axes[0], names, strict=True):
         for method in ds["method"].values:
             vals = ds[name].sel({"method": method}).values
@@ -340,7 +347,7 @@ def plot_b2(ds, path=None, metrics_=_B2_PLOT_METRICS):
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", RuntimeWarning)
                 mean, sd = scale * np.nanmean(vals, -1), scale * np.nanstd(vals, -1)
-            color, marker, line = styles.get(str(method), (None, "o", "-"))
+            color, marker, line = _B2_STYLES.get(str(method), (None, "o", "-"))
             ax.errorbar(
                 ns,
                 mean,
