@@ -134,6 +134,27 @@ def test_max_members_params_and_reports(tmp_path):
     assert back.attrs["case"] == "l96-10-atan"
 
 
+def test_results_do_not_depend_on_n_jobs():
+    # The initial ensembles of a W2 case come from the reference's climatology pool. Once
+    # that pool was whatever the process had cached: the main process (n_jobs=1) drew
+    # from the reference's 100,000 states, a fresh worker from the default 16,384, so
+    # the same seed gave other figures with more jobs. Single-threaded BLAS on both sides
+    # (the runner pins it), so only rounding in a chaotic model could differ.
+    kwargs = dict(
+        members=[8],
+        seeds=[0],
+        methods=["EnKF"],
+        n_cycles=24,
+        tune=False,
+        n_reference=20_000,
+        n_reference_sub=200,
+    )
+    one = run_b2("l63-z", n_jobs=1, **kwargs)
+    two = run_b2("l63-z", n_jobs=2, **kwargs)
+    for name in ("w2", "rmse", "w2_floor"):
+        np.testing.assert_allclose(one[name].values, two[name].values, rtol=1e-8)
+
+
 def test_every_method_has_its_own_plot_style():
     # A method without a style took the colour cycle's first colour, the EnKF's blue.
     from matplotlib.colors import to_rgb
