@@ -24,8 +24,11 @@ Usage::
 
 ``--methods`` takes B2 method names (tuned values from ``--params-from``, B2's untuned
 values without it); ``--variant`` adds a ``KDEDiffusionFilter`` with the class defaults
-updated by the JSON object. ``--cache`` keeps each seed's reference (about 110 s of one
-core each) for later calls. Prints a table of the means and writes the dataset.
+updated by the JSON object. ``--cache`` keeps each seed's reference (about 12 s of one
+core each) for later calls. ``--n-pool`` is the largest N of the B2 run whose W2 targets
+are wanted (1000: the full run's); ``--n-reference`` and ``--n-sub`` are B2's
+``n_reference`` and ``n_reference_sub`` (100,000 and 2,000). Prints a table of the means
+and writes the dataset.
 """
 
 import argparse
@@ -67,15 +70,18 @@ def share_right(states, weights=None):
     return float(np.sum(w * (states[:, 0] > 0)))
 
 
-def reference(case, seed, n_pool, cache):
+def reference(case, seed, n_pool, cache, n_reference=N_REFERENCE, n_sub=2000):
     """Truth, observations and W2 target of ``seed``, from ``cache`` when it has them."""
-    path = None if cache is None else os.path.join(cache, f"l63-z-{seed}-{n_pool}.npz")
+    name = f"l63-z-{seed}-{n_pool}.npz"
+    if (n_reference, n_sub) != (N_REFERENCE, 2000):
+        name = f"l63-z-{seed}-{n_pool}-{n_reference}-{n_sub}.npz"
+    path = None if cache is None else os.path.join(cache, name)
     if path is not None and os.path.exists(path):
         r = np.load(path)
         return r["X"], r["y"], r["sub"]
     X, y = _twin(case, 100, seed)
-    init = case.model.climatology(N_REFERENCE, np.random.default_rng([seed, 2]))
-    sub, _, _ = _reference(case, seed, y, init, 2000, n_pool)
+    init = case.model.climatology(n_reference, np.random.default_rng([seed, 2]))
+    sub, _, _ = _reference(case, seed, y, init, n_sub, n_pool)
     if path is not None:
         np.savez(path, X=X, y=y, sub=sub)
     return X, y, sub
@@ -98,8 +104,8 @@ def build(case, name, n, seed, variants, tuned):
     )
 
 
-def one_run(case, est, n, seed, X, y, sub):
-    init = _initial_ensemble(case, n, seed, N_REFERENCE)
+def one_run(case, est, n, seed, X, y, sub, n_reference=N_REFERENCE):
+    init = _initial_ensemble(case, n, seed, n_reference)
     with threadpool_limits(1), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         est.fit(_fit_states(case, seed))
@@ -126,6 +132,8 @@ def main(argv=None):
     parser.add_argument("--params-from")
     parser.add_argument("--cache")
     parser.add_argument("--n-pool", type=int, default=1000)
+    parser.add_argument("--n-reference", type=int, default=N_REFERENCE)
+    parser.add_argument("--n-sub", type=int, default=2000)
     parser.add_argument("--out")
     args = parser.parse_args(argv)
     case = b2_case("l63-z")
@@ -142,11 +150,11 @@ def main(argv=None):
     keys = ("w2", "w2_folded", "lobe_error", "collapsed")
     data = {k: np.full((len(names), len(members), len(seeds)), np.nan) for k in keys}
     for j, seed in enumerate(seeds):
-        X, y, sub = reference(case, seed, args.n_pool, args.cache)
+        X, y, sub = reference(case, seed, args.n_pool, args.cache, args.n_reference, args.n_sub)
         for i, name in enumerate(names):
             for m, n in enumerate(members):
                 est = build(case, name, n, seed, variants, tuned)
-                res = one_run(case, est, n, seed, X, y, sub)
+                res = one_run(case, est, n, seed, X, y, sub, args.n_reference)
                 for k in keys:
                     data[k][i, m, j] = res[k]
     ds = xr.Dataset(
