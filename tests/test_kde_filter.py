@@ -163,22 +163,37 @@ def test_ode_records_its_steps_and_torch_cpu_matches_numpy():
     np.testing.assert_allclose(out["cpu"]["analysis"], out["numpy"]["analysis"], atol=1e-6)
 
 
-def test_default_transport_on_torch_cpu_matches_numpy():
-    """The defaults move the members with the global transport; on torch it is the same
+@pytest.mark.parametrize(
+    "params, observation, n_cycles",
+    [
+        ({}, ObservationModel("arctan", noise_std=0.1), 4),
+        (
+            KDEDiffusionFilter.MULTIMODAL_PARAMS,
+            ObservationModel("identity", noise_std=2.0, indices=[2]),
+            6,
+        ),
+    ],
+    ids=["defaults", "multimodal"],
+)
+def test_transport_on_torch_cpu_matches_numpy(params, observation, n_cycles):
+    """The defaults, and MULTIMODAL_PARAMS with its tempered weights (active in 3 of the 6
+    cycles here), move the members with the global transport; on torch it is the same
     filter as the numpy reference, to rounding through a few chaotic cycles."""
     torch = pytest.importorskip("torch")
     torch.set_num_threads(1)
     model = Lorenz63(steps_per_cycle=10, process_noise=0.1)
-    obs = ObservationModel("arctan", noise_std=0.1)
-    X, y = make_twin_experiment(model, obs, 4, random_state=0, process_noise=False)
+    X, y = make_twin_experiment(model, observation, n_cycles, random_state=0, process_noise=False)
     init = model.climatology(40, 1)
     out = {}
     for device in ["numpy", "cpu"]:
-        est = KDEDiffusionFilter(model, obs, n_members=40, device=device, random_state=0)
+        est = KDEDiffusionFilter(
+            model, observation, n_members=40, device=device, random_state=0, **params
+        )
         out[device] = est.fit(model.climatology(50, 0)).assimilate(y, initial_ensemble=init)
         assert est.device_ == device and est._flow_start == "members"
     np.testing.assert_allclose(out["cpu"]["analysis"], out["numpy"]["analysis"], atol=1e-8)
     np.testing.assert_array_equal(out["cpu"]["nfev"], out["numpy"]["nfev"])
+    np.testing.assert_allclose(out["cpu"]["bandwidth_y"], out["numpy"]["bandwidth_y"], rtol=1e-9)
 
 
 @pytest.mark.filterwarnings("ignore::dasim.exceptions.WeightCollapseWarning")

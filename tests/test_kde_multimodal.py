@@ -93,34 +93,3 @@ def test_multimodal_params_name_every_changed_default():
         assert name in params
     est = KDEDiffusionFilter(**params)
     assert est.get_params()["ess_target"] == 0.5 and est._flow_start == "members"
-
-
-def test_multimodal_params_on_torch_cpu_match_numpy():
-    # The set's tempered weights and 200-step transport run on torch too, and give the
-    # numpy reference's analysis to rounding through a few chaotic cycles.
-    torch = pytest.importorskip("torch")
-    torch.set_num_threads(1)
-    from dasim.datasets import make_twin_experiment
-    from dasim.models import Lorenz63
-
-    model = Lorenz63(steps_per_cycle=10, process_noise=0.1)
-    obs = ObservationModel("identity", noise_std=2.0, indices=[2])
-    X, y = make_twin_experiment(model, obs, 6, random_state=0, process_noise=False)
-    init = model.climatology(40, 1)
-    out = {}
-    for device in ["numpy", "cpu"]:
-        est = KDEDiffusionFilter(
-            model,
-            obs,
-            n_members=40,
-            device=device,
-            random_state=0,
-            **KDEDiffusionFilter.MULTIMODAL_PARAMS,
-        )
-        out[device] = est.fit(model.climatology(50, 0)).assimilate(y, initial_ensemble=init)
-        assert est.device_ == device
-    scale = np.abs(out["numpy"]["analysis"].values).max()
-    np.testing.assert_allclose(
-        out["cpu"]["analysis"], out["numpy"]["analysis"], rtol=0, atol=1e-9 * scale
-    )
-    np.testing.assert_allclose(out["cpu"]["bandwidth_y"], out["numpy"]["bandwidth_y"], rtol=1e-9)
