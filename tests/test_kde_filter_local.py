@@ -26,7 +26,12 @@ from dasim.observations import ObservationModel
 # the members after an adaptive split; TRANSPORT_PARAMS' tests are in test_kde_transport),
 # with bandwidth_y="ess" at half of N unless a test says otherwise.
 _Local = functools.partial(
-    KDEDiffusionFilter, kernel="isotropic", kalman_fraction=0.0, flow_start="noise", ess_target=0.5
+    KDEDiffusionFilter,
+    kernel="isotropic",
+    kalman_fraction=0.0,
+    flow_start="noise",
+    ess_target=0.5,
+    inflation=1.0,
 )
 
 

@@ -21,7 +21,7 @@ from dasim.filters import EnKF, KDEDiffusionFilter
 from dasim.models import Lorenz63, Lorenz96
 from dasim.observations import ObservationModel
 
-_Local = functools.partial(KDEDiffusionFilter, kernel="isotropic", device="numpy")
+_Local = functools.partial(KDEDiffusionFilter, kernel="isotropic", device="numpy", inflation=1.0)
 
 
 def _gaussian_flow_error(n_steps, solver="ab3"):

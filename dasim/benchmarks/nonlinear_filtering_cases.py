@@ -56,8 +56,8 @@ _TUNE_KEY = {"KDE-ode": "KDE", **{method: group for group, method in _TUNE_METHO
 #: likelihood, the ``"ab3"`` probability-flow ODE; ``bandwidth_x`` (a multiple of Scott's
 #: constant) and ``inflation`` are tuned. ``KDE-default`` is the class's defaults, untuned.
 #: Every parameter set here names each parameter it needs whose class default has
-#: changed (``kernel``, ``kalman_fraction``, ``ess_target``, ``flow_start``), so that its
-#: figures reproduce whatever the defaults.
+#: changed (``kernel``, ``kalman_fraction``, ``ess_target``, ``flow_start``,
+#: ``inflation``), so that its figures reproduce whatever the defaults.
 JOINT_PARAMS = {
     "kernel": "joint",
     "shrink": True,
@@ -67,6 +67,7 @@ JOINT_PARAMS = {
     "ode_solver": "ab3",
     "kalman_fraction": 0.0,
     "flow_start": "noise",
+    "inflation": 1.0,
 }
 
 #: The localised KDE configuration of ``KDE-local`` (issue #14); ``localization_radius``
@@ -82,6 +83,7 @@ LOCAL_PARAMS = {
     "ode_solver": "ab3",
     "kalman_fraction": 0.0,
     "flow_start": "noise",
+    "inflation": 1.0,
 }
 
 #: The localised KDE configuration of ``KDE-local-transport`` (issue #14), untuned: an
@@ -98,6 +100,7 @@ TRANSPORT_PARAMS = {
     "ode_solver": "ab3",
     "kalman_fraction": 0.8,
     "flow_start": "members",
+    "inflation": 1.0,
 }
 
 #: The global transported KDE configuration of ``KDE-transport`` (issue #13), untuned: an
@@ -132,6 +135,7 @@ ROBUST_PARAMS = {
     "sampler": "mixture",
     "kalman_fraction": 0.0,
     "flow_start": "noise",
+    "inflation": 1.0,
 }
 
 #: Seed of the training trajectory used for tuning (never a scored seed).

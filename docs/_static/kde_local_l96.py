@@ -44,6 +44,7 @@ PARAMS = {
     "device": "numpy",
     "kalman_fraction": 0.0,  # named: the class defaults changed after these runs
     "flow_start": "noise",
+    "inflation": 1.0,
 }
 CONFIGS = {
     "fresh": PARAMS,

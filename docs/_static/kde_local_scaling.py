@@ -45,6 +45,7 @@ def run(n, n_cycles, n_members=100):
             ode_solver="ab3",
             kalman_fraction=0.0,
             flow_start="noise",
+            inflation=1.0,
             device="numpy",
             random_state=0,
         ),

@@ -36,6 +36,7 @@ ROBUST = dict(
     ess_target=0.5,
     sampler="mixture",
     kalman_fraction=0.0,
+    inflation=1.0,
 )
 PAPER = KDEDiffusionFilter.PAPER_PARAMS
 CANDIDATES = {
