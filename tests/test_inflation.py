@@ -127,14 +127,17 @@ def test_far_observation_inflates_up_to_the_bound():
         0.9,
         np.nan,
         True,
+        None,
         ("finite-size", 1.2, 3),
     ],
 )
-def test_bad_inflation_is_refused_by_name(value):
-    with pytest.raises(ValueError, match="inflation"):
+@pytest.mark.parametrize("estimator", [KDEDiffusionFilter, EnKF])
+def test_bad_inflation_is_refused_by_name(value, estimator):
+    error = TypeError if value is None or value is True else ValueError
+    with pytest.raises(error, match="inflation"):
         check_inflation(value)
-    with pytest.raises(ValueError, match="inflation"):
-        KDEDiffusionFilter(inflation=value).fit(np.zeros((5, 2)))
+    with pytest.raises(error, match="inflation"):
+        estimator(inflation=value).fit(np.zeros((5, 2)))
 
 
 def test_check_inflation_resolves_the_bound():
@@ -178,3 +181,48 @@ def test_default_keeps_lorenz96_40_half_at_50_members():
     assert np.all((factor >= np.sqrt(1 - 1 / 50**2) - 1e-12) & (factor <= FINITE_SIZE_MAX))
     assert 1.02 < np.median(factor) < 1.1
     assert np.all(r["fixed"][1]["inflation"].values == 1.0)
+
+
+@pytest.mark.parametrize("variant", ["sqrt", "stochastic"])
+def test_enkf_finite_size_is_the_enkf_n(variant):
+    """One cycle of ``EnKF(inflation="finite-size")`` from a given prior
+    (``forecast_first=False``): its mean is the EnKF-N's ``mean + X^T w(z*)`` (the
+    stochastic variant to within its perturbations' sampling error)."""
+    from dasim.models import Lorenz63
+    from dasim.observations import ObservationModel
+
+    rng = np.random.default_rng(3)
+    n = 400 if variant == "stochastic" else 12
+    prior = rng.standard_normal((n, 3)) * [1.0, 2.0, 0.5] + [1.0, -2.0, 20.0]
+    obs = ObservationModel("identity", noise_std=0.7, indices=[0, 2])
+    y = np.array([[7.0, 21.0]])  # far from the prior mean in x: the factor exceeds 1
+    est = EnKF(
+        Lorenz63(),
+        obs,
+        n_members=n,
+        variant=variant,
+        inflation=("finite-size", np.inf),
+        forecast_first=False,
+        random_state=0,
+    ).fit(np.zeros((4, 3)))
+    mean_a = est.assimilate(y, initial_ensemble=prior)["analysis"].values[0].mean(0)
+    predicted = prior[:, [0, 2]]
+    lam = finite_size_factor(predicted, y[0], GaussianNoise(std=np.full(2, 0.7)), np.inf)
+    assert lam > 1.01
+    z = (n - 1) / lam**2
+    s = ((predicted - predicted.mean(0)) / 0.7).T
+    dw = (y[0] - predicted.mean(0)) / 0.7
+    w = np.linalg.solve(s.T @ s + z * np.eye(n), s.T @ dw)
+    expected = prior.mean(0) + (prior - prior.mean(0)).T @ w
+    atol = 1e-10 if variant == "sqrt" else 0.1
+    np.testing.assert_allclose(mean_a, expected, atol=atol, rtol=0)
+
+
+def test_enkf_n_keeps_lorenz96_40_half_where_the_untuned_enkf_loses():
+    r = _l96_40_half(
+        4,
+        50,
+        enkf=EnKF,
+        enkf_n=lambda m, o, **kw: EnKF(m, o, inflation="finite-size", **kw),
+    )
+    assert r["enkf"][0] > 1.5 > 0.5 > r["enkf_n"][0]

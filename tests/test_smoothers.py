@@ -131,6 +131,8 @@ def test_enks_large_ensemble_matches_rts(variant, lag):
         ("stochastic", {}),
         ("sqrt", {"inflation": 1.1, "rotate": True}),
         ("stochastic", {"inflation": 1.1}),
+        ("sqrt", {"inflation": "finite-size"}),
+        ("stochastic", {"inflation": "finite-size"}),
         ("sqrt", {"forecast_first": False}),
     ],
 )

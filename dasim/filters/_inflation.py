@@ -38,6 +38,8 @@ import numbers
 
 import numpy as np
 
+from .._validation import check_positive
+
 __all__ = []
 
 #: The bound on the finite-size factor with ``inflation="finite-size"``: the largest
@@ -52,7 +54,8 @@ def check_inflation(value, name="inflation"):
 
     Accepted: a float of at least 1 (a fixed factor), ``"finite-size"`` (the adaptive
     factor, bounded by :data:`FINITE_SIZE_MAX`) or ``("finite-size", max_factor)`` with a
-    ``max_factor`` above 1 (``inf`` for no bound).
+    ``max_factor`` above 1 (``inf`` for no bound). A value that is neither a string, a
+    tuple nor a real number is a ``TypeError``.
     """
     if isinstance(value, str | tuple | list):
         spec = (value,) if isinstance(value, str) else tuple(value)
@@ -63,10 +66,7 @@ def check_inflation(value, name="inflation"):
                 f"max_factor) with max_factor > 1, got {value!r}."
             )
         return float(bound)
-    if not _is_real(value) or not np.isfinite(value):
-        raise ValueError(
-            f"{name} must be a finite float, 'finite-size' or a tuple, got {value!r}."
-        )
+    check_positive(value, name)
     if value < 1.0:
         raise ValueError(
             f"{name} must be at least 1 (1 means no inflation; a value below 1 would "

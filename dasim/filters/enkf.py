@@ -6,8 +6,8 @@ import numpy as np
 
 from .._inputs import store_params
 from .._noise import GaussianNoise
-from .._validation import check_positive
 from ._base import SequentialFilter, fill_shared_doc
+from ._inflation import check_inflation, finite_size_factor
 from ._localisation import LocalisedMixin
 
 __all__ = ["EnKF"]
@@ -51,8 +51,17 @@ class EnKF(LocalisedMixin, SequentialFilter):
         Ensemble size (at least 2).
     variant : {"sqrt", "stochastic"}, default="sqrt"
         Square-root (ETKF) or perturbed-observation analysis.
-    inflation : float, default=1.0
-        Multiplicative factor on the analysis anomalies, at least 1 (1: no inflation).
+    inflation : float, "finite-size" or ("finite-size", float), default=1.0
+        A float: multiplicative factor on the analysis anomalies, at least 1 (1: no
+        inflation). ``"finite-size"``: the EnKF-N (Bocquet 2011; Bocquet, Raanes and
+        Hannart 2015, the dual form), which treats the forecast ensemble's mean and
+        covariance as uncertain and inflates the forecast anomalies every cycle by the
+        factor that minimises its dual cost, from the innovation and the predicted
+        observations' anomalies: about 1 where the observations fall within the
+        ensemble's spread, more where they do not, so that no inflation needs tuning.
+        The factor is at most 1.2 (``("finite-size", bound)`` sets another bound,
+        ``inf`` none; see :class:`KDEDiffusionFilter`, whose default it is). With
+        localisation the factor is one global value.
     localization_radius : float or None, default=None
         Gaspari-Cohn radius in the units of the state coordinates (grid points by
         default; DAPPER convention, see :func:`dasim.coordinates.gaspari_cohn`);
@@ -127,13 +136,7 @@ default=None
     def _check_params(self):
         if self.variant not in ("sqrt", "stochastic"):
             raise ValueError(f"variant must be 'sqrt' or 'stochastic', got {self.variant!r}.")
-        check_positive(self.inflation, "inflation")
-        if self.inflation < 1.0:
-            raise ValueError(
-                f"inflation must be at least 1 (1 means no inflation; it multiplies the "
-                f"analysis anomalies, so a value below 1 would shrink the spread), got "
-                f"{self.inflation!r}."
-            )
+        check_inflation(self.inflation)
         self._check_localisation()
         if not isinstance(self.rotate, bool | np.bool_):
             raise TypeError(f"rotate must be a bool, got {self.rotate!r}.")
@@ -182,6 +185,12 @@ default=None
         n, d = forecast.shape
         if past is not None and self._taper_xy is not None:
             raise ValueError("A localised analysis cannot update past ensembles.")
+        bound = check_inflation(self.inflation)
+        if bound is not None:  # the EnKF-N: the prior inflated by the finite-size factor
+            factor = finite_size_factor(predicted, y, self._obs_noise, bound)
+            forecast = _inflate(forecast, factor)
+            past = None if past is None else _inflate(past, factor)
+            predicted = self.observation_.apply(forecast)
         states = forecast if past is None else np.concatenate([forecast, past], axis=1)
         mask = ~np.isnan(y)
         yo = y[mask]
@@ -208,10 +217,15 @@ default=None
         past_analysis = None
         if past is not None:
             analysis, past_analysis = analysis[:, :d], analysis[:, d:]
-        if self.inflation != 1.0:
-            m = analysis.mean(axis=0)
-            analysis = m + self.inflation * (analysis - m)
+        if bound is None and self.inflation != 1.0:
+            analysis = _inflate(analysis, self.inflation)
         return analysis, past_analysis
+
+
+def _inflate(ensemble, factor):
+    """The ensemble with its anomalies multiplied by ``factor``."""
+    mean = ensemble.mean(axis=0)
+    return mean + factor * (ensemble - mean)
 
 
 def _ensemble_space(states, hx, whiten):

@@ -46,8 +46,11 @@ class EnKS(EnKF):
         Ensemble size (at least 2).
     variant : {"sqrt", "stochastic"}, default="sqrt"
         Square-root (ETKF) or perturbed-observation analysis.
-    inflation : float, default=1.0
-        Multiplicative factor on the analysis anomalies of the current time (positive).
+    inflation : float, "finite-size" or ("finite-size", float), default=1.0
+        A float: multiplicative factor on the analysis anomalies of the current time (at
+        least 1). ``"finite-size"``: the EnKF-N's factor on the forecast anomalies (see
+        :class:`~dasim.filters.EnKF`), applied to the earlier times' ensembles of the
+        window too, so that they receive the EnKF-N's transform.
     localization_radius : None, default=None
         Not supported by the smoother (a positive value raises a ``ValueError`` in
         ``fit``); kept so that the EnKF's parameters carry over.
