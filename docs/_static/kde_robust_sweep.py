@@ -1,12 +1,15 @@
 """Does a KDE filter configuration track wherever the EnKF tracks? (issue #13's sweep)
 
-Usage: ``python docs/_static/kde_robust_sweep.py CASES [N_SEEDS] [MEMBERS]``, e.g.
-``python docs/_static/kde_robust_sweep.py duffing,l63-id,l63-atan,l63-z 6`` and
-``python docs/_static/kde_robust_sweep.py l96-10-atan,l96-20-atan,l96-40-half 4 50,100,250``.
-Prints, per case and N, the median over seeds of the time-mean RMSE after the burn-in and
-the seeds lost (RMSE above 3 on Lorenz-63, above 1.5 on Lorenz-96; a run that raises, e.g.
-on non-finite states, counts as lost and as inf). The B2 cases use B2's truths, initial
-ensembles and filter noise; the others are twin experiments of 200 cycles (burn-in 50).
+Usage: ``python docs/_static/kde_robust_sweep.py CASES [N_SEEDS] [MEMBERS] [METHODS]``,
+e.g. ``python docs/_static/kde_robust_sweep.py duffing,l63-id,l63-atan,l63-z 6`` and
+``python docs/_static/kde_robust_sweep.py l96-10-atan,l96-20-atan,l96-40-half 4 50,100,250``;
+``METHODS`` (default: the EnKF and every KDE candidate) is a comma-separated list of
+names of ``BASELINES`` and ``CANDIDATES``.
+Prints, per case and N, the median over seeds of the time-mean RMSE after the burn-in,
+the seeds lost (RMSE above 3 on Lorenz-63, above 1.5 on Lorenz-96; a run that raises,
+e.g. on non-finite states, counts as lost and as inf) and the mean over seeds. The B2
+cases use B2's truths, initial ensembles and filter noise; the others are twin
+experiments of 200 cycles (burn-in 50).
 """
 
 import sys
@@ -45,8 +48,13 @@ CANDIDATES = {
     "pc20": dict(ROBUST, likelihood="known", max_stages=20),  # progressive correction
     "pc20-e25": dict(ROBUST, likelihood="known", max_stages=20, ess_target=0.25),
     "joint": JOINT_PARAMS,  # the class defaults before the transported filter
-    "default": {},  # the class defaults: the adaptive split, then the members transported
+    "previous": {"inflation": 1.0},  # the class defaults before finite-size inflation
+    "fs-1.1": {"inflation": ("finite-size", 1.1)},  # the defaults, other bounds
+    "fs-inf": {"inflation": ("finite-size", float("inf"))},
+    "default": {},  # the defaults: finite-size inflation, the adaptive split, the transport
 }
+#: The baselines: the EnKF untuned, and the EnKF-N (finite-size inflation, nothing tuned).
+BASELINES = {"EnKF": {}, "EnKF-N": {"inflation": "finite-size"}}
 
 
 def duffing(x):
@@ -97,16 +105,30 @@ def main(argv):
     cases = argv[0].split(",")
     seeds = range(int(argv[1]) if len(argv) > 1 else 6)
     members = [int(v) for v in (argv[2].split(",") if len(argv) > 2 else ["50", "100"])]
+    names = argv[3].split(",") if len(argv) > 3 else ["EnKF", *CANDIDATES]
+    unknown = sorted(set(names) - set(BASELINES) - set(CANDIDATES))
+    if unknown:
+        raise SystemExit(f"unknown methods {unknown}; choose from {[*BASELINES, *CANDIDATES]}")
     for case in cases:
         for n in members:
             rows = {}
             for seed in seeds:
                 model, obs, X, y, fit_X, init, burn, threshold = problem(case, seed, n)
-                ests = {"EnKF": EnKF(model, obs, n_members=n, random_state=seed)}
-                for name, params in CANDIDATES.items():
-                    ests[name] = KDEDiffusionFilter(
-                        model, obs, n_members=n, random_state=seed, device="numpy", **params
-                    )
+                ests = {}
+                for name in names:
+                    if name in BASELINES:
+                        ests[name] = EnKF(
+                            model, obs, n_members=n, random_state=seed, **BASELINES[name]
+                        )
+                    else:
+                        ests[name] = KDEDiffusionFilter(
+                            model,
+                            obs,
+                            n_members=n,
+                            random_state=seed,
+                            device="numpy",
+                            **CANDIDATES[name],
+                        )
                 for name, est in ests.items():
                     try:
                         ds = est.fit(fit_X).assimilate(y, initial_ensemble=init)
@@ -117,6 +139,7 @@ def main(argv):
                     rows.setdefault(name, []).append(rmse)
             cells = [
                 f"{k}={np.median(v):.2f}[lost {sum(x > threshold for x in v)}/{len(v)}]"
+                f"(mean {np.mean(v):.3f})"
                 for k, v in rows.items()
             ]
             print(f"{case:12s} N={n:4d} " + " ".join(cells), flush=True)
