@@ -326,6 +326,21 @@ def test_paper_methods_use_paper_params_whatever_the_defaults(monkeypatch):
         assert {k: params[k] for k in b2.ROBUST_PARAMS} == b2.ROBUST_PARAMS
 
 
+def test_every_kde_method_but_the_defaults_names_the_parameters_whose_default_changed():
+    """So that a method's figures stand when the class defaults change (``inflation``
+    became ``"finite-size"``, the kernel, the split and the flow start changed before)."""
+    from dasim.benchmarks.nonlinear_filtering_cases import B2_METHODS, _kde_config
+
+    kde_methods = [m for m in B2_METHODS if m.startswith("KDE-") and m != "KDE-default"]
+    assert len(kde_methods) >= 8
+    for method in kde_methods:
+        config = _kde_config(method)
+        for name in ("kernel", "kalman_fraction", "flow_start", "inflation"):
+            assert name in config, (method, name)
+        assert config["inflation"] == 1.0  # KDE-joint tunes it from there
+    assert _kde_config("KDE-default") == {}
+
+
 # The paper's configuration at N = 12 collapses its weights on this case (the reason the
 # robust variants exist); the warning is expected and not what this test is about.
 @pytest.mark.filterwarnings("ignore::dasim.exceptions.WeightCollapseWarning")

@@ -226,3 +226,6 @@ def test_enkf_n_keeps_lorenz96_40_half_where_the_untuned_enkf_loses():
         enkf_n=lambda m, o, **kw: EnKF(m, o, inflation="finite-size", **kw),
     )
     assert r["enkf"][0] > 1.5 > 0.5 > r["enkf_n"][0]
+    factor = r["enkf_n"][1]["inflation"].values
+    assert np.all((factor > 1.0) & (factor <= FINITE_SIZE_MAX))
+    assert np.all(np.isnan(r["enkf"][1]["inflation"].values))  # a fixed inflation

@@ -57,9 +57,15 @@ def test_defaults_are_the_transported_filter_with_an_adaptive_split():
     assert kde.kernel == "isotropic" and kde.likelihood == "known"
     assert kde.kalman_fraction == ("ess", 0.5) and kde.ess_target == 0.9
     assert kde._flow_start == "members" and kde.ode_solver == "ab3"
+    assert kde.inflation == "finite-size"
     # the paper's configuration and the benchmark parameter sets name what changed
     paper = KDEDiffusionFilter(**KDEDiffusionFilter.PAPER_PARAMS)
     assert paper.kalman_fraction == 0.0 and paper._flow_start == "noise"
+    assert (
+        paper.inflation
+        == 1.0
+        == KDEDiffusionFilter(**KDEDiffusionFilter.MULTIMODAL_PARAMS).inflation
+    )
     assert paper.kernel == "isotropic" and paper.sampler == "ode"
 
 

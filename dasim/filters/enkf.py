@@ -61,7 +61,8 @@ class EnKF(LocalisedMixin, SequentialFilter):
         ensemble's spread, more where they do not, so that no inflation needs tuning.
         The factor is at most 1.2 (``("finite-size", bound)`` sets another bound,
         ``inf`` none; see :class:`KDEDiffusionFilter`, whose default it is). With
-        localisation the factor is one global value.
+        localisation the factor is one global value. The factor used is the
+        ``inflation`` diagnostic of each cycle (NaN with a fixed inflation).
     localization_radius : float or None, default=None
         Gaspari-Cohn radius in the units of the state coordinates (grid points by
         default; DAPPER convention, see :func:`dasim.coordinates.gaspari_cohn`);
@@ -142,6 +143,7 @@ default=None
             raise TypeError(f"rotate must be a bool, got {self.rotate!r}.")
 
     _needs_loglik = False
+    _diagnostics = ("inflation",)
 
     def _start_run(self, n_members, n_state):
         tapers = self._tapers(("xy", "yy"))
@@ -161,8 +163,8 @@ default=None
         return float(predictive.log_density(y[mask] - hx.mean(axis=0)))
 
     def _analysis(self, forecast, y, predicted, loglik, log_weights, rng):
-        analysis, _ = self._transform(forecast, y, predicted, rng)
-        return analysis, None, {}
+        analysis, _, factor = self._transform(forecast, y, predicted, rng)
+        return analysis, None, {"inflation": factor}
 
     def _transform(self, forecast, y, predicted, rng, past=None):
         """The analysis of one cycle, an ensemble-space transform of the forecast.
@@ -181,11 +183,15 @@ default=None
         -------
         analysis : ndarray of shape (n_members, n_state)
         past_analysis : ndarray of shape (n_members, n_extra) or None
+        factor : float
+            The finite-size factor applied to the forecast anomalies (NaN with a fixed
+            ``inflation``, which applies to the analysis).
         """
         n, d = forecast.shape
         if past is not None and self._taper_xy is not None:
             raise ValueError("A localised analysis cannot update past ensembles.")
         bound = check_inflation(self.inflation)
+        factor = np.nan
         if bound is not None:  # the EnKF-N: the prior inflated by the finite-size factor
             factor = finite_size_factor(predicted, y, self._obs_noise, bound)
             forecast = _inflate(forecast, factor)
@@ -219,7 +225,7 @@ default=None
             analysis, past_analysis = analysis[:, :d], analysis[:, d:]
         if bound is None and self.inflation != 1.0:
             analysis = _inflate(analysis, self.inflation)
-        return analysis, past_analysis
+        return analysis, past_analysis, factor
 
 
 def _inflate(ensemble, factor):

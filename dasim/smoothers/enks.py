@@ -160,8 +160,9 @@ default=None
             ``analysis``: the smoothing ensembles, dims ``(time, member, state)``
             (member ``i`` is one trajectory); ``forecast``: the EnKF's forecast
             ensembles; ``log_evidence``: the filter's per-cycle
-            ``log p(y_k | y_{1:k-1})`` (NaN at an unobserved cycle); the parameters and
-            the seed in ``attrs``.
+            ``log p(y_k | y_{1:k-1})`` (NaN at an unobserved cycle); ``inflation``: the
+            finite-size factor of each cycle (NaN with a fixed ``inflation``); the
+            parameters and the seed in ``attrs``.
         """
         return super().assimilate(
             y,
@@ -183,10 +184,10 @@ default=None
             past = past[max(0, past.shape[0] - int(self.lag)) :]
         n_past, n, d = past.shape
         if n_past == 0:
-            analysis, _ = self._transform(forecast, y, predicted, rng)
-            return analysis, None, {}
+            analysis, _, factor = self._transform(forecast, y, predicted, rng)
+            return analysis, None, {"inflation": factor}
         # Member i's past states side by side: (n_members, n_past * d), one augmented state.
         stacked = past.transpose(1, 0, 2).reshape(n, n_past * d)
-        analysis, revised = self._transform(forecast, y, predicted, rng, past=stacked)
+        analysis, revised, factor = self._transform(forecast, y, predicted, rng, past=stacked)
         past[...] = revised.reshape(n, n_past, d).transpose(1, 0, 2)
-        return analysis, None, {}
+        return analysis, None, {"inflation": factor}
