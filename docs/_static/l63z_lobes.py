@@ -20,11 +20,14 @@ largest N ``--n-pool``) and records, averaged over B2's scored cycles:
 Usage::
 
     python docs/_static/l63z_lobes.py MEMBERS SEEDS [--methods M,...]
-        [--variant NAME=JSON ...] [--params-from B2.nc] [--cache DIR] [--out OUT.nc]
+        [--variant NAME=JSON ...] [--base JSON] [--params-from B2.nc] [--cache DIR]
+        [--out OUT.nc]
 
 ``--methods`` takes B2 method names (tuned values from ``--params-from``, B2's untuned
 values without it); ``--variant`` adds a ``KDEDiffusionFilter`` with the class defaults
-updated by the JSON object. ``--cache`` keeps each seed's reference (about 12 s of one
+updated by the JSON object; ``--base`` updates the class defaults for ``KDE-default``
+and every variant (``'{"inflation": 1.0}'``: the defaults before finite-size
+inflation). ``--cache`` keeps each seed's reference (about 12 s of one
 core each) for later calls. ``--n-pool`` is the largest N of the B2 run whose W2 targets
 are wanted (1000: the full run's); ``--n-reference`` and ``--n-sub`` are B2's
 ``n_reference`` and ``n_reference_sub`` (100,000 and 2,000). Prints a table of the means
@@ -87,15 +90,21 @@ def reference(case, seed, n_pool, cache, n_reference=N_REFERENCE, n_sub=2000):
     return X, y, sub
 
 
-def build(case, name, n, seed, variants, tuned):
-    """The filter ``name`` for ``(N, seed)``, seeded as B2 seeds it (variants: keys 1000+)."""
+def build(case, name, n, seed, variants, tuned, base=None):
+    """The filter ``name`` for ``(N, seed)``, seeded as B2 seeds it (variants: keys 1000+).
+
+    ``base`` updates the class defaults for ``KDE-default`` and every variant.
+    """
+    base = base or {}
     if name in variants:
-        est = KDEDiffusionFilter(n_members=n, device="numpy", **variants[name])
+        est = KDEDiffusionFilter(n_members=n, device="numpy", **{**base, **variants[name]})
         key = 1000 + list(variants).index(name)
     else:
         group = _TUNE_KEY.get(name)
         params = (tuned or {}).get(group, {}).get(n, _default_params(case).get(group))
         est = _estimator(name, n, params)
+        if name == "KDE-default":
+            est.set_params(**base)
         key = _method_index(name)
     return est.set_params(
         model=case.filter_model(),
@@ -129,6 +138,7 @@ def main(argv=None):
     parser.add_argument("seeds")
     parser.add_argument("--methods", default="")
     parser.add_argument("--variant", action="append", default=[])
+    parser.add_argument("--base", default="{}")
     parser.add_argument("--params-from")
     parser.add_argument("--cache")
     parser.add_argument("--n-pool", type=int, default=1000)
@@ -139,12 +149,15 @@ def main(argv=None):
     case = b2_case("l63-z")
     members = [int(m) for m in args.members.split(",")]
     seeds = [int(s) for s in args.seeds.split(",")]
+
+    def params(spec):
+        return {k: tuple(v) if isinstance(v, list) else v for k, v in json.loads(spec).items()}
+
     variants = {}
     for text in args.variant:
         name, spec = text.split("=", 1)
-        variants[name] = {
-            k: tuple(v) if isinstance(v, list) else v for k, v in json.loads(spec).items()
-        }
+        variants[name] = params(spec)
+    base = params(args.base)
     names = [m for m in args.methods.split(",") if m] + list(variants)
     tuned = tuned_params_from(args.params_from) if args.params_from else None
     keys = ("w2", "w2_folded", "lobe_error", "collapsed")
@@ -153,14 +166,18 @@ def main(argv=None):
         X, y, sub = reference(case, seed, args.n_pool, args.cache, args.n_reference, args.n_sub)
         for i, name in enumerate(names):
             for m, n in enumerate(members):
-                est = build(case, name, n, seed, variants, tuned)
+                est = build(case, name, n, seed, variants, tuned, base)
                 res = one_run(case, est, n, seed, X, y, sub, args.n_reference)
                 for k in keys:
                     data[k][i, m, j] = res[k]
     ds = xr.Dataset(
         {k: (("method", "n_members", "seed"), v) for k, v in data.items()},
         coords={"method": names, "n_members": members, "seed": seeds},
-        attrs={"variants": json.dumps(variants), "params_from": str(args.params_from)},
+        attrs={
+            "variants": json.dumps(variants),
+            "base": json.dumps(base),
+            "params_from": str(args.params_from),
+        },
     )
     for n in members:
         print(f"N = {n}: method, then the mean over seeds of " + ", ".join(keys))
