@@ -229,3 +229,22 @@ def test_enkf_n_keeps_lorenz96_40_half_where_the_untuned_enkf_loses():
     factor = r["enkf_n"][1]["inflation"].values
     assert np.all((factor > 1.0) & (factor <= FINITE_SIZE_MAX))
     assert np.all(np.isnan(r["enkf"][1]["inflation"].values))  # a fixed inflation
+
+
+def test_correlated_noise_is_whitened():
+    """With a full covariance R the factor is the one of the whitened problem
+    (``L^(-1) h(x)``, ``L^(-1) y`` with identity noise, ``L`` the Cholesky factor)."""
+    rng = np.random.default_rng(5)
+    a = rng.standard_normal((4, 4))
+    cov = a @ a.T + 0.5 * np.eye(4)
+    chol = np.linalg.cholesky(cov)
+    predicted = rng.standard_normal((15, 4)) * 2.0
+    y = predicted.mean(0) + chol @ rng.standard_normal(4) * 3.0
+    lam = finite_size_factor(predicted, y, GaussianNoise(covariance=cov), np.inf)
+    white = np.linalg.solve(chol, predicted.T).T
+    lam_white = finite_size_factor(
+        white, np.linalg.solve(chol, y), GaussianNoise(std=np.ones(4)), np.inf
+    )
+    assert lam > 1.0
+    # equal to the scalar search's tolerance (1e-8 in log z), not to rounding
+    assert lam == pytest.approx(lam_white, rel=1e-6)
