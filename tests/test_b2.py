@@ -39,6 +39,11 @@ def test_smoke_every_case(case):
     assert np.all(ode > 0)
     assert np.all(np.isnan(ds["ode_steps"].sel({"method": "EnKF"}).values))
     assert np.all(np.isfinite(ds["bandwidth_x"].sel({"method": "KDE-mixture"}).values))
+    # the finite-size factor of the defaults; 1 where a KDE method names inflation=1
+    factor = ds["inflation"].sel({"method": "KDE-default"}).values
+    assert np.all((factor > 0.99) & (factor <= 1.2))
+    assert np.all(ds["inflation"].sel({"method": "KDE-mixture"}).values == 1.0)
+    assert np.all(np.isnan(ds["inflation"].sel({"method": "EnKF"}).values))
     if B2_CASES[case].w2:
         assert np.all(np.isfinite(ds["w2"].values)) and np.all(ds["w2"].values > 0)
         assert ds["w2_floor"].dims == ("n_members", "seed")

@@ -228,6 +228,7 @@ def _nan_result(failed=0.0):
         "ess_fraction",
         "bandwidth_x",
         "bandwidth_y",
+        "inflation",
     )
     res = dict.fromkeys(keys, np.nan)
     res["failed"] = failed
@@ -272,6 +273,8 @@ def _one_run(case, method, n_members, seed, params, X, y, ref_sub, w2_cycles, po
         if method.startswith("KDE"):
             res["bandwidth_x"] = float(np.nanmean(ds["bandwidth_x"].values[b:]))
             res["bandwidth_y"] = float(np.nanmean(ds["bandwidth_y"].values[b:]))
+        if "inflation" in ds:  # all NaN (a fixed EnKF inflation) gives NaN
+            res["inflation"] = float(np.nanmean(ds["inflation"].values[b:]))
     return res
 
 
@@ -378,7 +381,8 @@ def run_b2(
         ESS over N before resampling, weighted filters), ``bandwidth_x`` and
         ``bandwidth_y`` (realised KDE bandwidths; for ``KDE-robust`` ``bandwidth_y`` is the
         tempering factor ``c``, 1 when the whole likelihood was assimilated),
-        ``failed``; for Lorenz-63 also
+        ``inflation`` (time-mean finite-size inflation factor, where a method has one;
+        1 for a KDE method with ``inflation=1``), ``failed``; for Lorenz-63 also
         ``w2`` and ``w2_floor`` ``(n_members, seed)``. The setting, the grids, the tuned
         parameters (JSON, and ``tuned[GROUP][N=..]`` strings) and the reference
         diagnostics are in ``attrs``.
