@@ -76,6 +76,12 @@ def check_inflation(value, name="inflation"):
     return None
 
 
+def inflate(ensemble, factor):
+    """The ensemble (members in rows) with its anomalies multiplied by ``factor``."""
+    mean = ensemble.mean(axis=0)
+    return mean + factor * (ensemble - mean)
+
+
 def _is_real(value):
     return isinstance(value, numbers.Real) and not isinstance(value, bool)
 

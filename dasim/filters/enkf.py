@@ -7,7 +7,7 @@ import numpy as np
 from .._inputs import store_params
 from .._noise import GaussianNoise
 from ._base import SequentialFilter, fill_shared_doc
-from ._inflation import check_inflation, finite_size_factor
+from ._inflation import check_inflation, finite_size_factor, inflate
 from ._localisation import LocalisedMixin
 
 __all__ = ["EnKF"]
@@ -194,8 +194,8 @@ default=None
         factor = np.nan
         if bound is not None:  # the EnKF-N: the prior inflated by the finite-size factor
             factor = finite_size_factor(predicted, y, self._obs_noise, bound)
-            forecast = _inflate(forecast, factor)
-            past = None if past is None else _inflate(past, factor)
+            forecast = inflate(forecast, factor)
+            past = None if past is None else inflate(past, factor)
             predicted = self.observation_.apply(forecast)
         states = forecast if past is None else np.concatenate([forecast, past], axis=1)
         mask = ~np.isnan(y)
@@ -224,14 +224,8 @@ default=None
         if past is not None:
             analysis, past_analysis = analysis[:, :d], analysis[:, d:]
         if bound is None and self.inflation != 1.0:
-            analysis = _inflate(analysis, self.inflation)
+            analysis = inflate(analysis, self.inflation)
         return analysis, past_analysis, factor
-
-
-def _inflate(ensemble, factor):
-    """The ensemble with its anomalies multiplied by ``factor``."""
-    mean = ensemble.mean(axis=0)
-    return mean + factor * (ensemble - mean)
 
 
 def _ensemble_space(states, hx, whiten):

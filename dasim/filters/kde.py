@@ -12,7 +12,7 @@ from .._torch import resolve_device
 from .._validation import check_positive
 from ..exceptions import WeightCollapseWarning
 from ._base import SequentialFilter, fill_shared_doc
-from ._inflation import check_inflation, finite_size_factor
+from ._inflation import check_inflation, finite_size_factor, inflate
 from ._kde_global import (
     _NOISE_RULES,
     _RULES,
@@ -473,8 +473,7 @@ default=None
         else:
             factor = finite_size_factor(predicted, y, self._obs_noise, bound)
         if factor != 1.0:
-            mean = forecast.mean(axis=0)
-            forecast = mean + factor * (forecast - mean)
+            forecast = inflate(forecast, factor)
             predicted = self.observation_.apply(forecast)
         from ._kde_kalman import adaptive_fraction, kalman_step, tempered_noise
 
