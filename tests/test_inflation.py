@@ -8,22 +8,14 @@ ETKF of the forecast inflated by ``sqrt((N - 1) / z*)`` has the mean
 ``mean(E) + X^T w(z*)``.
 """
 
-import warnings
-
 import numpy as np
 import pytest
+from _b2_runs import b2_runs
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy.optimize import minimize
 
 from dasim._noise import GaussianNoise
-from dasim.benchmarks.nonlinear_filtering import (
-    B2_CASES,
-    _filter_model,
-    _fit_states,
-    _initial_ensemble,
-    _twin,
-)
 from dasim.filters import EnKF, KDEDiffusionFilter
 from dasim.filters._inflation import FINITE_SIZE_MAX, check_inflation, finite_size_factor
 from dasim.filters.enkf import sqrt_update
@@ -148,18 +140,7 @@ def test_check_inflation_resolves_the_bound():
 
 
 def _l96_40_half(seed, n, **estimators):
-    case = B2_CASES["l96-40-half"]
-    X, y = _twin(case, case.n_cycles, seed)
-    init = _initial_ensemble(case, n, seed)
-    out = {}
-    for name, make in estimators.items():
-        est = make(_filter_model(case), case.observation, n_members=n, random_state=seed)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            ds = est.fit(_fit_states(case, seed)).assimilate(y, initial_ensemble=init)
-        err = np.sqrt(((ds["analysis"].mean("member").values - X) ** 2).mean(1))
-        out[name] = (float(err[case.burn_in :].mean()), ds)
-    return out
+    return b2_runs("l96-40-half", seed, n, **estimators)
 
 
 def test_default_keeps_lorenz96_40_half_at_50_members():

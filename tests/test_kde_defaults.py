@@ -10,14 +10,10 @@ import warnings
 
 import numpy as np
 import pytest
+from _b2_runs import b2_runs
 
 from dasim.benchmarks.nonlinear_filtering import (
-    B2_CASES,
     JOINT_PARAMS,
-    _filter_model,
-    _fit_states,
-    _initial_ensemble,
-    _twin,
 )
 from dasim.datasets import make_twin_experiment
 from dasim.filters import EnKF, KDEDiffusionFilter
@@ -31,17 +27,7 @@ def _rmse(ds, truth, burn):
 
 
 def _b2_rmse(case_name, seed, n, **estimators):
-    case = B2_CASES[case_name]
-    X, y = _twin(case, case.n_cycles, seed)
-    init = _initial_ensemble(case, n, seed)
-    out = {}
-    for name, make in estimators.items():
-        est = make(_filter_model(case), case.observation, n_members=n, random_state=seed)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            ds = est.fit(_fit_states(case, seed)).assimilate(y, initial_ensemble=init)
-        out[name] = _rmse(ds, X, case.burn_in)
-    return out
+    return {k: rmse for k, (rmse, _) in b2_runs(case_name, seed, n, **estimators).items()}
 
 
 def _default(model, obs, **kw):
