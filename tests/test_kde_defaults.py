@@ -12,9 +12,7 @@ import numpy as np
 import pytest
 from _b2_runs import b2_runs
 
-from dasim.benchmarks.nonlinear_filtering import (
-    JOINT_PARAMS,
-)
+from dasim.benchmarks.nonlinear_filtering import JOINT_PARAMS
 from dasim.datasets import make_twin_experiment
 from dasim.filters import EnKF, KDEDiffusionFilter
 from dasim.models import Lorenz63
