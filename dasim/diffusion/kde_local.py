@@ -229,17 +229,22 @@ def _normalise_local(L):
     return L - lse
 
 
+def _local_weights(log_w_local, shape, taper):
+    """``log_w_local`` checked against ``shape`` (N, d), normalised per component."""
+    L = np.asarray(log_w_local, dtype=np.float64)
+    if L.shape != shape:
+        raise ValueError(f"log_w_local must have shape {shape} (N, d), got {L.shape}.")
+    if np.isnan(L).any() or np.any(L == np.inf):
+        raise ValueError("log_w_local must be finite or -inf.")
+    return _shared_columns(_normalise_local(L), taper)
+
+
 def _check_inputs(x, X, log_w_local, taper_xx):
     X = _check_matrix(X, "X")
     n, d = X.shape
     x = _check_matrix(x, "x", ncols=d)
-    L = np.asarray(log_w_local, dtype=np.float64)
-    if L.shape != (n, d):
-        raise ValueError(f"log_w_local must have shape {(n, d)} (N, d), got {L.shape}.")
-    if np.isnan(L).any() or np.any(L == np.inf):
-        raise ValueError("log_w_local must be finite or -inf.")
     taper = _StateTaper(taper_xx)
-    return x, X, _shared_columns(_normalise_local(L), taper), taper
+    return x, X, _local_weights(log_w_local, (n, d), taper), taper
 
 
 @_fill_query_params
@@ -400,13 +405,8 @@ def sample_ode_local(
     """
     X = _check_matrix(X, "X")
     n_c, d = X.shape
-    L = np.asarray(log_w_local, dtype=np.float64)
-    if L.shape != (n_c, d):
-        raise ValueError(f"log_w_local must have shape {(n_c, d)} (N, d), got {L.shape}.")
-    if np.isnan(L).any() or np.any(L == np.inf):
-        raise ValueError("log_w_local must be finite or -inf.")
     taper = _StateTaper(taper_xx)
-    L = _shared_columns(_normalise_local(L), taper)
+    L = _local_weights(log_w_local, (n_c, d), taper)
     rng = _check_rng(rng)
     n_steps = _check_solver(solver, n_steps)
     if backend not in ("numpy", "torch"):
