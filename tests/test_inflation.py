@@ -229,3 +229,33 @@ def test_correlated_noise_is_whitened():
     assert lam > 1.0
     # equal to the scalar search's tolerance (1e-8 in log z), not to rounding
     assert lam == pytest.approx(lam_white, rel=1e-6)
+
+
+def test_enks_n_gives_the_past_the_enkf_n_update():
+    """The EnKS with ``inflation="finite-size"`` inflates the window's earlier ensembles by
+    the same factor, so that they receive the EnKF-N's ensemble-space update: the mean of
+    a past ensemble moves by ``X_past^T w(z*)``, with the raw past anomalies."""
+    from dasim.models import Lorenz63
+    from dasim.observations import ObservationModel
+    from dasim.smoothers import EnKS
+
+    rng = np.random.default_rng(7)
+    n = 12
+    forecast = rng.standard_normal((n, 3)) * [1.0, 2.0, 0.5] + [1.0, -2.0, 20.0]
+    past = forecast @ rng.standard_normal((3, 6)) + rng.standard_normal((n, 6))
+    obs = ObservationModel("identity", noise_std=0.7, indices=[0, 2])
+    est = EnKS(Lorenz63(), obs, n_members=n, inflation=("finite-size", np.inf))
+    est.fit(np.zeros((4, 3)))
+    est._obs_noise = obs.noise_model(2)
+    est._start_run(n, 3)
+    y = np.array([7.0, 21.0])
+    predicted = forecast[:, [0, 2]]
+    analysis, revised, lam = est._transform(forecast, y, predicted, rng, past=past)
+    assert lam > 1.05
+    z = (n - 1) / lam**2
+    s = ((predicted - predicted.mean(0)) / 0.7).T
+    dw = (y - predicted.mean(0)) / 0.7
+    w = np.linalg.solve(s.T @ s + z * np.eye(n), s.T @ dw)
+    for before, after in ((forecast, analysis), (past, revised)):
+        expected = before.mean(0) + (before - before.mean(0)).T @ w
+        np.testing.assert_allclose(after.mean(0), expected, atol=1e-10, rtol=0)
