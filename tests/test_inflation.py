@@ -120,6 +120,8 @@ def test_far_observation_inflates_up_to_the_bound():
         np.nan,
         True,
         None,
+        (),
+        ("finite-size", np.nan),
         ("finite-size", 1.2, 3),
     ],
 )

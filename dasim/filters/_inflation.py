@@ -61,7 +61,7 @@ def check_inflation(value, name="inflation"):
     if isinstance(value, str | tuple | list):
         spec = (value,) if isinstance(value, str) else tuple(value)
         bound = FINITE_SIZE_MAX if len(spec) == 1 else spec[1] if len(spec) == 2 else None
-        if spec[0] != "finite-size" or not _is_real(bound) or not bound > 1.0:
+        if not spec or spec[0] != "finite-size" or not _is_real(bound) or not bound > 1.0:
             raise ValueError(
                 f"{name} must be a float of at least 1, 'finite-size' or ('finite-size', "
                 f"max_factor) with max_factor > 1, got {value!r}."
@@ -136,11 +136,12 @@ def finite_size_factor(predicted, y, noise, max_factor=FINITE_SIZE_MAX):
     z_max = n / (1.0 + 1.0 / n)
     z_min = (n - 1) / max_factor**2 if np.isfinite(max_factor) else z_max * 1e-12
     grid = np.geomspace(z_min, z_max, _SCAN)
-    values = finite_size_dual(grid, du, sv**2, rest, n)
+    s2 = sv**2
+    values = finite_size_dual(grid, du, s2, rest, n)
     k = int(np.argmin(values))
     lo, hi = np.log(grid[max(k - 1, 0)]), np.log(grid[min(k + 1, _SCAN - 1)])
     result = minimize_scalar(
-        lambda t: float(finite_size_dual(np.exp(t), du, sv**2, rest, n)),
+        lambda t: float(finite_size_dual(np.exp(t), du, s2, rest, n)),
         bounds=(lo, hi),
         method="bounded",
         options={"xatol": 1e-8},
