@@ -176,7 +176,7 @@ def test_ode_records_its_steps_and_torch_cpu_matches_numpy():
     ids=["defaults", "multimodal"],
 )
 def test_transport_on_torch_cpu_matches_numpy(params, observation, n_cycles):
-    """The defaults, and MULTIMODAL_PARAMS with its tempered weights (active in 3 of the 6
+    """The defaults, and MULTIMODAL_PARAMS with its tempered weights (active in all 6
     cycles here), move the members with the global transport; on torch it is the same
     filter as the numpy reference, to rounding through a few chaotic cycles."""
     torch = pytest.importorskip("torch")

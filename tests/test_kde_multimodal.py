@@ -72,7 +72,7 @@ def _run(params, seed):
 @pytest.mark.parametrize("seed", [0, 2])
 def test_multimodal_params_keep_both_modes_and_their_shape(seed):
     # y = |x| from a symmetric prior: two modes of equal mass, at every cycle. The
-    # weights' ESS is held at 100 or more (ess_target 0.5), so one cycle moves a mode's
+    # weights' ESS is held at 100 or more (N/2 at N = 200), so one cycle moves a mode's
     # share by about sqrt(0.25 / 100) = 0.05 at most; over 30 cycles the members must
     # keep at least 20 % on each side (seeds 0-9 gave at most 0.25 off balance). Within
     # the modes the members match the exact posterior of |x|: mean W1 over the cycles
@@ -92,4 +92,10 @@ def test_multimodal_params_name_every_changed_default():
     for name in ("kalman_fraction", "flow_start", "bandwidth_x", "bandwidth_y", "kernel"):
         assert name in params
     est = KDEDiffusionFilter(**params)
-    assert est.get_params()["ess_target"] == 0.5 and est._flow_start == "members"
+    assert est.get_params()["ess_target"] == ("drift", 100, 0.5)
+    assert est._flow_start == "members"
+    # The ESS is held at N/2 from N = 100 (the figures published before the drift bound
+    # stand there) and higher below: 0.8 N at N = 25, 2/3 N at 50.
+    assert [est._ess_count(n) / n for n in (25, 50, 100, 250)] == pytest.approx(
+        [0.8, 2 / 3, 0.5, 0.5]
+    )

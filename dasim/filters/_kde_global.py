@@ -84,7 +84,7 @@ def progressive_analysis(filt, ensemble, y, loglik, sigma_x, rng):
     from ..diffusion.kde_sampling import tempered_log_weights
 
     n = ensemble.shape[0]
-    target = filt.ess_target * n
+    target = filt._ess_count(n)
     done, ess_min, n_steps, nfev, stages = 0.0, np.inf, 0.0, 0.0, 0
     while stages < filt.max_stages and done < 1.0 - 1e-12:
         if stages > 0:
@@ -122,7 +122,7 @@ def observation_weights(filt, y, predicted, loglik, rng):
     from ..diffusion.kde_sampling import tempered_log_weights
 
     spec = filt.bandwidth_y
-    target = filt.ess_target * predicted.shape[0]
+    target = filt._ess_count(predicted.shape[0])
     if filt.likelihood == "known":
         if spec == "ess":
             log_w, beta = tempered_log_weights(loglik, target, max_exponent=1.0)

@@ -29,7 +29,7 @@ def joint_analysis(filt, forecast, y, predicted, h, rng):
     kernel = JointKernel(forecast, predicted[:, mask], y[mask], noise, h, shrink=filt._shrink)
     log_w, c = kernel.log_w, np.nan
     if filt.bandwidth_y == "ess":
-        log_w, beta = tempered_log_weights(log_w, filt.ess_target * n, max_exponent=1.0)
+        log_w, beta = tempered_log_weights(log_w, filt._ess_count(n), max_exponent=1.0)
         c = 1.0 / np.sqrt(beta) if beta > 0 else np.inf
     ess = float(effective_sample_size(log_w))
     filt._warn_collapse(ess, n)

@@ -81,7 +81,7 @@ def local_analysis(filt, forecast, y, predicted, sigma_x, rng):
     from ..diffusion.kde_local import local_log_weights, local_tempered_log_weights
 
     n, d = forecast.shape
-    target = filt.ess_target * n
+    target = filt._ess_count(n)
     ensemble = forecast
     done = np.zeros(d)
     ess_min, n_steps, nfev, stages = np.inf, 0.0, 0.0, 0

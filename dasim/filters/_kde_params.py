@@ -32,14 +32,17 @@ PAPER_PARAMS = {
 #: so that the modes stay apart), with 200 steps a flow, so that a member that crosses
 #: between modes lands where the flow sends it; the exact likelihood tempered, in a cycle
 #: where it would leave the weights an ESS below ``N / 2``, to the exponent that keeps
-#: that ESS (``bandwidth_y="ess"``), so that one cycle's weights cannot empty a mode.
+#: that ESS (``bandwidth_y="ess"``), so that one cycle's weights cannot empty a mode;
+#: at small N the ESS is held higher, at ``N m / (N + m)`` with ``m = 100`` (0.8 N at
+#: N = 25, 0.67 N at 50; ``ess_target=("drift", 100, 0.5)``), so that a mode's share
+#: drifts by a variance of at most ``p (1 - p) / 100`` a cycle at every N.
 #: On unimodal posteriors it is worse than the defaults and loses track with few
 #: members (B2's ``l63-atan`` at N <= 100); see the user guide.
 MULTIMODAL_PARAMS = {
     "kernel": "isotropic",
     "bandwidth_x": ("scott", 0.25),
     "bandwidth_y": "ess",
-    "ess_target": 0.5,
+    "ess_target": ("drift", 100, 0.5),
     "max_stages": 1,
     "likelihood": "known",
     "sampler": "ode",

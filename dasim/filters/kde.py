@@ -154,12 +154,20 @@ default="noise"
         ensemble cycle after cycle. With ``localization_radius`` (isotropic kernel): the
         same per state component, toward its local weighted mean, so that each
         component's local mixture keeps the local weighted mean and variance.
-    ess_target : float, default=0.9
+    ess_target : float or ("drift", m), default=0.9
         With an adaptive ``kalman_fraction`` (the default) or ``bandwidth_y="ess"``: the
-        fraction of ``n_members`` the weights' effective sample size is kept at, in
-        ``(0, 1]``. The default keeps the weights near uniform, handing the Kalman step
-        what they cannot carry (0.75 is ``KDE-transport``'s; below 0.9 the filter lost
-        a 40-dimensional case at N = 50 that the EnKF tracks).
+        effective sample size (ESS) the weights are kept at. A float in ``(0, 1]`` is a
+        fraction of ``n_members``. The default keeps the weights near uniform, handing
+        the Kalman step what they cannot carry (0.75 is ``KDE-transport``'s; below 0.9
+        the filter lost a 40-dimensional case at N = 50 that the EnKF tracks).
+        ``("drift", m)``, ``m > 0``, keeps ``1/ESS - 1/N`` at ``1/m`` (an ESS of
+        ``N m / (N + m)``). Reweighting moves the share ``p`` of any part of the
+        ensemble (the members on one mode, say) by a variance of about
+        ``p (1 - p) (1/ESS - 1/N)`` a cycle, so this form bounds that drift at
+        ``p (1 - p) / m`` whatever N, where a fraction ``c`` bounds it at
+        ``p (1 - p) (1/c - 1) / N``, loose at small N. ``("drift", m, c)`` applies
+        both bounds: the ESS is the larger of ``c N`` and ``N m / (N + m)``.
+        ``MULTIMODAL_PARAMS`` uses ``("drift", 100, 0.5)``.
     max_stages : int, default=1
         Progressive correction (Musso, Oudjane and Le Gland 2001), with
         ``likelihood="known"`` and ``bandwidth_y="ess"``: the analysis assimilates the
@@ -332,6 +340,20 @@ default=None
     ):
         store_params(self, locals())
 
+    def _ess_count(self, n):
+        """The effective sample size the weights of ``n`` members are kept at.
+
+        ``ess_target * n`` for a fraction; for ``("drift", m)`` the ``n m / (n + m)``
+        that holds ``1/ESS - 1/n`` at ``1/m``; for ``("drift", m, c)`` the larger of
+        that and ``c n`` (see ``ess_target``).
+        """
+        et = self.ess_target
+        if isinstance(et, tuple | list):
+            m = float(et[1])
+            fraction = float(et[2]) if len(et) == 3 else 0.0
+            return max(fraction * n, n * m / (n + m))
+        return et * n
+
     @property
     def _shrink(self):
         """``shrink`` resolved: None is True wherever shrinkage is defined."""
@@ -386,8 +408,25 @@ default=None
                 f"[0, 1), got {kf!r}."
             )
         et = self.ess_target
-        if isinstance(et, bool) or not isinstance(et, numbers.Real) or not 0 < et <= 1:
-            raise ValueError(f"ess_target must be in (0, 1], got {et!r}.")
+        real = isinstance(et, numbers.Real) and not isinstance(et, bool)
+
+        def number(v):
+            return isinstance(v, numbers.Real) and not isinstance(v, bool)
+
+        drift = (
+            isinstance(et, tuple | list)
+            and len(et) in (2, 3)
+            and isinstance(et[0], str)
+            and et[0] == "drift"
+            and number(et[1])
+            and 0 < et[1] < np.inf
+            and (len(et) == 2 or (number(et[2]) and 0 <= et[2] <= 1))
+        )
+        if not (drift or (real and 0 < et <= 1)):
+            raise ValueError(
+                "ess_target must be in (0, 1], ('drift', m) or ('drift', m, fraction) with "
+                f"m > 0 finite and fraction in [0, 1], got {et!r}."
+            )
         ms = self.max_stages
         if isinstance(ms, bool) or not isinstance(ms, numbers.Integral) or ms < 1:
             raise ValueError(f"max_stages must be a positive integer, got {ms!r}.")
@@ -480,7 +519,7 @@ default=None
         kf = self.kalman_fraction
         if isinstance(kf, str | tuple | list):
             floor = 0.0 if isinstance(kf, str) else float(kf[1])
-            target = self.ess_target * forecast.shape[0]
+            target = self._ess_count(forecast.shape[0])
             gamma, forecast = adaptive_fraction(self, forecast, y, predicted, target, floor)
         else:
             gamma = float(kf)
