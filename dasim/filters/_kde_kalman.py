@@ -22,6 +22,7 @@ update to the Kalman step.
 from __future__ import annotations
 
 import contextlib
+import numbers
 
 import numpy as np
 
@@ -34,6 +35,21 @@ _GAMMA_MAX = 0.99
 _GAMMA_TOL = 1e-3
 
 __all__ = []
+
+
+def check_kalman_fraction(kf):
+    """Raise a ValueError naming ``kalman_fraction`` unless ``kf`` is one of its forms."""
+
+    def fraction(v):
+        return not isinstance(v, bool) and isinstance(v, numbers.Real) and 0 <= v < 1
+
+    adaptive = isinstance(kf, str) and kf == "ess"
+    pair = isinstance(kf, tuple | list) and len(kf) == 2 and isinstance(kf[0], str)
+    if not (fraction(kf) or adaptive or (pair and kf[0] == "ess" and fraction(kf[1]))):
+        raise ValueError(
+            "kalman_fraction must be in [0, 1), 'ess' or ('ess', floor) with floor in "
+            f"[0, 1), got {kf!r}."
+        )
 
 
 def kalman_step(filt, forecast, y, predicted, gamma):

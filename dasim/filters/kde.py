@@ -12,6 +12,7 @@ from .._torch import resolve_device
 from .._validation import check_positive
 from ..exceptions import WeightCollapseWarning
 from ._base import SequentialFilter, fill_shared_doc
+from ._ess_target import check_ess_target, ess_count
 from ._inflation import check_inflation, finite_size_factor, inflate
 from ._kde_global import (
     _NOISE_RULES,
@@ -24,6 +25,7 @@ from ._kde_global import (
     progressive_analysis,
     transport_analysis,
 )
+from ._kde_kalman import check_kalman_fraction
 from ._kde_params import MULTIMODAL_PARAMS, PAPER_PARAMS
 from ._localisation import LocalisedMixin
 
@@ -341,18 +343,8 @@ default=None
         store_params(self, locals())
 
     def _ess_count(self, n):
-        """The effective sample size the weights of ``n`` members are kept at.
-
-        ``ess_target * n`` for a fraction; for ``("drift", m)`` the ``n m / (n + m)``
-        that holds ``1/ESS - 1/n`` at ``1/m``; for ``("drift", m, c)`` the larger of
-        that and ``c n`` (see ``ess_target``).
-        """
-        et = self.ess_target
-        if isinstance(et, tuple | list):
-            m = float(et[1])
-            fraction = float(et[2]) if len(et) == 3 else 0.0
-            return max(fraction * n, n * m / (n + m))
-        return et * n
+        """The ESS the weights of ``n`` members are kept at (see ``ess_target``)."""
+        return ess_count(self.ess_target, n)
 
     @property
     def _shrink(self):
@@ -395,38 +387,8 @@ default=None
                 f"{self.bandwidth_x!r}."
             )
         check_inflation(self.inflation)
-        kf = self.kalman_fraction
-
-        def fraction(v):
-            return not isinstance(v, bool) and isinstance(v, numbers.Real) and 0 <= v < 1
-
-        adaptive = isinstance(kf, str) and kf == "ess"
-        pair = isinstance(kf, tuple | list) and len(kf) == 2 and isinstance(kf[0], str)
-        if not (fraction(kf) or adaptive or (pair and kf[0] == "ess" and fraction(kf[1]))):
-            raise ValueError(
-                "kalman_fraction must be in [0, 1), 'ess' or ('ess', floor) with floor in "
-                f"[0, 1), got {kf!r}."
-            )
-        et = self.ess_target
-        real = isinstance(et, numbers.Real) and not isinstance(et, bool)
-
-        def number(v):
-            return isinstance(v, numbers.Real) and not isinstance(v, bool)
-
-        drift = (
-            isinstance(et, tuple | list)
-            and len(et) in (2, 3)
-            and isinstance(et[0], str)
-            and et[0] == "drift"
-            and number(et[1])
-            and 0 < et[1] < np.inf
-            and (len(et) == 2 or (number(et[2]) and 0 <= et[2] <= 1))
-        )
-        if not (drift or (real and 0 < et <= 1)):
-            raise ValueError(
-                "ess_target must be in (0, 1], ('drift', m) or ('drift', m, fraction) with "
-                f"m > 0 finite and fraction in [0, 1], got {et!r}."
-            )
+        check_kalman_fraction(self.kalman_fraction)
+        check_ess_target(self.ess_target)
         ms = self.max_stages
         if isinstance(ms, bool) or not isinstance(ms, numbers.Integral) or ms < 1:
             raise ValueError(f"max_stages must be a positive integer, got {ms!r}.")
