@@ -102,7 +102,7 @@ def main(argv=None):
     for ax in axes[-1]:
         ax.set_xlabel("cycle")
     fig.tight_layout()
-    fig.savefig(args.out, dpi=100)
+    fig.savefig(args.out, dpi=72)
 
 
 if __name__ == "__main__":
