@@ -47,3 +47,25 @@ def test_fold_maps_onto_one_wing():
     np.testing.assert_array_equal(lobes.fold(x), [[1.0, -2.0, 3.0], [4.0, -5.0, 6.0]])
     assert lobes.share_right(x) == 0.5
     assert lobes.share_right(x, np.array([3.0, 1.0])) == 0.25
+
+
+def test_l63z_balance_runs_b2s_multimodal_method(tmp_path):
+    # The figure's first set is B2's KDE-multimodal, with B2's run seed; the second
+    # differs from it in the ESS target alone.
+    from dasim.benchmarks.nonlinear_filtering import b2_case
+    from dasim.benchmarks.nonlinear_filtering_cases import _estimator, _int_seed, _method_index
+    from dasim.filters import KDEDiffusionFilter
+
+    balance = _load("l63z_balance")
+    case = b2_case("l63-z")
+    est = balance.build(case, "KDE-multimodal", 8, 3, {}, None)
+    b2 = _estimator("KDE-multimodal", 8, None)
+    assert est.get_params()["ess_target"] == KDEDiffusionFilter.MULTIMODAL_PARAMS["ess_target"]
+    for name, value in b2.get_params().items():
+        if name not in ("model", "observation", "random_state"):
+            assert est.get_params()[name] == value, name
+    assert est.random_state == _int_seed(3, 8, _method_index("KDE-multimodal"))
+    out = tmp_path / "balance.png"
+    small = ["--n-reference", "3000", "--n-sub", "300", "--n-pool", "8"]
+    balance.main(["8", "1", str(out), *small])
+    assert out.stat().st_size > 0

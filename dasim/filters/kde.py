@@ -156,7 +156,7 @@ default="noise"
         ensemble cycle after cycle. With ``localization_radius`` (isotropic kernel): the
         same per state component, toward its local weighted mean, so that each
         component's local mixture keeps the local weighted mean and variance.
-    ess_target : float or ("drift", m), default=0.9
+    ess_target : float, ("drift", m) or ("drift", m, c), default=0.9
         With an adaptive ``kalman_fraction`` (the default) or ``bandwidth_y="ess"``: the
         effective sample size (ESS) the weights are kept at. A float in ``(0, 1]`` is a
         fraction of ``n_members``. The default keeps the weights near uniform, handing

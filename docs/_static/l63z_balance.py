@@ -13,10 +13,12 @@ truths, observations, initial ensembles and run seeds as ``dasim nonlinear-filte
 Usage::
 
     python docs/_static/l63z_balance.py MEMBERS SEEDS OUT.png [--cache DIR]
+        [--n-pool N] [--n-reference N] [--n-sub N]
 
 e.g. ``python docs/_static/l63z_balance.py 25,50 0,1,2,3,4,5,6,7,8,9
 docs/_static/l63z-balance.png --cache refs/`` (the references take about 12 s of one
-core a seed, the runs about 3 s each).
+core a seed, the runs about 3 s each). ``--n-pool``, ``--n-reference`` and ``--n-sub``
+are those of ``l63z_lobes.py``.
 """
 
 import argparse
@@ -48,13 +50,13 @@ SETS = {
 }
 
 
-def shares(case, change, n, seed, y):
+def shares(case, change, n, seed, y, n_reference=100_000):
     """The share of members at ``x > 0`` after each cycle's analysis."""
     est = build(case, "KDE-multimodal", n, seed, {}, None).set_params(**change)
     with threadpool_limits(1), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         est.fit(_fit_states(case, seed))
-        init = _initial_ensemble(case, n, seed, 100_000)
+        init = _initial_ensemble(case, n, seed, n_reference)
         A = est.assimilate(y, initial_ensemble=init, keep_forecast=False)["analysis"].values
     return (A[:, :, 0] > 0).mean(axis=1)
 
@@ -65,6 +67,9 @@ def main(argv=None):
     parser.add_argument("seeds")
     parser.add_argument("out")
     parser.add_argument("--cache")
+    parser.add_argument("--n-pool", type=int, default=1000)
+    parser.add_argument("--n-reference", type=int, default=100_000)
+    parser.add_argument("--n-sub", type=int, default=2000)
     args = parser.parse_args(argv)
     case = b2_case("l63-z")
     members = [int(m) for m in args.members.split(",")]
@@ -81,8 +86,10 @@ def main(argv=None):
         for ax, (title, change) in zip(row, SETS.items(), strict=True):
             empty = []
             for seed in seeds:
-                _, y, sub = reference(case, seed, 1000, args.cache)
-                s = shares(case, change, n, seed, y)
+                _, y, sub = reference(
+                    case, seed, args.n_pool, args.cache, args.n_reference, args.n_sub
+                )
+                s = shares(case, change, n, seed, y, args.n_reference)
                 lesser = np.minimum(s, 1 - s)
                 empty.append(np.mean(lesser[case.burn_in :] < 0.05))
                 ax.plot(lesser, lw=1, alpha=0.8)
