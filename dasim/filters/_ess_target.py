@@ -17,6 +17,8 @@ import numbers
 
 import numpy as np
 
+__all__ = []
+
 
 def _number(v):
     return isinstance(v, numbers.Real) and not isinstance(v, bool | np.bool_)
