@@ -75,6 +75,11 @@ def check_array_finite(
     return arr
 
 
+def is_real(value):
+    """True for a real scalar (Python or numpy), False for a bool and anything else."""
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
 def check_positive(value, name, *, allow_zero=False, allow_array=False):
     """Check that a scalar (or, optionally, every array entry) is positive and finite.
 

@@ -13,15 +13,11 @@ keeps the tighter of the two bounds: the ESS is the larger of ``c N`` and
 
 from __future__ import annotations
 
-import numbers
-
 import numpy as np
 
+from .._validation import is_real
+
 __all__ = []
-
-
-def _number(v):
-    return isinstance(v, numbers.Real) and not isinstance(v, bool | np.bool_)
 
 
 def check_ess_target(value):
@@ -31,11 +27,11 @@ def check_ess_target(value):
         and len(value) in (2, 3)
         and isinstance(value[0], str)
         and value[0] == "drift"
-        and _number(value[1])
+        and is_real(value[1])
         and 0 < value[1] < np.inf
-        and (len(value) == 2 or (_number(value[2]) and 0 <= value[2] <= 1))
+        and (len(value) == 2 or (is_real(value[2]) and 0 <= value[2] <= 1))
     )
-    if not (drift or (_number(value) and 0 < value <= 1)):
+    if not (drift or (is_real(value) and 0 < value <= 1)):
         raise ValueError(
             "ess_target must be in (0, 1], ('drift', m) or ('drift', m, fraction) with "
             f"m > 0 finite and fraction in [0, 1], got {value!r}."

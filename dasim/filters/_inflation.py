@@ -35,11 +35,9 @@ between the scan's neighbours of the best point.
 
 from __future__ import annotations
 
-import numbers
-
 import numpy as np
 
-from .._validation import check_positive
+from .._validation import check_positive, is_real
 
 __all__ = []
 
@@ -61,7 +59,7 @@ def check_inflation(value, name="inflation"):
     if isinstance(value, str | tuple | list):
         spec = (value,) if isinstance(value, str) else tuple(value)
         bound = FINITE_SIZE_MAX if len(spec) == 1 else spec[1] if len(spec) == 2 else None
-        if not spec or spec[0] != "finite-size" or not _is_real(bound) or not bound > 1.0:
+        if not spec or spec[0] != "finite-size" or not is_real(bound) or not bound > 1.0:
             raise ValueError(
                 f"{name} must be a float of at least 1, 'finite-size' or ('finite-size', "
                 f"max_factor) with max_factor > 1, got {value!r}."
@@ -80,10 +78,6 @@ def inflate(ensemble, factor):
     """The ensemble (members in rows) with its anomalies multiplied by ``factor``."""
     mean = ensemble.mean(axis=0)
     return mean + factor * (ensemble - mean)
-
-
-def _is_real(value):
-    return isinstance(value, numbers.Real) and not isinstance(value, bool)
 
 
 def finite_size_dual(z, du, s2, rest, n):
